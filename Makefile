@@ -1,0 +1,78 @@
+# edgeslim.jetson — developer entry points. Quick start: `make demo`, `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+# Podman adjustments for this testbed (runtime runc, ulimits): see tests/sim/containers.conf.
+export CONTAINERS_CONF := $(CURDIR)/tests/sim/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+COLLECTION_LINK := .collections/ansible_collections/edgeslim/jetson
+# Size of the simulated services: 1.0 = published figures (desktop ~800 MB); tests use less.
+SIM_SCALE ?= 0.1
+export EDGESLIM_SIM_SCALE ?= $(SIM_SCALE)
+
+.PHONY: help venv host link lint ruff ansible-lint sanity unit molecule test demo image fleet-up fleet-down build clean
+
+help:
+	@echo "make demo    bring up a simulated fleet and slim the warehouse robots"
+	@echo "make test    lint + sanity + unit tests + Molecule scenarios"
+	@echo "make venv | host | image | fleet-up | fleet-down | unit | lint | sanity | molecule | build"
+
+$(BIN)/.stamp: requirements-dev.txt tests/sim/vendor_podman_collection.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/python tests/sim/vendor_podman_collection.py
+	touch $@
+
+venv: $(BIN)/.stamp link
+
+# Resolve edgeslim.jetson.* from this checkout without installing it (ansible.cfg collections_path).
+link:
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@[ -L $(COLLECTION_LINK) ] || ln -sfn ../../.. $(COLLECTION_LINK)
+
+host:
+	@bash tests/sim/testbed.sh
+
+ruff: venv
+	ruff check .
+	ruff format --check .
+
+ansible-lint: venv
+	ansible-lint
+
+lint: ruff ansible-lint
+
+sanity: venv
+	bash tests/sanity.sh
+
+unit: venv
+	pytest -q tests/unit
+
+image: venv host
+	bash tests/sim/build-image.sh
+
+molecule: venv host image
+	bash tests/molecule.sh
+
+test: lint sanity unit molecule
+
+fleet-up: venv host image
+	$(BIN)/python tests/sim/fleet.py up --spec $${FLEET:-tests/sim/fleets/demo.yml}
+
+fleet-down: venv
+	$(BIN)/python tests/sim/fleet.py down
+
+demo: venv host image
+	bash tests/demo.sh
+
+build: venv
+	mkdir -p build && ansible-galaxy collection build --force --output-path build
+
+clean:
+	-$(BIN)/python tests/sim/fleet.py down 2>/dev/null
+	rm -rf build .cache

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Prepare this machine to run simulated Jetsons: Debian packages, lxcfs, kernel limits.
+# Idempotent; called by `make host` (and so by `make test` / `make demo`). See docs/development.md.
+set -euo pipefail
+
+PACKAGES=(podman runc debootstrap device-tree-compiler lxcfs gcc libc6-dev)
+LXCFS_DIR=/var/lib/lxcfs
+# Each systemd container takes ~6 inotify instances; the default 128 hangs fleets above ~20 hosts.
+INOTIFY_MIN=1024
+
+die() { echo "testbed: $*" >&2; exit 1; }
+
+need_root() {
+  [ "$(id -u)" = 0 ] && return 0
+  die "must run as root to $1 (missing: $2). Run 'sudo make host' once, or install it yourself."
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  need_root "install Debian packages" "${missing[*]}"
+  echo "testbed: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! mountpoint -q "$LXCFS_DIR" || [ ! -r "$LXCFS_DIR/proc/meminfo" ]; then
+  need_root "start lxcfs" "lxcfs mounted on $LXCFS_DIR"
+  mkdir -p "$LXCFS_DIR"
+  # A stale FUSE mount (lxcfs died) must be lazily unmounted before restarting.
+  umount -l "$LXCFS_DIR" 2>/dev/null || true
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl start lxcfs || true
+  fi
+  if ! mountpoint -q "$LXCFS_DIR"; then
+    setsid lxcfs "$LXCFS_DIR" >/var/log/edgeslim-lxcfs.log 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 50); do [ -r "$LXCFS_DIR/proc/meminfo" ] && break; sleep 0.1; done
+  [ -r "$LXCFS_DIR/proc/meminfo" ] || die "lxcfs did not come up on $LXCFS_DIR (see /var/log/edgeslim-lxcfs.log)"
+  echo "testbed: lxcfs running on $LXCFS_DIR"
+fi
+
+cur=$(cat /proc/sys/fs/inotify/max_user_instances)
+if [ "$cur" -lt "$INOTIFY_MIN" ]; then
+  need_root "raise fs.inotify.max_user_instances" "$INOTIFY_MIN (now $cur)"
+  sysctl -q -w fs.inotify.max_user_instances="$INOTIFY_MIN"
+  echo "testbed: fs.inotify.max_user_instances $cur -> $INOTIFY_MIN"
+fi
+echo "testbed: ready (podman $(podman --version | awk '{print $3}'), lxcfs, inotify $(cat /proc/sys/fs/inotify/max_user_instances))"
