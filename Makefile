@@ -47,7 +47,7 @@ ansible-lint: venv
 
 lint: ruff ansible-lint
 
-sanity: venv
+sanity: venv host
 	bash tests/sanity.sh
 
 unit: venv

@@ -3,7 +3,7 @@
 # Idempotent; called by `make host` (and so by `make test` / `make demo`). See docs/development.md.
 set -euo pipefail
 
-PACKAGES=(podman runc debootstrap device-tree-compiler lxcfs gcc libc6-dev)
+PACKAGES=(podman runc debootstrap device-tree-compiler lxcfs gcc libc6-dev shellcheck)
 LXCFS_DIR=/var/lib/lxcfs
 # Each systemd container takes ~6 inotify instances; the default 128 hangs fleets above ~20 hosts.
 INOTIFY_MIN=1024

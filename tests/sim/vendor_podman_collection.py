@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Place containers.podman into the venv without Galaxy.
 
 Galaxy is unreachable on our machines, but the PyPI package ``ansible`` bundles containers.podman.
