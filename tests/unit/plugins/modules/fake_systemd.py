@@ -1,0 +1,171 @@
+"""A small in-memory systemd that answers the argv lists the units module runs.
+
+It prints `systemctl show` blocks in systemd's shape (see tests/unit/fixtures/units/README.md) and models what
+matters here: aliases (`gdm3` -> `gdm.service`), static/enabled/disabled/indirect unit files, masking (and its
+refusal when the unit file lives in /etc/systemd/system), `--now`, RefuseManualStop, triggers, the default target
+and injected faults (a unit whose stop fails).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class FakeUnit:
+    id: str
+    file_state: str = "enabled"  # enabled | disabled | static | indirect
+    active: str = "active"
+    aliases: tuple[str, ...] = ()
+    fragment: str = ""
+    triggered_by: tuple[str, ...] = ()
+    refuse_manual_stop: bool = False
+    stop_fails: bool = False
+    masked: bool = False
+
+    def __post_init__(self) -> None:
+        # what `enable` brings back: an indirect unit (enabled through Also=) returns to indirect
+        self.enabled_as = self.file_state if self.file_state in ("enabled", "indirect") else "enabled"
+        if not self.fragment:
+            self.fragment = "/lib/systemd/system/" + self.id
+
+
+class FakeSystemd:
+    def __init__(self, units: list[FakeUnit], default_target: str = "graphical.target", omit_empty: bool = False):
+        self.units = {u.id: u for u in units}
+        self.alias = {a: u.id for u in units for a in u.aliases}
+        self.default_target = default_target
+        self.omit_empty = omit_empty
+        self.calls: list[list[str]] = []
+
+    # -- helpers
+    def get(self, name: str) -> FakeUnit | None:
+        return self.units.get(self.alias.get(name, name))
+
+    def state(self, name: str) -> tuple[str, str]:
+        unit = self.get(name)
+        assert unit is not None, name
+        return ("masked" if unit.masked else unit.file_state, unit.active)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "default": self.default_target,
+            "units": {k: (("masked" if u.masked else u.file_state), u.active) for k, u in self.units.items()},
+        }
+
+    def _block(self, name: str) -> str:
+        unit = self.get(name)
+        if unit is None:
+            props = {
+                "Id": name,
+                "Names": name,
+                "LoadState": "not-found",
+                "ActiveState": "inactive",
+                "SubState": "dead",
+                "FragmentPath": "",
+                "UnitFileState": "",
+                "TriggeredBy": "",
+                "RefuseManualStop": "no",
+            }
+        else:
+            props = {
+                "Id": unit.id,
+                "Names": " ".join((unit.id, *unit.aliases)),
+                "TriggeredBy": " ".join(unit.triggered_by),
+                "LoadState": "masked" if unit.masked else "loaded",
+                "ActiveState": unit.active,
+                "SubState": "running" if unit.active == "active" else "dead",
+                "FragmentPath": "" if unit.masked else unit.fragment,
+                "UnitFileState": "masked" if unit.masked else unit.file_state,
+                "RefuseManualStop": "yes" if unit.refuse_manual_stop else "no",
+            }
+        lines = [f"{k}={v}" for k, v in props.items() if v or not self.omit_empty]
+        return "\n".join(lines) + "\n"
+
+    def _stop(self, unit: FakeUnit) -> str | None:
+        if unit.active != "active":
+            return None
+        if unit.refuse_manual_stop:
+            return (
+                f"Failed to stop {unit.id}: Operation refused, unit {unit.id} may be requested by dependency only "
+                "(it is configured to refuse manual start/stop).\n"
+            )
+        if unit.stop_fails:
+            return f"Job for {unit.id} failed.\n"
+        unit.active = "inactive"
+        return None
+
+    # -- the runner interface: argv -> (rc, stdout, stderr)
+    def __call__(self, argv: list[str]) -> tuple[int, str, str]:
+        self.calls.append(list(argv))
+        args = [a for a in argv[1:] if a not in ("--no-pager", "--")]
+        verb = args[0]
+        now = "--now" in args
+        names = [a for a in args[1:] if not a.startswith("--")]
+        if verb == "show":
+            return 0, "\n".join(self._block(n) for n in names), ""
+        if verb == "get-default":
+            return 0, self.default_target + "\n", ""
+        if verb == "set-default":
+            self.default_target = names[0]
+            return 0, "", f"Created symlink /etc/systemd/system/default.target -> /lib/systemd/system/{names[0]}.\n"
+        errors = []
+        for name in names:
+            unit = self.get(name)
+            if unit is None:
+                errors.append(f"Failed to {verb} unit: Unit file {name} does not exist.\n")
+                continue
+            err = None
+            if verb == "mask":
+                if unit.fragment.startswith("/etc/systemd/system/"):
+                    errors.append(f"Failed to mask unit: File /etc/systemd/system/{unit.id} already exists.\n")
+                    continue
+                unit.masked = True
+                err = self._stop(unit) if now else None
+            elif verb == "unmask":
+                unit.masked = False
+            elif verb == "disable":
+                if unit.file_state in ("enabled", "indirect"):
+                    unit.file_state = "disabled"
+                err = self._stop(unit) if now else None
+            elif verb == "enable":
+                if unit.file_state == "disabled":
+                    unit.file_state = unit.enabled_as
+            elif verb == "stop":
+                err = self._stop(unit)
+            elif verb == "start":
+                if unit.masked:
+                    err = f"Failed to start {unit.id}: Unit {unit.id} is masked.\n"
+                else:
+                    unit.active = "active"
+            else:
+                raise AssertionError(f"unexpected systemctl verb {verb}")
+            if err:
+                errors.append(err)
+        return (1 if errors else 0), "", "".join(errors)
+
+
+def jetson_units(**overrides: Any) -> list[FakeUnit]:
+    """A JetPack-6-like unit set [AUDIT-AGX inventory, reconstructed]."""
+    units = [
+        FakeUnit("gdm.service", "static", aliases=("gdm3.service", "display-manager.service")),
+        FakeUnit("avahi-daemon.service", triggered_by=("avahi-daemon.socket",)),
+        FakeUnit("avahi-daemon.socket"),
+        FakeUnit("ModemManager.service"),
+        FakeUnit("bluetooth.service"),
+        FakeUnit("packagekit.service", "static"),
+        FakeUnit("nvargus-daemon.service"),
+        FakeUnit("snapd.service", triggered_by=("snapd.socket",)),
+        FakeUnit("snapd.socket"),
+        FakeUnit("kerneloops.service", active="inactive", masked=True),
+        FakeUnit("ssh.service", aliases=("sshd.service",)),
+        FakeUnit("NetworkManager.service"),
+        FakeUnit("nvgetty.service"),
+        FakeUnit("rpcbind.service", "indirect", triggered_by=("rpcbind.socket",)),
+        FakeUnit("rpcbind.socket"),
+    ]
+    for unit in units:
+        for key, value in overrides.get(unit.id, {}).items():
+            setattr(unit, key, value)
+    return units
