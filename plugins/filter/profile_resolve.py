@@ -293,6 +293,7 @@ def resolve_profile(
             "blocks": blocks,
             "services": {
                 "default_target": next(iter(targets.values()), None),
+                "default_target_block": next(iter(targets), None),
                 "disable": disable,
                 "mask": mask,
                 "keep": keep,

@@ -44,7 +44,7 @@ def test_warehouse_robot():
     p = ok(catalog(), "warehouse_robot")
     assert p["blocks"] == ["headless", "no_camera", "lean_network", "lean_housekeeping", "small_swiotlb"]
     s = p["services"]
-    assert s["default_target"] == "multi-user.target"
+    assert s["default_target"] == "multi-user.target" and s["default_target_block"] == "headless"
     assert {"gdm.service", "gdm3.service", "packagekit.service"} <= set(s["mask"])
     assert {"nvargus-daemon.service", "avahi-daemon.service", "avahi-daemon.socket", "cups.path"} <= set(s["disable"])
     assert not set(s["mask"]) & set(s["disable"])
@@ -69,6 +69,7 @@ def test_smart_camera_keeps_camera_and_devkit_is_empty():
     dev = ok(catalog(), "devkit")
     assert dev["services"] == {
         "default_target": None,
+        "default_target_block": None,
         "disable": [],
         "mask": [],
         "keep": [],
