@@ -51,6 +51,8 @@ ENABLED_STATES = ("enabled", "enabled-runtime", "indirect", "linked", "linked-ru
 MASKED_STATES = ("masked", "masked-runtime")
 # Active states in which the unit still holds (or is about to hold) memory.
 RUNNING_STATES = ("active", "activating", "reloading", "deactivating", "refreshing")
+# Units that start others: restored before the units they trigger.
+TRIGGER_SUFFIXES = ("socket", "path", "timer")
 # Mask writes a /dev/null symlink into /etc/systemd/system; it cannot when the unit file itself lives there.
 UNMASKABLE_PREFIXES = ("/etc/systemd/system/", "/run/systemd/system/")
 
@@ -439,10 +441,16 @@ class RestorePlan:
                 argvs.append([systemctl, verb, "--", *units])
         if self.default_target_after and self.default_target_after != self.default_target_before:
             argvs.append([systemctl, "set-default", self.default_target_after])
-        for verb in ("start", "stop"):
-            units = [u["unit"] for u in self.units if verb in u["actions"]]
-            if units:
-                argvs.append([systemctl, verb, "--", *units])
+        # Triggers first: systemd refuses to start a socket whose service is already running ("Job failed"),
+        # so sockets/paths/timers start in their own call before the services they trigger.
+        starts = [u["unit"] for u in self.units if "start" in u["actions"]]
+        triggers = [u for u in starts if u.rsplit(".", 1)[-1] in TRIGGER_SUFFIXES]
+        for group in (triggers, [u for u in starts if u not in triggers]):
+            if group:
+                argvs.append([systemctl, "start", "--", *group])
+        stops = [u["unit"] for u in self.units if "stop" in u["actions"]]
+        if stops:
+            argvs.append([systemctl, "stop", "--", *stops])
         return argvs
 
     def as_dict(self) -> dict[str, Any]:

@@ -84,6 +84,13 @@ options:
       - Journal layer this module owns.
     type: str
     default: services
+  verify_delay:
+    description:
+      - Seconds to wait after the changes before reading the final states back, so that a unit brought back by
+        something outside the plan (a vendor watchdog, a dependency) is caught instead of reported as stopped.
+      - Only spent when something changed.
+    type: float
+    default: 1.0
 notes:
   - Check mode and C(--diff) show the exact plan (one line per unit, C(unit_file_state/active_state) before and
     after) and the argv lists that would run.
@@ -167,6 +174,7 @@ restored:
   type: bool
 """
 
+import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -301,7 +309,8 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
             units=result["units"],
             current=after,
         )
-    # 4. verify
+    # 4. verify (after a short delay: catch units that something restarts behind our back)
+    time.sleep(max(0.0, p["verify_delay"]))
     final = runner.states([e["unit"] for e in entries])
     target_now = runner.default_target()
     problems = verify_applied(plan, final, target_now)
@@ -388,6 +397,7 @@ def main() -> None:
             "blocks": {"type": "dict", "default": {}},
             "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
             "layer": {"type": "str", "default": "services"},
+            "verify_delay": {"type": "float", "default": 1.0},
         },
         supports_check_mode=True,
     )

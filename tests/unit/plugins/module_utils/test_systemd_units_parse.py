@@ -162,3 +162,23 @@ def test_merge_layer_first_record_wins():
     assert again["units"]["gdm.service"]["active_state"] == "active"
     assert again["default_target"] == "graphical.target"
     assert again["created"] == "t1" and again["updated"] == "t2"
+
+
+def test_real_capture_systemd_252():
+    requested = [
+        "gdm3.service",
+        "display-manager.service",
+        "es-sim-04.service",
+        "es-sim-04.socket",
+        "es-sim-05.service",
+        "nosuch.service",
+        "refuser.service",
+    ]
+    states = su.match_states(requested, su.parse_show((FIX / "debian12_show.txt").read_text()))
+    assert states["display-manager.service"].id == "gdm.service"
+    assert "gdm3.service" in states["gdm3.service"].names
+    assert states["es-sim-04.service"].triggered_by == ["es-sim-04.socket"]
+    assert states["es-sim-05.service"].unit_file_state == "static"
+    assert not states["nosuch.service"].exists
+    plan = su.compute_plan(states, ["refuser.service"], [], [], [], "graphical.target", None)
+    assert "refuses manual stop" in plan.errors[0]

@@ -135,7 +135,10 @@ class FakeSystemd:
             elif verb == "stop":
                 err = self._stop(unit)
             elif verb == "start":
-                if unit.masked:
+                served = [u for u in self.units.values() if unit.id in u.triggered_by and u.active == "active"]
+                if unit.id.endswith(".socket") and unit.active != "active" and served:
+                    err = 'Job failed. See "journalctl -xe" for details.\n'  # real systemd 252 behaviour
+                elif unit.masked:
                     err = f"Failed to start {unit.id}: Unit {unit.id} is masked.\n"
                 else:
                     unit.active = "active"

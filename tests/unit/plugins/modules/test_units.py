@@ -22,7 +22,13 @@ WAREHOUSE = {
 
 
 def run(fake: FakeSystemd, args: dict[str, Any], tmp_path, check: bool = False, diff: bool = False) -> dict:
-    args = {"journal_path": str(tmp_path / "journal.json"), **args, "_ansible_check_mode": check, "_ansible_diff": diff}
+    args = {
+        "journal_path": str(tmp_path / "journal.json"),
+        "verify_delay": 0,
+        **args,
+        "_ansible_check_mode": check,
+        "_ansible_diff": diff,
+    }
 
     def run_command(_self, argv, **_kw):
         return fake(argv)
