@@ -128,6 +128,7 @@ def write_journal(
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         (replace or os.replace)(tmp, path)
+        os.chmod(path, mode)  # atomic_move applies the umask to a new destination; the journal stays private
         _fsync_dir(directory)
     except OSError as exc:
         raise JournalError(f"{path}: cannot write journal: {exc.strerror}") from exc

@@ -56,12 +56,14 @@ def test_write_uses_temp_file_in_same_dir_and_given_replace(tmp_path):
     path = str(tmp_path / "journal.json")
     seen = []
 
-    def replace(src, dst):
+    def replace(src, dst):  # like module.atomic_move on a new file: permissions from the umask
         with open(src) as handle:
             seen.append((os.path.dirname(src), dst, json.load(handle)))
+        os.chmod(src, 0o644)
         os.replace(src, dst)
 
     j.write_journal(path, {"version": 1, "layers": {"services": {}}}, replace=replace)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     assert seen == [(str(tmp_path), path, {"version": 1, "layers": {"services": {}}})]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".journal.")] == []
 
