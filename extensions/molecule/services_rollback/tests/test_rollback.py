@@ -32,3 +32,7 @@ def test_aliases_and_default_target_back(host):
 def test_journal_layer_cleared(host):
     journal = json.loads(host.file("/var/lib/edgeslim/journal.json").content_string)
     assert journal == {"version": 1, "layers": {}}
+
+
+def test_journald_dropin_removed(host):
+    assert not host.file("/etc/systemd/journald.conf.d/60-edgeslim.conf").exists
