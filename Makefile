@@ -56,6 +56,8 @@ unit: venv
 image: venv host
 	bash tests/sim/build-image.sh
 
+# `make fleet-up FLEET=tests/sim/fleets/demo.yml` (default) or any spec; writes inventories/sim/hosts.yml.
+
 molecule: venv host image
 	bash tests/molecule.sh
 
@@ -65,7 +67,7 @@ fleet-up: venv host image
 	$(BIN)/python tests/sim/fleet.py up --spec $${FLEET:-tests/sim/fleets/demo.yml}
 
 fleet-down: venv
-	$(BIN)/python tests/sim/fleet.py down
+	$(BIN)/python tests/sim/fleet.py down --all
 
 demo: venv host image
 	bash tests/demo.sh
@@ -74,5 +76,5 @@ build: venv
 	mkdir -p build && ansible-galaxy collection build --force --output-path build
 
 clean:
-	-$(BIN)/python tests/sim/fleet.py down 2>/dev/null
+	-$(BIN)/python tests/sim/fleet.py down --all 2>/dev/null
 	rm -rf build .cache
