@@ -18,8 +18,8 @@ requirements:
   - enable in ansible.cfg C(callbacks_enabled = edgeslim.jetson.slim_report)
 options:
   output_dir:
-    description: Directory for the report files. Empty means print only.
-    type: path
+    description: Directory for the report files (C(~) is expanded). Empty means print only.
+    type: str
     default: ""
     env:
       - name: ANSIBLE_EDGESLIM_REPORT_DIR
@@ -72,7 +72,8 @@ class CallbackModule(CallbackBase):
         rows = build_rows(custom, outcomes)
         self._display.banner("EDGESLIM FLEET REPORT")
         self._display.display(render_table(rows))
-        out_dir = self.get_option("output_dir")
+        # type str, not path: Ansible resolves an empty "path" option to the current directory.
+        out_dir = os.path.expanduser(self.get_option("output_dir") or "")
         if not out_dir:
             return
         os.makedirs(out_dir, exist_ok=True)

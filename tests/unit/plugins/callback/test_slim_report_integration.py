@@ -23,3 +23,17 @@ def test_playbook_writes_report(tmp_path):
     doc = json.loads((tmp_path / "edgeslim-report.json").read_text())
     assert {h["host"]: h["status"] for h in doc["hosts"]} == {"fake-1": "ok", "fake-2": "rolled_back"}
     assert doc["totals"]["reclaimed_mb_total"] == 1600.0 / 2
+
+
+def test_no_files_without_output_dir(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_EDGESLIM_REPORT_DIR"}
+    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    playbook = Path(sys.executable).with_name("ansible-playbook")
+    res = subprocess.run(
+        [str(playbook), "-i", str(ROOT / "tests/integration/report/inventory.yml"),
+         str(ROOT / "tests/integration/report/playbook.yml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "EDGESLIM FLEET REPORT" in res.stdout
+    assert list(tmp_path.iterdir()) == []
