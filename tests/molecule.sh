@@ -2,7 +2,7 @@
 # Run every Molecule scenario under extensions/molecule/ serially (2 cores: never two at once), each under the
 # shared podman lock, and fail if any failed. Usage: tests/molecule.sh [scenario ...]
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/tests/sim/containers.conf}
 export PATH=$PWD/.venv/bin:$PATH
 bash tests/sim/build-image.sh >/dev/null || { echo "molecule: image build failed"; exit 1; }

@@ -66,7 +66,7 @@ def unpack(dtb: bytes, out: Path) -> int:
         elif token == FDT_PROP:
             length, nameoff = struct.unpack_from(">II", dtb, pos)
             pos += 8
-            pname, _ = _cstr(strings, nameoff)
+            pname = _cstr(strings, nameoff)[0]
             if not stack:
                 raise DtbError("property outside any node")
             if pname != "name":
