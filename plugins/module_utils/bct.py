@@ -1,0 +1,290 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Patch a BSP's MB1/MB2 BCT misc device-tree sources for validated carveout recipes (controller side).
+
+The edit is one managed block appended to each misc DTS, between fixed markers, so it is idempotent, reviewable
+in --diff and removable. MB1: an ``aux_info@CARVEOUT_X`` child with zero pref_base/size/alignment inside the
+existing ``carveout`` node for every carveout of the recipes. MB2: each recipe cluster's ``auxp_controls@N`` with
+enable_init/enable_fw_load/enable_unhalt = 0, and ``/delete-node/`` for every ``auxp_ast_config@M`` whose
+``ast_region`` references one of those carveouts [SKILL-MEM; jetson-facts §3.1-3.2].
+
+Everything is checked the way the flashing tools read the files: preprocess with the C preprocessor
+(``-x assembler-with-cpp -nostdinc -undef -D__DTS__``, the BSP's bct_flags idea) and compile with dtc. Refused
+before any change: a carveout macro the BSP's headers do not define, a cluster whose auxp_controls index cannot be
+found, a patched file that does not compile or whose compiled tree does not show the intended values.
+
+Pure Python + the cpp/dtc executables; no Ansible imports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ansible_collections.edgeslim.jetson.plugins.module_utils.carveout_recipes import Recipe
+
+BEGIN = "/* BEGIN edgeslim.jetson carveouts (managed block; edit the profile, not this) */"
+END = "/* END edgeslim.jetson carveouts */"
+_BLOCK_RE = re.compile(r"\n?" + re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
+ZERO2 = "<0x0 0x0>"
+
+
+class BctError(ValueError):
+    """The BSP tree or a patched file is not what the recipe expects; nothing was changed."""
+
+
+@dataclass
+class Node:
+    path: str
+    props: dict[str, str] = field(default_factory=dict)
+    children: list[Node] = field(default_factory=list)
+
+
+def cpp_argv(src: Path, include_dirs: list[Path], extra: tuple[str, ...] = ()) -> list[str]:
+    argv = ["cpp", "-nostdinc", "-undef", "-x", "assembler-with-cpp", "-D__DTS__", *extra]
+    for inc in include_dirs:
+        argv += ["-I", str(inc)]
+    return [*argv, str(src)]
+
+
+def _run(argv: list[str], stdin: str | None = None) -> str:
+    res = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise BctError(f"{argv[0]} failed: {res.stderr.strip() or res.stdout.strip()}")
+    return res.stdout
+
+
+def defines(src: Path, include_dirs: list[Path]) -> dict[str, str]:
+    """Every macro visible to ``src`` after its #includes (cpp -dM)."""
+    out = _run(cpp_argv(src, include_dirs, ("-dM",)))
+    macros = {}
+    for line in out.splitlines():
+        m = re.match(r"#define (\w+)(?:\s+(.*))?$", line)
+        if m:
+            macros[m.group(1)] = (m.group(2) or "").strip()
+    return macros
+
+
+def compile_tree(src: Path, include_dirs: list[Path]) -> Node:
+    """Preprocess + compile as the flashing tools do, then read back dtc's normalised DTS."""
+    pre = _run([*cpp_argv(src, include_dirs), "-P"])
+    dts = _run(["dtc", "-q", "-I", "dts", "-O", "dts", "-"], stdin=pre)
+    return parse_normalised(dts)
+
+
+def parse_normalised(dts: str) -> Node:
+    """Parse dtc's own output (one statement per line) into nodes with raw property values."""
+    root = Node("/")
+    stack = [root]
+    for raw in dts.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("/dts-v1/") or line.startswith("/memreserve/"):
+            continue
+        if line.endswith("{"):
+            name = line[:-1].strip().split(":")[-1].strip()
+            if name == "/":
+                continue
+            parent = stack[-1]
+            node = Node(parent.path.rstrip("/") + "/" + name)
+            parent.children.append(node)
+            stack.append(node)
+        elif line == "};":
+            if len(stack) > 1:
+                stack.pop()
+        elif line.endswith(";"):
+            body = line[:-1]
+            key, _, value = body.partition("=")
+            stack[-1].props[key.strip()] = value.strip()
+    return root
+
+
+def walk(node: Node):
+    yield node
+    for child in node.children:
+        yield from walk(child)
+
+
+def basename(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+def _cells(value: str) -> list[int]:
+    return [int(x, 0) for x in re.findall(r"0x[0-9a-fA-F]+|\d+", value)]
+
+
+def _nested(path: str, body: list[str]) -> list[str]:
+    """Emit ``/ { a { b { <body> }; }; };`` for a node path, so the block merges into the existing node."""
+    parts = [p for p in path.split("/") if p]
+    lines = ["/ {"]
+    for depth, part in enumerate(parts, start=1):
+        lines.append("\t" * depth + f"{part} {{")
+    lines += ["\t" * (len(parts) + 1) + b for b in body]
+    for depth in range(len(parts), 0, -1):
+        lines.append("\t" * depth + "};")
+    lines.append("};")
+    return lines
+
+
+def strip_block(text: str) -> str:
+    return _BLOCK_RE.sub("\n", text).rstrip("\n") + "\n"
+
+
+def with_block(text: str, block: list[str], recipes: list[Recipe]) -> str:
+    base = strip_block(text)
+    if not block:
+        return base
+    header = f"/* recipes: {', '.join(r.name for r in recipes)} */"
+    return base + "\n" + "\n".join([BEGIN, header, *block, END]) + "\n"
+
+
+def _source_tree(src: Path, include_dirs: list[Path], seen: set[Path] | None = None) -> str:
+    """Raw text of ``src`` and everything it #includes (comments kept: they name the auxp clusters)."""
+    seen = seen if seen is not None else set()
+    if src in seen or not src.exists():
+        return ""
+    seen.add(src)
+    text = src.read_text()
+    out = [text]
+    for inc in re.findall(r'#include\s+[<"]([^">]+)[">]', text):
+        for d in [src.parent, *include_dirs]:
+            cand = (d / inc).resolve()
+            if cand.exists():
+                out.append(_source_tree(cand, include_dirs, seen))
+                break
+    return "\n".join(out)
+
+
+def cluster_indices(raw: str, clusters: tuple[str, ...]) -> dict[str, list[int]]:
+    """``auxp_controls@N`` nodes carry a comment naming their cluster (on the node line or the line above)."""
+    lines = raw.splitlines()
+    found: dict[str, list[int]] = {c: [] for c in clusters}
+    for i, line in enumerate(lines):
+        m = re.search(r"auxp_controls@(\w+)\s*\{", line)
+        if not m:
+            continue
+        comment = " ".join([lines[i - 1] if i else "", line])
+        for cluster in clusters:
+            if re.search(rf"(/\*|//).*\b{re.escape(cluster)}\d*\b", comment, re.I):
+                found[cluster].append(int(m.group(1), 0))
+    return found
+
+
+@dataclass
+class Plan:
+    mb1_text: str
+    mb2_text: str
+    carveouts: dict[str, int]
+    auxp_disabled: list[int]
+    ast_deleted: list[int]
+
+
+def plan(mb1: Path, mb2: Path, recipes: list[Recipe], include_dirs: list[Path]) -> Plan:
+    for f in (mb1, mb2):
+        if not f.is_file():
+            raise BctError(f"BSP file missing: {f}")
+    carveouts = [c for r in recipes for c in r.mb1_carveouts]
+    clusters = tuple(dict.fromkeys(c for r in recipes for c in r.mb2_clusters))
+
+    macros = defines(mb1, include_dirs)
+    missing = [c for c in carveouts if c not in macros]
+    if missing:
+        raise BctError(
+            f"the BSP's headers for {mb1.name} do not define {', '.join(missing)}; this BSP does not match the "
+            "validated recipe (check the carveout names against its BCT header) -- refusing"
+        )
+    numbers = {c: int(_cells(macros[c])[0]) for c in carveouts}
+    # EDK2 makes CARVEOUT_DISP_EARLY_BOOT_FB an alias of CARVEOUT_CCPLEX_SMMU_PTW on T234 (jetson-facts §3.2): where
+    # a BSP header gives a recipe carveout the ID of a carveout outside the recipe, zeroing one zeroes both.
+    others = {}
+    for name, value in macros.items():
+        cells = _cells(value) if name.startswith("CARVEOUT_") else []
+        if len(cells) == 1 and name not in numbers:
+            others.setdefault(cells[0], []).append(name)
+    shared = {c: others[n] for c, n in numbers.items() if n in others}
+    if shared:
+        detail = ", ".join(f"{c} = {'/'.join(v)} ({numbers[c]})" for c, v in shared.items())
+        raise BctError(
+            f"{mb1.name}: recipe carveouts share an ID with carveouts outside the recipe: {detail} -- refusing"
+        )
+
+    # Plan from the stock files (our own managed block stripped), so a re-run computes the same block.
+    tree1 = compile_text(mb1, strip_block(mb1.read_text()), include_dirs)
+    carveout_nodes = [n for n in walk(tree1) if basename(n.path) == "carveout"]
+    if len(carveout_nodes) != 1:
+        raise BctError(f"{mb1.name}: expected one 'carveout' node, found {len(carveout_nodes)}")
+    zero = ["pref_base = <0x0 0x0>;", "size = <0x0 0x0>;", "alignment = <0x0 0x0>;"]
+    body1: list[str] = []
+    for c in carveouts:
+        body1 += [f"aux_info@{c} {{", *("\t" + z for z in zero), "};"]
+    mb1_text = with_block(mb1.read_text(), _nested(carveout_nodes[0].path, body1), recipes)
+
+    raw2 = strip_block(_source_tree(mb2, include_dirs))
+    idx = cluster_indices(raw2, clusters)
+    unknown = [c for c, v in idx.items() if not v]
+    if unknown:
+        raise BctError(f"{mb2.name}: no auxp_controls node is marked as cluster {', '.join(unknown)} -- refusing")
+    tree2 = compile_text(mb2, strip_block(mb2.read_text()), include_dirs)
+    controls = {int(basename(n.path).split("@")[1], 0): n for n in walk(tree2) if "auxp_controls@" in n.path}
+    asts = [n for n in walk(tree2) if basename(n.path).startswith("auxp_ast_config@")]
+    want = set(numbers.values())
+    ast_delete = sorted(
+        int(basename(a.path).split("@")[1], 0)
+        for a in asts
+        if any(set(_cells(r.props.get("carveout", ""))) & want for r in walk(a))
+    )
+    auxp = sorted({i for v in idx.values() for i in v})
+    for i in auxp:
+        if i not in controls:
+            raise BctError(f"{mb2.name}: auxp_controls@{i} is named in a comment but not in the compiled tree")
+    parent = controls[auxp[0]].path.rsplit("/", 1)[0] or "/"
+    body2: list[str] = []
+    for i in auxp:
+        body2 += [f"auxp_controls@{i} {{", "\tenable_init = <0>;", "\tenable_fw_load = <0>;", "\tenable_unhalt = <0>;",
+                  "};"]  # fmt: skip
+    body2 += [f"/delete-node/ auxp_ast_config@{i};" for i in ast_delete]
+    mb2_text = with_block(mb2.read_text(), _nested(parent, body2), recipes)
+    return Plan(mb1_text, mb2_text, numbers, auxp, ast_delete)
+
+
+def compile_text(path: Path, text: str, include_dirs: list[Path]) -> Node:
+    """Compile ``text`` as if it were ``path`` (same directory, so relative #includes resolve)."""
+    fd, tmp = tempfile.mkstemp(prefix=".edgeslim-check-", suffix=".dts", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        return compile_tree(Path(tmp), include_dirs)
+    finally:
+        os.unlink(tmp)
+
+
+def check_patched(path: Path, text: str, include_dirs: list[Path], verify) -> None:
+    verify(compile_text(path, text, include_dirs))
+
+
+def verify_mb1(carveouts: dict[str, int]):
+    def _verify(tree: Node) -> None:
+        nodes = {basename(n.path): n for n in walk(tree)}
+        for name, num in carveouts.items():
+            node = nodes.get(f"aux_info@{num}") or nodes.get(f"aux_info@{num:x}")
+            if node is None or any(_cells(node.props.get(k, "<1>")) != [0, 0] for k in ("size", "pref_base")):
+                raise BctError(f"compiled MB1 tree does not zero {name} (aux_info@{num})")
+
+    return _verify
+
+
+def verify_mb2(auxp: list[int], ast_deleted: list[int]):
+    def _verify(tree: Node) -> None:
+        names = {basename(n.path): n for n in walk(tree)}
+        for i in auxp:
+            node = names.get(f"auxp_controls@{i}")
+            if node is None or any(_cells(node.props.get(k, "<1>")) != [0] for k in
+                                   ("enable_init", "enable_fw_load", "enable_unhalt")):  # fmt: skip
+                raise BctError(f"compiled MB2 tree still enables auxp_controls@{i}")
+        for i in ast_deleted:
+            if f"auxp_ast_config@{i}" in names:
+                raise BctError(f"compiled MB2 tree still has auxp_ast_config@{i}")
+
+    return _verify
