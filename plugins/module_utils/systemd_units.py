@@ -27,6 +27,7 @@ SHOW_PROPERTIES = (
     "UnitFileState",
     "FragmentPath",
     "TriggeredBy",
+    "ConsistsOf",
     "RefuseManualStop",
 )
 
@@ -125,6 +126,7 @@ class UnitState:
     fragment_path: str
     triggered_by: list[str]
     refuse_manual_stop: bool
+    consists_of: list[str] = field(default_factory=list)
 
     @classmethod
     def from_block(cls, requested: str, block: dict[str, str]) -> UnitState:
@@ -141,6 +143,7 @@ class UnitState:
             fragment_path=block.get("FragmentPath", ""),
             triggered_by=block.get("TriggeredBy", "").split(),
             refuse_manual_stop=block.get("RefuseManualStop", "no") == "yes",
+            consists_of=block.get("ConsistsOf", "").split(),
         )
 
     @property
@@ -188,7 +191,7 @@ def match_states(requested: list[str], blocks: list[dict[str, str]]) -> dict[str
 class UnitPlan:
     unit: str  # canonical Id
     requested: list[str]
-    want: str  # "disable" | "mask"
+    want: str  # "disable" | "mask" | "stop" (a PartOf= unit that stops with its parent)
     before: dict[str, str]
     actions: list[str] = field(default_factory=list)  # subset of stop, disable, mask (in that meaning)
     notes: list[str] = field(default_factory=list)
@@ -285,6 +288,7 @@ def compute_plan(
     default_target: str | None,
     companions: dict[str, str] | None = None,
     blocks: dict[str, str] | None = None,
+    stop: list[str] | None = None,
 ) -> Plan:
     """Compute what to do. ``states`` covers every name in disable+mask (+ companions); ``companions`` maps a
     companion unit to the unit it follows. Aliases collapse onto one canonical ``Id``; ``mask`` beats
@@ -297,6 +301,7 @@ def compute_plan(
     absent: list[str] = []
     kept: list[str] = []
     order = [(u, "mask") for u in mask] + [(u, "disable") for u in disable if u not in mask]
+    order += [(u, "stop") for u in stop or [] if u not in mask and u not in disable]
     for name, want in order:
         state = states.get(name)
         if state is None:
@@ -329,6 +334,8 @@ def compute_plan(
             continue
         if name != state.id:
             plan.notes.append(f"{name} is an alias of {state.id}")
+        if want == "stop" and name in companions:
+            plan.notes.append(f"part of {companions[name]} (PartOf=): stops with it, journaled so restore starts it")
     for plan in by_id.values():
         state = next(s for s in states.values() if s.id == plan.unit)
         plan.actions = _unit_actions(state, plan)
@@ -352,6 +359,8 @@ def _unit_actions(state: UnitState, plan: UnitPlan) -> list[str]:
         return []
     actions: list[str] = []
     want = plan.want
+    if want == "stop":
+        return ["stop"] if state.running else []
     if want == "mask" and state.fragment_path.startswith(UNMASKABLE_PREFIXES):
         plan.notes.append(f"unit file {state.fragment_path} lives in /etc or /run: cannot mask, disabling instead")
         want = "disable"

@@ -15,8 +15,10 @@ description:
     enabled/disabled/static/masked/indirect, active state) and the previous default target are written to the
     on-device journal (atomic JSON, one layer per collection role; see docs/journal.md).
   - Aliases are resolved through systemd (C(gdm3) acts on C(gdm.service)); units that trigger a unit (its
-    sockets, paths and timers, systemd's C(TriggeredBy)) follow it so that it cannot re-spawn; units that do not
-    exist on the host are reported in RV(absent) and are not an error.
+    sockets, paths and timers, systemd's C(TriggeredBy)) follow it so that it cannot re-spawn; units that are
+    C(PartOf=) a listed unit (systemd's C(ConsistsOf)) are stopped with it and journaled, so restore starts them
+    again and RV(stopped) lists them for memory attribution; units that do not exist on the host are reported in
+    RV(absent) and are not an error.
   - Protected units (under any of their alias names) are refused before any change, and so are running units
     that refuse a manual stop.
   - After applying, the final states are read back and verified; a mismatch fails the task (the journal still
@@ -249,24 +251,40 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     except UnitsError as exc:
         module.fail_json(msg=str(exc))
     requested = mask + [u for u in disable if u not in mask]
-    # 1. one `systemctl show` for every requested unit, plus one for trigger companions the caller did not list.
+    # 1. one `systemctl show` for every requested unit, plus one for the units they bring along that the caller did
+    #    not list: trigger companions (TriggeredBy: sockets/paths/timers, same action) and PartOf= parts
+    #    (ConsistsOf: they stop with the unit; stopped and journaled so that restore starts them again).
     states = runner.states(requested)
     companions: dict[str, str] = {}
-    if p["companions"]:
-        for name in requested:
-            state = states[name]
-            if not state.exists or (set(state.names) | {name}) & set(keep):
-                continue
-            for trigger in state.triggered_by:
-                if trigger not in states and trigger not in companions:
-                    companions[trigger] = name
-        if companions:
-            states.update(runner.states(list(companions)))
-            for trigger, parent in companions.items():
-                (mask if parent in mask else disable).append(trigger)
+    parts: list[str] = []
+    for name in requested:
+        state = states[name]
+        if not state.exists or (set(state.names) | {name}) & set(keep):
+            continue
+        extra = [(t, False) for t in state.triggered_by] if p["companions"] else []
+        extra += [(c, True) for c in state.consists_of]
+        for unit, is_part in extra:
+            if unit not in states and unit not in companions:
+                companions[unit] = name
+                if is_part:
+                    parts.append(unit)
+    if companions:
+        states.update(runner.states(list(companions)))
+        for unit, parent in companions.items():
+            if unit not in parts:
+                (mask if parent in mask else disable).append(unit)
     target_before = runner.default_target()
     plan = compute_plan(
-        states, disable, mask, keep, protected, target_before, default_target, companions=companions, blocks=blocks
+        states,
+        disable,
+        mask,
+        keep,
+        protected,
+        target_before,
+        default_target,
+        companions=companions,
+        blocks=blocks,
+        stop=parts,
     )
     if plan.errors:
         _fail(module, runner, "refusing to change anything: " + "; ".join(plan.errors), errors=plan.errors)

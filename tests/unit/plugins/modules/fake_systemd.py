@@ -23,6 +23,7 @@ class FakeUnit:
     refuse_manual_stop: bool = False
     stop_fails: bool = False
     masked: bool = False
+    consists_of: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # what `enable` brings back: an indirect unit (enabled through Also=) returns to indirect
@@ -66,6 +67,7 @@ class FakeSystemd:
                 "FragmentPath": "",
                 "UnitFileState": "",
                 "TriggeredBy": "",
+                "ConsistsOf": "",
                 "RefuseManualStop": "no",
             }
         else:
@@ -73,6 +75,7 @@ class FakeSystemd:
                 "Id": unit.id,
                 "Names": " ".join((unit.id, *unit.aliases)),
                 "TriggeredBy": " ".join(unit.triggered_by),
+                "ConsistsOf": " ".join(unit.consists_of),
                 "LoadState": "masked" if unit.masked else "loaded",
                 "ActiveState": unit.active,
                 "SubState": "running" if unit.active == "active" else "dead",
@@ -94,6 +97,9 @@ class FakeSystemd:
         if unit.stop_fails:
             return f"Job for {unit.id} failed.\n"
         unit.active = "inactive"
+        for part in unit.consists_of:  # PartOf= propagates the stop
+            if self.units[part].active == "active":
+                self.units[part].active = "inactive"
         return None
 
     # -- the runner interface: argv -> (rc, stdout, stderr)
@@ -152,7 +158,13 @@ class FakeSystemd:
 def jetson_units(**overrides: Any) -> list[FakeUnit]:
     """A JetPack-6-like unit set [AUDIT-AGX inventory, reconstructed]."""
     units = [
-        FakeUnit("gdm.service", "static", aliases=("gdm3.service", "display-manager.service")),
+        FakeUnit(
+            "gdm.service",
+            "static",
+            aliases=("gdm3.service", "display-manager.service"),
+            consists_of=("gnome-session-desktop.service",),
+        ),
+        FakeUnit("gnome-session-desktop.service"),
         FakeUnit("avahi-daemon.service", triggered_by=("avahi-daemon.socket",)),
         FakeUnit("avahi-daemon.socket"),
         FakeUnit("ModemManager.service"),

@@ -65,10 +65,14 @@ def test_apply_warehouse_plan_batched(tmp_path):
     assert sorted(res["absent"]) == ["cups.service", "whoopsie.service"]
     assert "gdm3.service is an alias of gdm.service" in res["units"]["gdm.service"]["notes"]
     assert res["units"]["avahi-daemon.socket"]["companion_of"] == "avahi-daemon.service"
-    # batched: show, show (companions), get-default, mask, disable, set-default, show, get-default
+    # the PartOf= session stops with gdm, is journaled and reported for attribution, but is not disabled
+    assert fake.state("gnome-session-desktop.service") == ("enabled", "inactive")
+    assert "gnome-session-desktop.service" in res["stopped"]
+    assert res["units"]["gnome-session-desktop.service"]["actions"] == ["stop"]
+    # batched: show, show (companions + parts), get-default, mask, disable, stop (parts), set-default, show, get-default
     verbs = [c[2] if c[1] == "--no-pager" else c[1] for c in fake.calls]
-    assert verbs == ["show", "show", "get-default", "mask", "disable", "set-default", "show", "get-default"]
-    assert res["systemctl_calls"] == 8
+    assert verbs == ["show", "show", "get-default", "mask", "disable", "stop", "set-default", "show", "get-default"]
+    assert res["systemctl_calls"] == 9
     assert "gdm.service" in res["stopped"] and "kerneloops.service" not in res["stopped"]
 
 
