@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Batch module vs. a loop of ansible.builtin.systemd_service on one simulated host.
 
 Starts one systemd container, creates N simulated daemons (bench/services_sim_units.sh: enabled services, some
@@ -32,7 +31,7 @@ NAME = "es-bench-services"
 
 
 def sh(argv: list[str], **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, text=True, capture_output=True, **kw)
+    proc = subprocess.run(argv, text=True, capture_output=True, check=False, **kw)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed (rc={proc.returncode}): {proc.stderr.strip()[-1000:]}")
     return proc
@@ -85,6 +84,7 @@ def playbook(path: Path, inventory: Path, env: dict[str, str]) -> float:
         capture_output=True,
         env=env,
         cwd=ROOT,
+        check=False,
     )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
@@ -131,11 +131,13 @@ def main() -> int:
     env.setdefault("CONTAINERS_CONF", str(ROOT / "tests/sim/containers.conf"))
     env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
     os.environ.update({"CONTAINERS_CONF": env["CONTAINERS_CONF"]})
-    subprocess.run(["podman", "rm", "-f", NAME], capture_output=True)
+    subprocess.run(["podman", "rm", "-f", NAME], capture_output=True, check=False)
     podman("run", "-d", "--name", NAME, args.image, "/sbin/init")
     try:
-        for _ in range(60):  # "Failed to connect to bus" right after start: retry until running/degraded
-            probe = subprocess.run(["podman", "exec", NAME, "systemctl", "is-system-running"], capture_output=True)
+        for _attempt in range(60):  # "Failed to connect to bus" right after start: retry until running/degraded
+            probe = subprocess.run(
+                ["podman", "exec", NAME, "systemctl", "is-system-running"], capture_output=True, check=False
+            )
             if probe.stdout.strip() in (b"running", b"degraded"):
                 break
             time.sleep(0.5)
@@ -152,7 +154,7 @@ def main() -> int:
             books = write_playbooks(tmp, args.units)
             times: dict[str, list[float]] = {k: [] for k in ("baseline", "batch", "batch_rerun", "loop", "loop_rerun")}
             finals: dict[str, dict[str, str]] = {}
-            for _ in range(args.rounds):
+            for _round in range(args.rounds):
                 times["baseline"].append(playbook(books["baseline"], inventory, env))
                 for variant in ("batch", "loop"):
                     reset(args.units)
@@ -164,7 +166,7 @@ def main() -> int:
                 print("variants disagree:", json.dumps(finals, indent=1))
                 return 1
     finally:
-        subprocess.run(["podman", "rm", "-f", NAME], capture_output=True)
+        subprocess.run(["podman", "rm", "-f", NAME], capture_output=True, check=False)
     disable, mask, sockets = units(args.units)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(

@@ -158,7 +158,7 @@ def main() -> None:
     except bct.BctError as exc:
         module.fail_json(msg=str(exc), **result)
     diffs = []
-    for path, text, _ in targets:
+    for path, text, _verify in targets:
         before = path.read_text()
         changed = before != text
         entry: dict = {"path": str(path), "changed": changed}
