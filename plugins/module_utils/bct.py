@@ -96,7 +96,7 @@ def parse_normalised(dts: str) -> Node:
                 stack.pop()
         elif line.endswith(";"):
             body = line[:-1]
-            key, value = (body.split("=", 1) + [""])[:2]
+            key, value = [*body.split("=", 1), ""][:2]
             stack[-1].props[key.strip()] = value.strip()
     return root
 
