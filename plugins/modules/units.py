@@ -25,8 +25,7 @@ description:
     holds the previous states, so O(state=restore) undoes everything).
   - O(state=restore) brings every journaled unit and the default target back to the recorded state, verifies it
     and then removes the layer from the journal. Running it again does nothing.
-author:
-  - edgeslim maintainers
+author: edgeslim maintainers (@edgeslim)
 options:
   state:
     description:
@@ -101,10 +100,14 @@ seealso:
   - module: ansible.builtin.systemd_service
 attributes:
   check_mode:
+    description: Reads every state and returns the exact plan and the argv lists; changes nothing, writes no journal.
     support: full
   diff_mode:
+    description: One line per unit, C(unit_file_state/active_state) before and after, plus the default target.
     support: full
   platform:
+    description: Linux with systemd (C(systemctl) on the managed host).
+    support: full
     platforms: posix
 """
 
