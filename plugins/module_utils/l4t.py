@@ -1,0 +1,176 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""L4T identity, module from compatible strings, kernel log lines, and an extlinux.conf summary (pure Python).
+
+Sources: jetson-facts §6 (nv_tegra_release format, compatible strings, JetPack table), §4 (SWIOTLB), §5.2
+(L4TLauncher's extlinux grammar: ``#`` anywhere cuts the line; DEFAULT names a label, else the first entry boots).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# L4T release -> JetPack [OE4T release notes via jetson-facts §6]
+JETPACK = {
+    "35.4.1": "5.1.2",
+    "35.5.0": "5.1.3",
+    "35.6.0": "5.1.4",
+    "35.6.1": "5.1.5",
+    "35.6.2": "5.1.5",
+    "35.6.4": "5.1.6",
+    "36.3.0": "6.0",
+    "36.4.0": "6.1",
+    "36.4.3": "6.2",
+    "36.4.4": "6.2.1",
+    "36.4.7": "6.2.1",  # apt point update on top of 6.2.1 [AUDIT-AGX]
+    "36.5.0": "6.2.2",
+    "39.2.0": "7.2",
+    "39.2.1": "7.2.1",
+}
+_JETPACK_SERIES = {"38.2": "7.0", "38.4": "7.1"}  # Thor-only releases
+
+# Module part number -> (SoC, product) [jetson-facts §6; OE4T machine confs]
+MODULES = {
+    "p3767-0000": ("t234", "Jetson Orin NX 16GB"),
+    "p3767-0001": ("t234", "Jetson Orin NX 8GB"),
+    "p3767-0003": ("t234", "Jetson Orin Nano 8GB"),
+    "p3767-0004": ("t234", "Jetson Orin Nano 4GB"),
+    "p3767-0005": ("t234", "Jetson Orin Nano 8GB (devkit module)"),
+    "p3701-0000": ("t234", "Jetson AGX Orin"),
+    "p3701-0004": ("t234", "Jetson AGX Orin 32GB"),
+    "p3701-0005": ("t234", "Jetson AGX Orin 64GB"),
+    "p3701-0008": ("t234", "Jetson AGX Orin Industrial 64GB"),
+    "p3834-0000": ("t264", "Jetson AGX Thor T4000"),
+    "p3834-0008": ("t264", "Jetson AGX Thor T5000"),
+}
+CARRIERS = {"p3768-0000": "Orin Nano/NX devkit carrier", "p3737-0000": "AGX Orin devkit carrier",
+            "p4071-0000": "AGX Thor devkit carrier"}  # fmt: skip
+SOCS = {"nvidia,tegra234": "t234", "nvidia,tegra264": "t264"}
+
+_RELEASE = re.compile(r"^# R(\d+) \(release\), REVISION: (\d+)\.(\d+)")
+
+
+class L4TError(ValueError):
+    pass
+
+
+def parse_nv_tegra_release(text: str) -> dict:
+    """First line: ``# R36 (release), REVISION: 4.7, GCID: ..., BOARD: ..., EABI: ..., DATE: ...``."""
+    first = text.splitlines()[0] if text.strip() else ""
+    m = _RELEASE.match(first)
+    if not m:
+        raise L4TError(f"/etc/nv_tegra_release: first line is not an L4T release line: {first[:80]!r}")
+    major, minor, patch = (int(x) for x in m.groups())
+    fields = dict(re.findall(r"(\w+): ([^,]+)", first))
+    extra = dict(re.findall(r"^(?:# )?(KERNEL_VARIANT|TARGET_USERSPACE_LIB_DIR\w*)[:=] ?(.+)$", text, re.M))
+    version = f"{major}.{minor}.{patch}"
+    return {
+        "major": major,
+        "minor": minor,
+        "patch": patch,
+        "version": version,
+        "gcid": fields.get("GCID", "").strip() or None,
+        "board": fields.get("BOARD", "").strip() or None,
+        "date": fields.get("DATE", "").strip() or None,
+        "kernel_variant": extra.get("KERNEL_VARIANT"),
+        "jetpack": jetpack_for(version),
+    }
+
+
+def jetpack_for(version: str) -> str | None:
+    if version in JETPACK:
+        return JETPACK[version]
+    return _JETPACK_SERIES.get(".".join(version.split(".")[:2]))
+
+
+def identify(compatible: list[str]) -> dict:
+    """SoC, module SKU and carrier from the root compatible list (most specific first)."""
+    soc = next((SOCS[c] for c in compatible if c in SOCS), None)
+    module = carrier = None
+    for c in compatible:
+        for part in re.findall(r"p\d{4}-\d{4}", c):
+            if part in MODULES and module is None:
+                module = part
+            elif part in CARRIERS and carrier is None:
+                carrier = part
+    return {
+        "soc": soc,
+        "module": module,
+        "product": MODULES[module][1] if module else None,
+        "carrier": carrier,
+        "super": any(c.endswith("-super") for c in compatible),
+    }
+
+
+_TLB = re.compile(r"software IO TLB: mapped \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] \((\d+)MB\)")
+
+
+def swiotlb_from_log(log: str) -> dict:
+    """Pool size from ``software IO TLB: mapped [mem a-b] (NMB)`` and whether the pool ever ran full."""
+    matches = list(_TLB.finditer(log))
+    m = matches[-1] if matches else None  # the last boot's line wins in a log with several
+    return {
+        "pool_mib": int(m.group(3)) if m else None,
+        "buffer_full": "swiotlb buffer is full" in log,
+    }
+
+
+SLOT_BYTES = 2048  # IO_TLB_SHIFT = 11 [KERNEL]
+
+
+def cmdline_arg(cmdline: str, key: str) -> str | bool | None:
+    """Last occurrence wins, as the kernel parses early params; None = bare flag; False = absent."""
+    value: str | bool | None = False
+    for token in cmdline.split():
+        k, sep, v = token.partition("=")
+        if k == key:
+            value = v if sep else None
+    return value
+
+
+def swiotlb_setting(cmdline: str) -> dict | None:
+    raw = cmdline_arg(cmdline, "swiotlb")
+    if raw is False or raw is None:
+        return None
+    first = raw.split(",")[0]
+    slots = int(first) if first.isdigit() else None
+    return {"raw": raw, "slots": slots, "mib": None if slots is None else slots * SLOT_BYTES / 1048576}
+
+
+@dataclass
+class Entry:
+    label: str
+    menu_label: str | None = None
+    linux: str | None = None
+    initrd: str | None = None
+    fdt: str | None = None
+    append: str | None = None
+    overlays: str | None = None
+
+
+def extlinux_summary(text: str) -> dict:
+    """DEFAULT, entries and the entry L4TLauncher boots (DEFAULT's label if found, else the first)."""
+    default, entries, timeout = None, [], None
+    keys = ("MENU LABEL", "MENU TITLE", "TIMEOUT", "DEFAULT", "LABEL", "LINUX", "INITRD", "FDT", "APPEND", "OVERLAYS")
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        key = next((k for k in keys if line.startswith(k)), None)
+        if not key:
+            continue
+        value = line[len(key) :].strip()
+        if key == "DEFAULT":
+            default = value
+        elif key == "TIMEOUT":
+            timeout = int(value) if value.isdigit() else None
+        elif key == "LABEL":
+            entries.append(Entry(value))
+        elif entries and key != "MENU TITLE":
+            setattr(entries[-1], key.lower().replace("menu label", "menu_label"), value)
+    entries = entries[:10]  # L4TLauncher reads at most 10 entries
+    chosen = next((e for e in entries if e.label == default), entries[0] if entries else None)
+    return {
+        "default_label": default,
+        "timeout": timeout,
+        "labels": [e.label for e in entries],
+        "boot_entry": None if chosen is None else chosen.__dict__,
+    }

@@ -1,0 +1,94 @@
+"""jetson_info through main() on fixture trees: a simulated Orin Nano and Thor root, a non-Jetson, no DT."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.edgeslim.jetson.plugins.modules import jetson_info
+from conftest import FIXTURES
+
+SIM = Path(__file__).resolve().parents[3] / "sim"
+sys.path.insert(0, str(SIM))
+import build_image
+import dtb2fs
+
+
+def make_root(tmp_path: Path, variant: str, release: str, cmdline: str) -> tuple[Path, Path]:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "proc").mkdir()
+    shutil.copy(FIXTURES / "l4t" / release, root / "etc" / "nv_tegra_release")
+    (root / "proc" / "cmdline").write_text(cmdline + "\n")
+    (root / "boot" / "extlinux").mkdir(parents=True)
+    (root / "boot" / "extlinux" / "extlinux.conf").write_text(
+        "TIMEOUT 30\nDEFAULT primary\nLABEL primary\n  LINUX /boot/Image\n  APPEND ${cbootargs} swiotlb=2048\n"
+    )
+    dtb = tmp_path / "board.dtb"
+    build_image.compile_dts(SIM / "variants" / variant / "board.dts", dtb)
+    dtb2fs.unpack(dtb.read_bytes(), tmp_path / "dt")
+    return root, tmp_path / "dt"
+
+
+def run(args: dict, dmesg: tuple = (0, (FIXTURES / "l4t" / "dmesg-stock.txt").read_text(), "")) -> dict:
+    def run_command(_self, argv, **_kw):
+        if argv[0] == "dmesg":
+            return dmesg
+        return (0, "36.4.7-20250918154033", "")
+
+    with (
+        patch_module_args(args),
+        mock.patch.object(basic.AnsibleModule, "run_command", run_command),
+        mock.patch("sys.stdout.write") as write,
+        pytest.raises(SystemExit),
+    ):
+        jetson_info.main()
+    return json.loads("".join(c.args[0] for c in write.call_args_list))
+
+
+def test_orin_nano(tmp_path):
+    root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "root=/dev/nvme0n1p1 console=ttyTCU0,115200")
+    res = run({"root": str(root), "devicetree_path": str(dtdir)})
+    assert res["is_jetson"] is True and res["reason"] == ""
+    assert (res["soc"], res["module"]["module"], res["module"]["carrier"]) == ("t234", "p3767-0005", "p3768-0000")
+    assert res["l4t"]["version"] == "36.4.7" and res["l4t"]["jetpack"] == "6.2.1"
+    assert res["l4t"]["core_package"] == "36.4.7-20250918154033"
+    assert res["swiotlb"]["configured"] is None  # stock cmdline: kernel default
+    assert res["swiotlb"]["next_boot"]["slots"] == 2048  # the boot entry carries swiotlb=2048
+    assert (res["swiotlb"]["pool_mib"], res["swiotlb"]["source"]) == (64, "kernel log")
+    names = {c["name"] for c in res["carveouts"]}
+    assert "fsi-carveout@a6000000" in names and "linux,cma" in names
+    assert res["boot"]["extlinux"]["default_label"] == "primary"
+
+
+def test_thor(tmp_path):
+    root, dtdir = make_root(tmp_path, "agx-thor", "r38.4.0.txt", "swiotlb=4096")
+    res = run({"root": str(root), "devicetree_path": str(dtdir)}, dmesg=(1, "", "Operation not permitted"))
+    assert res["is_jetson"] and res["soc"] == "t264" and res["module"]["module"] == "p3834-0008"
+    assert res["l4t"]["jetpack"] == "7.1"
+    assert res["swiotlb"]["configured"]["mib"] == 8.0 and res["swiotlb"]["pool_mib"] is None
+    assert any("dmesg unavailable" in w for w in res["warnings_list"])
+
+
+def test_not_a_jetson(tmp_path):
+    dtdir = tmp_path / "dt"
+    dtdir.mkdir()
+    (dtdir / "compatible").write_bytes(b"raspberrypi,4-model-b\0brcm,bcm2711\0")
+    res = run({"root": str(tmp_path), "devicetree_path": str(dtdir)})
+    assert res["is_jetson"] is False and "names no NVIDIA Tegra SoC" in res["reason"]
+    res = run({"root": str(tmp_path), "devicetree_path": str(tmp_path / "missing")})
+    assert res["is_jetson"] is False and "no device tree" in res["reason"]
+    assert "failed" not in res
+
+
+def test_corrupt_device_tree_fails_cleanly(tmp_path):
+    root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "")
+    (dtdir / "reserved-memory" / "#size-cells").write_bytes(b"\0\0")
+    res = run({"root": str(root), "devicetree_path": str(dtdir)})
+    assert res["failed"] and "whole number of 32-bit cells" in res["msg"]
