@@ -12,11 +12,12 @@ for unit in "$@"; do
   if [ -n "$cg" ]; then
     for f in "/sys/fs/cgroup$cg/cgroup.procs" "/sys/fs/cgroup/systemd$cg/cgroup.procs"; do
       [ -r "$f" ] || continue
-      for pid in $(cat "$f"); do
+      while read -r pid; do
+        # shellcheck disable=SC2046  # word splitting of awk's two/three numbers is the point
         set -- $(awk '/^Pss:/{p=$2} /^Private_(Clean|Dirty):/{q+=$2} /^Anonymous:/{a=$2} END{print p+0, q+0, a+0}' \
           "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0 0 0)
         pss=$((pss + ${1:-0})); priv=$((priv + ${2:-0})); anon=$((anon + ${3:-0}))
-      done
+      done < "$f"
       break
     done
   fi
