@@ -13,5 +13,5 @@ python tests/sim/fleet.py up --spec tests/sim/fleets/demo.yml
 echo "== ansible-playbook slim.yml -l warehouse-robots"
 ansible-playbook slim.yml -l warehouse-robots
 echo "== untouched groups: default target per host"
-ansible 'smart-cameras:devkits' -m ansible.builtin.command -a 'systemctl get-default' -o
+ansible 'smart-cameras:devkits' -e ansible_become=false -m ansible.builtin.command -a 'systemctl get-default'
 echo "== report files in ${ANSIBLE_EDGESLIM_REPORT_DIR}"
