@@ -178,15 +178,16 @@ def render_markdown(rows: list[Row], title: str = "edgeslim: reclaimed memory") 
 
 def render_junit(rows: list[Row], suite: str = "edgeslim.slim") -> str:
     """One testcase per host; failed, rolled back and unreachable hosts are failures."""
-    bad = [r for r in rows if r.status in ("failed", "rolled_back", "unreachable")]
-    ts = ET.Element("testsuite", name=suite, tests=str(len(rows)), failures=str(len(bad)), errors="0")
+    failing = ("failed", "rolled_back", "unreachable")
+    bad = sum(1 for r in rows if r.status in failing)
+    ts = ET.Element("testsuite", name=suite, tests=str(len(rows)), failures=str(bad), errors="0")
     for r in rows:
         case = ET.SubElement(ts, "testcase", classname=f"{suite}.{r.profile or 'none'}", name=r.host)
         props = ET.SubElement(case, "properties")
         for key, value in (("model", r.model), ("reclaimed_mb", str(r.total_mb)),
                            ("pending_reboot", str(r.pending_reboot).lower()), ("status", r.status)):  # fmt: skip
             ET.SubElement(props, "property", name=key, value=value)
-        if r in bad:
+        if r.status in failing:
             failure = ET.SubElement(case, "failure", type=r.status, message=f"{r.host}: {r.status}")
             failure.text = "; ".join([f"{k}={v}" for k, v in r.layer_status.items()] + r.notes)
     return ET.tostring(ts, encoding="unicode", xml_declaration=True) + "\n"
