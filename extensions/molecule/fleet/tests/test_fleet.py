@@ -1,0 +1,43 @@
+"""Fleet rollout with faults: the healthy robot is slimmed, the faulty one rolled back and reported, the
+unreachable one reported, the smart camera (outside the limit) untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPORT = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "report" / "edgeslim-report.json"
+
+
+@pytest.fixture(scope="module")
+def report():
+    return {h["host"]: h for h in json.loads(REPORT.read_text())["hosts"]}
+
+
+def name(host) -> str:
+    return host.backend.get_hostname()
+
+
+def test_report_marks_each_host(report):
+    assert report["es-fleet-robot-ok"]["status"] == "ok"
+    assert report["es-fleet-robot-ok"]["reclaimed_mb"]["services"] > 0
+    assert report["es-fleet-robot-fault"]["status"] == "rolled_back"
+    assert report["es-fleet-robot-gone"]["status"] in ("unreachable", "failed")
+    assert "es-fleet-camera" not in report
+
+
+def test_device_state(host):
+    default = host.check_output("systemctl get-default")
+    units_now = host.check_output("systemctl list-unit-files --no-legend --no-pager | sort")
+    units_before = host.file("/root/units-before.txt").content_string.strip()
+    if name(host) == "es-fleet-robot-ok":
+        assert default == "multi-user.target"
+        assert host.service("gdm.service").is_running is False
+        assert host.file("/var/lib/edgeslim/journal.json").exists
+    else:  # rolled back, or never in the limit: exactly as before
+        assert default == "graphical.target"
+        assert units_now == units_before
+        assert host.service("gdm.service").is_running
