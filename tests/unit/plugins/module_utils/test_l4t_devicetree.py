@@ -63,8 +63,8 @@ def test_kernel_log():
 
 
 def test_cmdline_swiotlb():
-    assert l4t.swiotlb_setting("root=/dev/x swiotlb=65536 quiet swiotlb=2048") == {"raw": "2048", "slots": 2048,
-                                                                                    "mib": 4.0}  # fmt: skip
+    expected = {"raw": "2048", "slots": 2048, "mib": 4.0}
+    assert l4t.swiotlb_setting("root=/dev/x swiotlb=65536 quiet swiotlb=2048") == expected
     assert l4t.swiotlb_setting("swiotlb=4096,force")["mib"] == 8.0
     assert l4t.swiotlb_setting("swiotlb=noforce")["slots"] is None
     assert l4t.swiotlb_setting("quiet") is None
