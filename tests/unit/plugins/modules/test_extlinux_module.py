@@ -1,0 +1,92 @@
+"""edgeslim.jetson.extlinux through main(): managed entry, idempotence, rollback, check/diff, refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.edgeslim.jetson.plugins.modules import extlinux
+from conftest import FIXTURES
+
+
+@pytest.fixture
+def rootfs(tmp_path) -> Path:
+    for f in ("boot/Image", "boot/initrd", "boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb",
+              "boot/edgeslim/display-off.dtbo"):  # fmt: skip
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x")
+    (tmp_path / "boot/extlinux").mkdir()
+    shutil.copy(FIXTURES / "extlinux" / "r36-stock.conf", tmp_path / "boot/extlinux/extlinux.conf")
+    return tmp_path
+
+
+def run(rootfs: Path, args: dict, check: bool = False) -> dict:
+    args = {"path": str(rootfs / "boot/extlinux/extlinux.conf"), "root": str(rootfs), "backup": False, **args,
+            "_ansible_check_mode": check, "_ansible_diff": True}  # fmt: skip
+    with patch_module_args(args), mock.patch("sys.stdout.write") as write, pytest.raises(SystemExit):
+        extlinux.main()
+    return json.loads("".join(c.args[0] for c in write.call_args_list))
+
+
+def digest(rootfs: Path) -> str:
+    return hashlib.sha256((rootfs / "boot/extlinux/extlinux.conf").read_bytes()).hexdigest()
+
+
+SWIOTLB = {"managed_label": "edgeslim", "managed_menu_label": "edgeslim: slimmed", "kernel_args": {"swiotlb": 2048}}
+
+
+def test_managed_entry_idempotent_and_rolled_back_exactly(rootfs):
+    original = (rootfs / "boot/extlinux/extlinux.conf").read_bytes()
+    res = run(rootfs, SWIOTLB)
+    assert res["changed"] and res["previous_default"] == "primary"
+    assert res["summary"]["boot_label"] == "edgeslim"
+    assert res["append_after"].endswith("swiotlb=2048")
+    assert [e["label"] for e in res["summary"]["entries"]] == ["edgeslim", "primary"]
+    assert run(rootfs, SWIOTLB)["changed"] is False
+    back = run(rootfs, {"state": "absent", "managed_label": "edgeslim", "default_label": "primary"})
+    assert back["changed"] and (rootfs / "boot/extlinux/extlinux.conf").read_bytes() == original
+
+
+def test_check_mode_and_diff(rootfs):
+    before = digest(rootfs)
+    res = run(rootfs, SWIOTLB, check=True)
+    assert res["changed"] and digest(rootfs) == before
+    assert "swiotlb=2048" in res["diff"]["after"] and "swiotlb=2048" not in res["diff"]["before"]
+
+
+def test_fdt_and_overlays(rootfs):
+    args = {**SWIOTLB, "overlays": ["/boot/edgeslim/display-off.dtbo"]}
+    res = run(rootfs, args)
+    assert res["summary"]["entries"][0]["overlays"] == ["/boot/edgeslim/display-off.dtbo"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({**SWIOTLB, "kernel_args": {"swiotlb": "2048#x"}}, "cuts a line at '#'"),
+        ({**SWIOTLB, "overlays": ["/boot/missing.dtbo"]}, "do not exist: /boot/missing.dtbo"),
+        ({**SWIOTLB, "fdt": "/boot/dtb/none.dtb"}, "do not exist: /boot/dtb/none.dtb"),
+        ({**SWIOTLB, "fdt": "", "overlays": ["/boot/edgeslim/display-off.dtbo"]}, "OVERLAYS needs an FDT"),
+        ({**SWIOTLB, "clone_from": "nope"}, "no entry labelled 'nope'"),
+        ({"state": "absent", "managed_label": "edgeslim", "default_label": "nope"}, "not an entry"),
+    ],
+)
+def test_refusals_leave_the_file_untouched(rootfs, args, message):
+    before = digest(rootfs)
+    res = run(rootfs, args)
+    assert res["failed"] and message in res["msg"], res
+    assert digest(rootfs) == before
+
+
+def test_malformed_file_is_refused(rootfs):
+    conf = rootfs / "boot/extlinux/extlinux.conf"
+    conf.write_text(conf.read_text().replace("LINUX /boot/Image", "KERNEL /boot/Image"))
+    before = digest(rootfs)
+    res = run(rootfs, SWIOTLB)
+    assert res["failed"] and "KERNEL is not supported" in res["msg"]
+    assert digest(rootfs) == before
