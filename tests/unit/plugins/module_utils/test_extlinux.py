@@ -62,8 +62,8 @@ def test_managed_entry_clone_default_and_exact_restore():
     out = x.parse_extlinux(conf.render())
     assert out.default_entry().label == "edgeslim"
     assert x.get_cmdline_arg(out.get(out.default_entry(), "APPEND"), "swiotlb") == "2048"
-    assert out.get(out.entry("primary"), "APPEND") == x.parse_extlinux(text).get(x.parse_extlinux(text).entries[0],
-                                                                                "APPEND")  # fmt: skip
+    stock = x.parse_extlinux(text)
+    assert out.get(out.entry("primary"), "APPEND") == stock.get(stock.entries[0], "APPEND")
     assert out.remove_entry("edgeslim") and out.set_global("DEFAULT", "primary")
     assert out.render() == text
 
