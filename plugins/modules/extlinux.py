@@ -74,6 +74,16 @@ options:
     description: Keep a timestamped copy of the file before changing it.
     type: bool
     default: true
+  journal_path:
+    description:
+      - On-device journal (docs/journal.md). When set, the first change records the previous DEFAULT, the managed
+        label and the file's checksum under O(journal_layer) before the file is written; V(absent) returns DEFAULT
+        to the journaled label (unless O(default_label) is given) and clears the layer.
+    type: path
+  journal_layer:
+    description: Journal layer this change belongs to (the boot layer that asked for it).
+    type: str
+    default: swiotlb
 attributes:
   check_mode:
     description: Computes the change and the diff without writing.
@@ -130,11 +140,13 @@ backup_file:
   type: str
 """
 
+import hashlib
 import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux as x
+from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
 
 
 def check_files(conf: x.ExtlinuxConfig, label: str, root: str) -> list[str]:
@@ -165,6 +177,8 @@ def main() -> None:
             "make_default": {"type": "bool", "default": True},
             "default_label": {"type": "str"},
             "backup": {"type": "bool", "default": True},
+            "journal_path": {"type": "path"},
+            "journal_layer": {"type": "str", "default": "swiotlb"},
         },
         required_if=[("state", "absent", ["managed_label"])],
         mutually_exclusive=[("managed_label", "label")],
@@ -180,10 +194,13 @@ def main() -> None:
     try:
         conf = x.parse_extlinux(before, p["path"])
         result["previous_default"] = conf.default_label
+        journaled = None
+        if p["journal_path"]:
+            journaled = j.get_layer(j.load_journal(p["journal_path"]), p["journal_layer"])
         if p["state"] == "absent":
             label = p["managed_label"]
             conf.remove_entry(label)
-            target = p["default_label"] or conf.entries[0].label
+            target = p["default_label"] or (journaled or {}).get("previous_default") or conf.entries[0].label
             if conf.entry(target) is None:
                 raise x.ExtlinuxError(f"default_label {target!r} is not an entry of {p['path']}")
             if conf.default_label == label or p["default_label"]:
@@ -220,7 +237,7 @@ def main() -> None:
             if missing:
                 raise x.ExtlinuxError(f"entry {label!r} would name files that do not exist: {', '.join(missing)}")
         result["entry"] = label
-    except x.ExtlinuxError as exc:
+    except (x.ExtlinuxError, j.JournalError) as exc:
         module.fail_json(msg=str(exc), **result)
 
     after = conf.render()
@@ -230,6 +247,8 @@ def main() -> None:
         if module._diff:
             result["diff"] = {"before": before, "after": after, "before_header": p["path"], "after_header": p["path"]}
         if not module.check_mode:
+            if p["journal_path"]:
+                record_journal(module, p, before, result, journaled)
             if p["backup"]:
                 result["backup_file"] = module.backup_local(p["path"])
             fd, tmp = tempfile.mkstemp(prefix=".extlinux.", dir=os.path.dirname(p["path"]))
@@ -238,7 +257,32 @@ def main() -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
             module.atomic_move(tmp, p["path"])
+    elif p["state"] == "absent" and p["journal_path"] and journaled is not None and not module.check_mode:
+        record_journal(module, p, before, result, journaled)
+        result["changed"] = True
     module.exit_json(**result)
+
+
+def record_journal(module: AnsibleModule, p: dict, before: str, result: dict, journaled: dict | None) -> None:
+    """Journal before writing: the first change keeps the stock state; a removal clears the layer."""
+
+    def update(old):
+        if p["state"] == "absent":
+            return None
+        if old is not None:
+            return old  # the stock state was recorded by the first change; later edits keep it
+        return {
+            "created": j.utc_now(),
+            "path": p["path"],
+            "managed_label": p["managed_label"] or result.get("entry"),
+            "previous_default": result.get("previous_default"),
+            "sha256_before": hashlib.sha256(before.encode()).hexdigest(),
+        }
+
+    try:
+        j.update_layer(p["journal_path"], p["journal_layer"], update, replace=module.atomic_move)
+    except j.JournalError as exc:
+        module.fail_json(msg=f"journal: {exc}", **result)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ FILES = ["r36-stock.conf", "r35-stock.conf", "r38-thor.conf", "user-edited.conf"
 
 
 def read(name: str) -> str:
+    if name == "crlf.conf":  # generated: the repository keeps LF line endings (ansible-test line-endings)
+        return (EXT / "r35-stock.conf").read_text().replace("\n", "\r\n")
     return (EXT / name).read_bytes().decode()
 
 

@@ -90,3 +90,19 @@ def test_malformed_file_is_refused(rootfs):
     res = run(rootfs, SWIOTLB)
     assert res["failed"] and "KERNEL is not supported" in res["msg"]
     assert digest(rootfs) == before
+
+
+def test_journal_records_the_stock_default_and_rollback_uses_it(rootfs, tmp_path):
+    journal = tmp_path / "journal.json"
+    original = (rootfs / "boot/extlinux/extlinux.conf").read_bytes()
+    run(rootfs, {**SWIOTLB, "journal_path": str(journal)})
+    layer = json.loads(journal.read_text())["layers"]["swiotlb"]
+    assert layer["previous_default"] == "primary" and layer["managed_label"] == "edgeslim"
+    run(rootfs, {**SWIOTLB, "kernel_args": {"swiotlb": 4096}, "journal_path": str(journal)})
+    assert json.loads(journal.read_text())["layers"]["swiotlb"] == layer  # the stock state is kept
+    back = run(rootfs, {"state": "absent", "managed_label": "edgeslim", "journal_path": str(journal)})
+    assert back["changed"] and (rootfs / "boot/extlinux/extlinux.conf").read_bytes() == original
+    assert "swiotlb" not in json.loads(journal.read_text())["layers"]
+    assert (
+        run(rootfs, {"state": "absent", "managed_label": "edgeslim", "journal_path": str(journal)})["changed"] is False
+    )
