@@ -1,5 +1,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Memory held by systemd units (pure Python; the module runs systemctl and passes its output in).
+"""Memory held by systemd units (pure Python; the module runs systemctl and parses its output with
+``systemd_units.parse_show``, the one ``systemctl show`` parser of the collection).
 
 Per unit: systemd's MemoryCurrent when it is set (cgroup v2, as on L4T R36+), else the sum of ``Pss`` from
 ``/proc/PID/smaps_rollup`` over every process of the unit's control group, read from cgroup v2
@@ -19,25 +20,6 @@ UNSET = {"", "[not set]", "18446744073709551615", "infinity"}
 
 class UnitMemError(ValueError):
     pass
-
-
-def parse_show(text: str) -> list[dict[str, str]]:
-    """``systemctl show -p A,B u1 u2 ...`` prints one block of ``Key=Value`` lines per unit, blank-line separated."""
-    blocks: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            if current:
-                blocks.append(current)
-                current = {}
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise UnitMemError(f"systemctl show: unexpected line {line[:60]!r}")
-        current[key] = value
-    if current:
-        blocks.append(current)
-    return blocks
 
 
 def cgroup_procs_paths(control_group: str, cgroup_root: str = "/sys/fs/cgroup") -> list[str]:

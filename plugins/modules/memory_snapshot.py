@@ -144,12 +144,8 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.meminfo import (
     select,
     to_mib,
 )
-from ansible_collections.edgeslim.jetson.plugins.module_utils.unitmem import (
-    SHOW_PROPERTIES,
-    UnitMemError,
-    parse_show,
-    unit_memory,
-)
+from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError, parse_show
+from ansible_collections.edgeslim.jetson.plugins.module_utils.unitmem import SHOW_PROPERTIES, UnitMemError, unit_memory
 
 
 def read(path: str) -> str:
@@ -237,7 +233,7 @@ def main() -> None:
             readings.append(select(parse_meminfo(read(p["meminfo_path"]), p["meminfo_path"])))
         median, spread = median_and_spread(readings)
         units, missing = units_memory(module, p["units"])
-    except (MeminfoError, UnitMemError, OSError) as exc:
+    except (MeminfoError, UnitMemError, UnitsError, OSError) as exc:
         module.fail_json(msg=str(exc))
 
     snapshot = {

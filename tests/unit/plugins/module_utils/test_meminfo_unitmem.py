@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.edgeslim.jetson.plugins.module_utils import meminfo, unitmem
+from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError, parse_show
 from conftest import FIXTURES
 
 MEM = FIXTURES / "meminfo"
@@ -80,23 +81,23 @@ def make_proc(tmp_path, pss: dict[int, int]):
 
 
 def test_parse_show_blocks():
-    blocks = unitmem.parse_show(SHOW)
+    blocks = parse_show(SHOW)
     assert [b["Id"] for b in blocks] == ["gdm.service", "nvargus-daemon.service", "nope.service"]
-    with pytest.raises(unitmem.UnitMemError):
-        unitmem.parse_show("garbage line\n")
+    with pytest.raises(UnitsError):
+        parse_show("garbage line\n")
 
 
 @pytest.mark.parametrize("layout", ["", "systemd"])  # cgroup v2 (unified) and v1 (systemd hierarchy)
 def test_pss_sum_over_the_group_and_its_children(tmp_path, layout):
     cg_root = make_cgroup(tmp_path, layout, "/system.slice/gdm.service", {"": [10], "session-c1.scope": [11, 12]})
     proc = make_proc(tmp_path, {10: 1000, 11: 2000, 12: 500})
-    props = unitmem.parse_show(SHOW)[0]
+    props = parse_show(SHOW)[0]
     mem = unitmem.unit_memory(props, cgroup_root=cg_root, proc_root=proc)
     assert (mem.memory_kb, mem.source, mem.pids) == (3500, "pss", 3)
 
 
 def test_memory_current_wins_when_set(tmp_path):
-    props = unitmem.parse_show(SHOW)[1]
+    props = parse_show(SHOW)[1]
     mem = unitmem.unit_memory(props, cgroup_root=str(tmp_path), proc_root=str(tmp_path))
     assert (mem.memory_kb, mem.source) == (15938355 // 1024, "memory_current")
 
@@ -104,5 +105,5 @@ def test_memory_current_wins_when_set(tmp_path):
 def test_exited_process_counts_zero(tmp_path):
     cg_root = make_cgroup(tmp_path, "", "/system.slice/gdm.service", {"": [10, 99]})
     proc = make_proc(tmp_path, {10: 700})
-    mem = unitmem.unit_memory(unitmem.parse_show(SHOW)[0], cgroup_root=cg_root, proc_root=proc)
+    mem = unitmem.unit_memory(parse_show(SHOW)[0], cgroup_root=cg_root, proc_root=proc)
     assert mem.memory_kb == 700 and mem.pids == 2
