@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.edgeslim.jetson.plugins.modules import bsp_carveouts
+from modhelper import run_module
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "bsp"
 GOLDEN = FIXTURES / "golden"
@@ -36,10 +34,7 @@ def bsp(tmp_path) -> Path:
 
 
 def run(args: dict, check: bool = False) -> dict:
-    args = {"backup": False, **args, "_ansible_check_mode": check, "_ansible_diff": True}
-    with patch_module_args(args), mock.patch("sys.stdout.write") as write, pytest.raises(SystemExit):
-        bsp_carveouts.main()
-    return json.loads("".join(c.args[0] for c in write.call_args_list))
+    return run_module(bsp_carveouts.main, {"backup": False, **args}, check=check, diff=True)
 
 
 def digest(root: Path) -> dict[str, str]:

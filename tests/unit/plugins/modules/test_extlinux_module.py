@@ -6,12 +6,11 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.edgeslim.jetson.plugins.modules import extlinux
 from conftest import FIXTURES
+from modhelper import run_module
 
 
 @pytest.fixture
@@ -26,11 +25,10 @@ def rootfs(tmp_path) -> Path:
 
 
 def run(rootfs: Path, args: dict, check: bool = False) -> dict:
-    args = {"path": str(rootfs / "boot/extlinux/extlinux.conf"), "root": str(rootfs), "backup": False, **args,
-            "_ansible_check_mode": check, "_ansible_diff": True}  # fmt: skip
-    with patch_module_args(args), mock.patch("sys.stdout.write") as write, pytest.raises(SystemExit):
-        extlinux.main()
-    return json.loads("".join(c.args[0] for c in write.call_args_list))
+    path = str(rootfs / "boot/extlinux/extlinux.conf")
+    return run_module(
+        extlinux.main, {"path": path, "root": str(rootfs), "backup": False, **args}, check=check, diff=True
+    )
 
 
 def digest(rootfs: Path) -> str:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
-from unittest import mock
 
-import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.edgeslim.jetson.plugins.modules import jetson_info
 from conftest import FIXTURES
+from modhelper import run_module
 
 SIM = Path(__file__).resolve().parents[3] / "sim"
 sys.path.insert(0, str(SIM))
@@ -37,19 +33,10 @@ def make_root(tmp_path: Path, variant: str, release: str, cmdline: str) -> tuple
 
 
 def run(args: dict, dmesg: tuple = (0, (FIXTURES / "l4t" / "dmesg-stock.txt").read_text(), "")) -> dict:
-    def run_command(_self, argv, **_kw):
-        if argv[0] == "dmesg":
-            return dmesg
-        return (0, "36.4.7-20250918154033", "")
+    def run_command(argv):
+        return dmesg if argv[0] == "dmesg" else (0, "36.4.7-20250918154033", "")
 
-    with (
-        patch_module_args(args),
-        mock.patch.object(basic.AnsibleModule, "run_command", run_command),
-        mock.patch("sys.stdout.write") as write,
-        pytest.raises(SystemExit),
-    ):
-        jetson_info.main()
-    return json.loads("".join(c.args[0] for c in write.call_args_list))
+    return run_module(jetson_info.main, args, run_command=run_command)
 
 
 def test_orin_nano(tmp_path):

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from unittest import mock
-
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.edgeslim.jetson.plugins.modules import memory_snapshot
 from conftest import FIXTURES
+from modhelper import run_module
 
 MEMINFO = str(FIXTURES / "meminfo" / "orin-nano-r36.txt")
 SHOW = (
@@ -22,23 +18,15 @@ def run(args: dict, check: bool = False, commands: dict | None = None) -> dict:
     commands = commands or {}
     calls = []
 
-    def run_command(_self, argv, **_kw):
+    def run_command(argv):
         calls.append(argv)
         for key, result in commands.items():
             if key in " ".join(argv):
                 return result
         return (0, "boot-1\n", "")
 
-    args = {"meminfo_path": MEMINFO, "interval": 0, "boot_id_command": ["true"], **args, "_ansible_check_mode": check}
-    with (
-        patch_module_args(args),
-        mock.patch.object(basic.AnsibleModule, "run_command", run_command),
-        mock.patch.object(basic.AnsibleModule, "get_bin_path", lambda *_a, **_k: "/bin/systemctl"),
-        mock.patch("sys.stdout.write") as write,
-        pytest.raises(SystemExit),
-    ):
-        memory_snapshot.main()
-    res = json.loads("".join(c.args[0] for c in write.call_args_list))
+    args = {"meminfo_path": MEMINFO, "interval": 0, "boot_id_command": ["true"], **args}
+    res = run_module(memory_snapshot.main, args, check=check, run_command=run_command, bin_path="/bin/systemctl")
     res["_calls"] = calls
     return res
 
