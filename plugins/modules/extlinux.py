@@ -113,6 +113,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+stock_default:
+  description: The entry that booted before edgeslim changed the file (from the journal, else the current one).
+  returned: always
+  type: str
+  sample: primary
 previous_default:
   description: DEFAULT before the change (what a rollback restores).
   returned: always
@@ -197,6 +202,8 @@ def main() -> None:
         journaled = None
         if p["journal_path"]:
             journaled = j.get_layer(j.load_journal(p["journal_path"]), p["journal_layer"])
+        # The entry that booted before edgeslim touched the file: what a revert must return to.
+        result["stock_default"] = (journaled or {}).get("previous_default") or conf.default_entry().label
         if p["state"] == "absent":
             label = p["managed_label"]
             conf.remove_entry(label)
