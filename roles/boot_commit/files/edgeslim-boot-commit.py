@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """edgeslim commit-or-revert, run by edgeslim-boot-commit.service at every boot (greenboot's pattern, one setting).
 
@@ -25,7 +24,8 @@ RESULTS = os.path.join(STATE, "boot-commit")
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    # timezone.utc, not datetime.UTC: JetPack 6 (Ubuntu 22.04) runs Python 3.10 on the device.
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")  # noqa: UP017
 
 
 def write_json(path: str, doc: dict) -> None:
