@@ -144,9 +144,11 @@ class ExtlinuxConfig:
             "default_label": self.default_label,
             "default_found": self.entry(self.default_label or "") is not None,
             "timeout": self.timeout,
+            "labels": [e.label for e in self.entries[:MAX_ENTRIES]],
             "entries": [one(e) for e in self.entries[:MAX_ENTRIES]],
             "ignored_entries": [e.label for e in self.entries[MAX_ENTRIES:]],
             "boot_label": self.default_entry().label,
+            "boot_entry": one(self.default_entry()),
         }
 
     # ---- editing -------------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""L4T identity, module from compatible strings, kernel log lines, and an extlinux.conf summary (pure Python).
+"""L4T identity, module from compatible strings, SWIOTLB settings and kernel log lines (pure Python).
 
-Sources: jetson-facts §6 (nv_tegra_release format, compatible strings, JetPack table), §4 (SWIOTLB), §5.2
-(L4TLauncher's extlinux grammar: ``#`` anywhere cuts the line; DEFAULT names a label, else the first entry boots).
+Sources: jetson-facts §6 (nv_tegra_release format, compatible strings, JetPack table), §4 (SWIOTLB).
+extlinux.conf is read by ``module_utils.extlinux`` (L4TLauncher's grammar).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import get_cmdline_arg
 
 # L4T release -> JetPack [OE4T release notes via jetson-facts §6]
 JETPACK = {
@@ -118,59 +119,10 @@ def swiotlb_from_log(log: str) -> dict:
 SLOT_BYTES = 2048  # IO_TLB_SHIFT = 11 [KERNEL]
 
 
-def cmdline_arg(cmdline: str, key: str) -> str | bool | None:
-    """Last occurrence wins, as the kernel parses early params; None = bare flag; False = absent."""
-    value: str | bool | None = False
-    for token in cmdline.split():
-        k, sep, v = token.partition("=")
-        if k == key:
-            value = v if sep else None
-    return value
-
-
 def swiotlb_setting(cmdline: str) -> dict | None:
-    raw = cmdline_arg(cmdline, "swiotlb")
+    raw = get_cmdline_arg(cmdline, "swiotlb")
     if raw is False or raw is None:
         return None
     first = raw.split(",")[0]
     slots = int(first) if first.isdigit() else None
     return {"raw": raw, "slots": slots, "mib": None if slots is None else slots * SLOT_BYTES / 1048576}
-
-
-@dataclass
-class Entry:
-    label: str
-    menu_label: str | None = None
-    linux: str | None = None
-    initrd: str | None = None
-    fdt: str | None = None
-    append: str | None = None
-    overlays: str | None = None
-
-
-def extlinux_summary(text: str) -> dict:
-    """DEFAULT, entries and the entry L4TLauncher boots (DEFAULT's label if found, else the first)."""
-    default, entries, timeout = None, [], None
-    keys = ("MENU LABEL", "MENU TITLE", "TIMEOUT", "DEFAULT", "LABEL", "LINUX", "INITRD", "FDT", "APPEND", "OVERLAYS")
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        key = next((k for k in keys if line.startswith(k)), None)
-        if not key:
-            continue
-        value = line[len(key) :].strip()
-        if key == "DEFAULT":
-            default = value
-        elif key == "TIMEOUT":
-            timeout = int(value) if value.isdigit() else None
-        elif key == "LABEL":
-            entries.append(Entry(value))
-        elif entries and key != "MENU TITLE":
-            setattr(entries[-1], key.lower().replace("menu label", "menu_label"), value)
-    entries = entries[:10]  # L4TLauncher reads at most 10 entries
-    chosen = next((e for e in entries if e.label == default), entries[0] if entries else None)
-    return {
-        "default_label": default,
-        "timeout": timeout,
-        "labels": [e.label for e in entries],
-        "boot_entry": None if chosen is None else chosen.__dict__,
-    }

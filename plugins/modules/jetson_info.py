@@ -117,7 +117,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devicetree as dt
-from ansible_collections.edgeslim.jetson.plugins.module_utils import l4t
+from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux, l4t
 
 
 def read_text(path: str) -> str | None:
@@ -178,7 +178,10 @@ def main() -> None:
     if ext_text is None:
         notes.append(f"{path(p['extlinux_path'])} not readable")
     else:
-        boot["extlinux"] = l4t.extlinux_summary(ext_text)
+        try:
+            boot["extlinux"] = extlinux.parse_extlinux(ext_text, path(p["extlinux_path"])).summary()
+        except extlinux.ExtlinuxError as exc:
+            notes.append(f"extlinux.conf not readable as L4TLauncher reads it: {exc}")
     entry_append = ((boot["extlinux"] or {}).get("boot_entry") or {}).get("append") or ""
 
     swiotlb = {

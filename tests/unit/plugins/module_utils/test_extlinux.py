@@ -165,3 +165,10 @@ def test_property_managed_entry_is_removable_without_trace(text):
     again.remove_entry("edgeslim")
     again.set_global("DEFAULT", default)
     assert again.render() == text
+
+
+def test_only_ten_entries_are_read():
+    many = "".join(f"LABEL e{i}\n LINUX /boot/Image\n" for i in range(12))
+    summary = x.parse_extlinux(many).summary()
+    assert summary["labels"] == [f"e{i}" for i in range(10)] and summary["ignored_entries"] == ["e10", "e11"]
+    assert summary["boot_entry"]["label"] == "e0"  # no DEFAULT: the first entry boots

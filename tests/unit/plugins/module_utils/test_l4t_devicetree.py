@@ -68,38 +68,6 @@ def test_cmdline_swiotlb():
     assert l4t.swiotlb_setting("swiotlb=4096,force")["mib"] == 8.0
     assert l4t.swiotlb_setting("swiotlb=noforce")["slots"] is None
     assert l4t.swiotlb_setting("quiet") is None
-    assert l4t.cmdline_arg("a b=1 a", "a") is None and l4t.cmdline_arg("a", "b") is False
-
-
-EXTLINUX = """TIMEOUT 30
-DEFAULT slim   # the managed entry
-
-MENU TITLE L4T boot options
-
-LABEL primary
-      MENU LABEL primary kernel
-      LINUX /boot/Image
-      APPEND ${cbootargs} root=/dev/mmcblk0p1 rw
-LABEL slim
-      MENU LABEL slim kernel
-      LINUX /boot/Image
-      FDT /boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb
-      APPEND ${cbootargs} root=/dev/mmcblk0p1 rw swiotlb=2048#comment cuts here
-# LABEL backup
-#    APPEND ${cbootargs} swiotlb=1
-"""
-
-
-def test_extlinux_summary_follows_l4tlauncher():
-    s = l4t.extlinux_summary(EXTLINUX)
-    assert s["default_label"] == "slim" and s["timeout"] == 30 and s["labels"] == ["primary", "slim"]
-    entry = s["boot_entry"]
-    assert entry["append"].endswith("swiotlb=2048")  # '#' anywhere cuts the line
-    assert entry["fdt"].endswith("p3767-0005-nv.dtb")
-    assert l4t.extlinux_summary(EXTLINUX.replace("DEFAULT slim", "DEFAULT gone"))["boot_entry"]["label"] == "primary"
-    many = "\n".join(f"LABEL e{i}\n LINUX /boot/Image" for i in range(12))
-    assert len(l4t.extlinux_summary(many)["labels"]) == 10
-    assert l4t.extlinux_summary("")["boot_entry"] is None
 
 
 @pytest.fixture(scope="module")
