@@ -29,9 +29,10 @@ fi
 
 if ! mountpoint -q "$LXCFS_DIR" || [ ! -r "$LXCFS_DIR/proc/meminfo" ]; then
   need_root "start lxcfs" "lxcfs mounted on $LXCFS_DIR"
+  # A stale FUSE mount (lxcfs died: "Transport endpoint is not connected") must be
+  # lazily unmounted first; even mkdir/stat fail on it.
+  umount -l "$LXCFS_DIR" 2>/dev/null || fusermount -uz "$LXCFS_DIR" 2>/dev/null || true
   mkdir -p "$LXCFS_DIR"
-  # A stale FUSE mount (lxcfs died) must be lazily unmounted before restarting.
-  umount -l "$LXCFS_DIR" 2>/dev/null || true
   if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
     systemctl start lxcfs || true
   fi
