@@ -88,6 +88,13 @@ options:
     description: Journal layer this change belongs to (the boot layer that asked for it).
     type: str
     default: swiotlb
+  check_mode_assume_files:
+    description:
+      - Absolute paths treated as existing B(in check mode only) - files an earlier task of the same play installs,
+        which check mode did not write (e.g. the carveouts overlay). Outside check mode every file must exist.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     description: Computes the change and the diff without writing.
@@ -198,6 +205,7 @@ def main() -> None:
             "backup": {"type": "bool", "default": True},
             "journal_path": {"type": "path"},
             "journal_layer": {"type": "str", "default": "swiotlb"},
+            "check_mode_assume_files": {"type": "list", "elements": "str", "default": []},
         },
         required_if=[("state", "absent", ["managed_label"])],
         mutually_exclusive=[("managed_label", "label")],
@@ -266,6 +274,8 @@ def main() -> None:
             if p["make_default"]:
                 conf.set_global("DEFAULT", label)
             missing = check_files(conf, label, p["root"])
+            if module.check_mode:
+                missing = [m for m in missing if m not in p["check_mode_assume_files"]]
             if missing:
                 raise x.ExtlinuxError(f"entry {label!r} would name files that do not exist: {', '.join(missing)}")
         result["entry"] = label

@@ -158,3 +158,12 @@ def test_shared_entry_rollback_of_swiotlb_keeps_the_overlay(rootfs, tmp_path):
     entry = back["summary"]["entries"][0]
     assert entry["label"] == "edgeslim" and "swiotlb" not in entry["append"]
     assert entry["overlays"] == ["/boot/edgeslim/display-off.dtbo"]
+
+
+def test_check_mode_may_assume_a_file_an_earlier_task_installs(rootfs):
+    args = {**CARVEOUTS, "overlays": ["/boot/edgeslim/carveouts.dtbo"],
+            "check_mode_assume_files": ["/boot/edgeslim/carveouts.dtbo"]}  # fmt: skip
+    before = digest(rootfs)
+    assert run(rootfs, args, check=True)["changed"] is True and digest(rootfs) == before
+    res = run(rootfs, args)  # outside check mode the file must really exist
+    assert res["failed"] and "do not exist: /boot/edgeslim/carveouts.dtbo" in res["msg"]
