@@ -8,9 +8,9 @@ short_description: Inspect, request or cancel a UEFI capsule update of a Jetson'
 description:
   - Firmware side of the carveouts layer (docs/carveouts.md). The capsule itself is built by NVIDIA's tools on the
     controller and staged in the ESP by the role; this module checks and arms it.
-  - V(info) reads the boot-chain and rootfs slots (C(nvbootctrl dump-slots-info), with and without C(-t rootfs)), the
+  - V(checked) reads the boot-chain and rootfs slots (C(nvbootctrl dump-slots-info), with and without C(-t rootfs)), the
     ESRT, the C(OsIndications) variable and the staged capsule, and lists why a capsule would be unsafe now.
-  - V(inspect) checks a capsule file's EFI/FMP headers (and, with O(chip) or O(fw_class), its image type). Read-only;
+  - V(inspected) checks a capsule file's EFI/FMP headers (and, with O(chip) or O(fw_class), its image type). Read-only;
     runs on the controller too.
   - V(requested) refuses when the slots make a capsule unsafe (a boot-chain or rootfs slot not normal, a slot switch
     already pending, rootfs A/B without O(rootfs_ab_synced)) or the staged capsule does not target the running
@@ -23,8 +23,8 @@ options:
   state:
     description: What to do.
     type: str
-    choices: [info, inspect, requested, cancelled]
-    default: info
+    choices: [checked, inspected, requested, cancelled]
+    default: checked
   capsule_path:
     description: The capsule file (staged in the ESP's C(EFI/UpdateCapsule/), or on the controller for V(inspect)).
     type: path
@@ -69,7 +69,7 @@ notes:
 EXAMPLES = r"""
 - name: Why would a capsule be unsafe now
   edgeslim.jetson.uefi_capsule:
-    state: info
+    state: checked
   register: slots
 
 - name: Ask UEFI to process the staged capsule at the next boot
@@ -82,33 +82,33 @@ EXAMPLES = r"""
 RETURN = r"""
 bootloader:
   description: Boot-chain slots (current, active, num_slots, slots, version, capsule_update_status).
-  returned: with state info or requested
+  returned: with state checked or requested
   type: dict
 rootfs:
   description: Rootfs slots, or null when rootfs A/B is not enabled.
-  returned: with state info or requested
+  returned: with state checked or requested
   type: dict
 rootfs_ab:
   description: Whether rootfs A/B is enabled.
-  returned: with state info or requested
+  returned: with state checked or requested
   type: bool
 unsafe:
   description: Why a capsule must not be armed now (empty when safe).
-  returned: with state info or requested
+  returned: with state checked or requested
   type: list
   elements: str
 esrt:
   description: ESRT entries (fw_class, fw_version, last_attempt_status, ...).
-  returned: with state info or requested
+  returned: with state checked or requested
   type: list
   elements: dict
 os_indications:
   description: OsIndications value (null when the variable does not exist).
-  returned: with state info, requested or cancelled
+  returned: with state checked, requested or cancelled
   type: int
 capsule_requested:
   description: Whether the capsule bit is set.
-  returned: with state info, requested or cancelled
+  returned: with state checked, requested or cancelled
   type: bool
 capsule_staged:
   description: Whether O(capsule_path) exists.
@@ -116,7 +116,7 @@ capsule_staged:
   type: bool
 capsule:
   description: The capsule's headers (capsule_guid, flags, size, image_types, payload_count).
-  returned: with state inspect or requested
+  returned: with state inspected or requested
   type: dict
 """
 
@@ -156,7 +156,11 @@ def slots(module: AnsibleModule) -> dict:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "state": {"type": "str", "choices": ["info", "inspect", "requested", "cancelled"], "default": "info"},
+            "state": {
+                "type": "str",
+                "choices": ["checked", "inspected", "requested", "cancelled"],
+                "default": "checked",
+            },
             "capsule_path": {"type": "path"},
             "chip": {"type": "str"},
             "fw_class": {"type": "str"},
@@ -165,14 +169,14 @@ def main() -> None:
             "efivars_path": {"type": "path", "default": "/sys/firmware/efi/efivars"},
             "esrt_path": {"type": "path", "default": "/sys/firmware/efi/esrt"},
         },
-        required_if=[("state", "inspect", ["capsule_path"]), ("state", "requested", ["capsule_path"])],
+        required_if=[("state", "inspected", ["capsule_path"]), ("state", "requested", ["capsule_path"])],
         supports_check_mode=True,
     )
     p = module.params
     result: dict = {"changed": False}
     var = os.path.join(p["efivars_path"], c.OS_INDICATIONS)
     try:
-        if p["state"] == "inspect":
+        if p["state"] == "inspected":
             blob = read_bytes(p["capsule_path"])
             if blob is None:
                 raise c.CapsuleError(f"{p['capsule_path']}: no such capsule")
@@ -211,7 +215,7 @@ def main() -> None:
                 f"the last capsule update failed (ESRT last_attempt_status {failed[0]['last_attempt_status']}); "
                 "find out why before trying another"
             )
-        if p["state"] == "info":
+        if p["state"] == "checked":
             module.exit_json(**result)
 
         # requested

@@ -173,7 +173,7 @@ def var(device: dict) -> Path:
 def test_request_idempotent_check_mode_and_cancel(device, bsp):
     staged = device["esp"] / "TEGRA_BL.Cap"
     shutil.copy(build(bsp), staged)
-    info = run(device, {"state": "info", "capsule_path": str(staged)})
+    info = run(device, {"state": "checked", "capsule_path": str(staged)})
     assert info["unsafe"] == [] and info["rootfs_ab"] is False and info["capsule_staged"] is True
     assert info["bootloader"]["current"] == "A" and info["capsule_requested"] is False
     args = {"state": "requested", "capsule_path": str(staged), "chip": "t234"}
@@ -209,13 +209,13 @@ def test_request_refused_before_any_change(device, bsp):
 
 
 def test_missing_nvbootctrl_is_unsafe(device, bsp):
-    res = run(device, {"state": "info", "nvbootctrl": ["/nonexistent/nvbootctrl"]})
+    res = run(device, {"state": "checked", "nvbootctrl": ["/nonexistent/nvbootctrl"]})
     assert res["unsafe"][0] == "nvbootctrl: /nonexistent/nvbootctrl not found"
 
 
 def test_inspect_on_the_controller(bsp, device):
     cap = build(bsp)
-    res = run(device, {"state": "inspect", "capsule_path": str(cap), "chip": "t234"})
+    res = run(device, {"state": "inspected", "capsule_path": str(cap), "chip": "t234"})
     assert res["changed"] is False and res["capsule"]["payload_count"] == 1
-    res = run(device, {"state": "inspect", "capsule_path": str(cap.with_name("nope"))})
+    res = run(device, {"state": "inspected", "capsule_path": str(cap.with_name("nope"))})
     assert res["failed"] and "no such capsule" in res["msg"]
