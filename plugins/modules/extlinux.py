@@ -79,11 +79,22 @@ options:
       - On-device journal (docs/journal.md). When set, the first change records the previous DEFAULT, the managed
         label and the file's checksum under O(journal_layer) before the file is written; V(absent) returns DEFAULT
         to the journaled label (unless O(default_label) is given) and clears the layer.
+      - Layers may share one managed entry (the SWIOTLB and carveouts layers do). The journal then also records, per
+        layer, the values the layer's first change found for what it sets (FDT, OVERLAYS, kernel arguments), and
+        the stock DEFAULT is taken from the layer that created the entry. V(absent) while another journal layer
+        still uses the entry puts back only this layer's values and keeps the entry (and DEFAULT).
     type: path
   journal_layer:
     description: Journal layer this change belongs to (the boot layer that asked for it).
     type: str
     default: swiotlb
+  check_mode_assume_files:
+    description:
+      - Absolute paths treated as existing B(in check mode only) - files an earlier task of the same play installs,
+        which check mode did not write (e.g. the carveouts overlay). Outside check mode every file must exist.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     description: Computes the change and the diff without writing.
@@ -139,6 +150,16 @@ summary:
   description: The resulting file as L4TLauncher reads it (default_label, timeout, entries, boot_label).
   returned: always
   type: dict
+owned_before:
+  description: The managed entry's values, before this change, of what this call sets (journaled on first change).
+  returned: when state is present
+  type: dict
+  sample: {fdt: /boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb, overlays: null}
+shared_with:
+  description: Other journal layers still using the managed entry (state absent then restores only this layer).
+  returned: when state is absent and the entry is shared
+  type: list
+  elements: str
 backup_file:
   description: The backup, when one was made.
   returned: when changed and backup is true
@@ -184,6 +205,7 @@ def main() -> None:
             "backup": {"type": "bool", "default": True},
             "journal_path": {"type": "path"},
             "journal_layer": {"type": "str", "default": "swiotlb"},
+            "check_mode_assume_files": {"type": "list", "elements": "str", "default": []},
         },
         required_if=[("state", "absent", ["managed_label"])],
         mutually_exclusive=[("managed_label", "label")],
@@ -199,24 +221,34 @@ def main() -> None:
     try:
         conf = x.parse_extlinux(before, p["path"])
         result["previous_default"] = conf.default_label
-        journaled = None
+        journaled, sharers = None, []
         if p["journal_path"]:
-            journaled = j.get_layer(j.load_journal(p["journal_path"]), p["journal_layer"])
+            doc = j.load_journal(p["journal_path"])
+            journaled = j.get_layer(doc, p["journal_layer"])
+            sharers = sharing_layers(doc, p)
         # The entry that booted before edgeslim touched the file: what a revert must return to.
-        result["stock_default"] = (journaled or {}).get("previous_default") or conf.default_entry().label
+        result["stock_default"] = (journaled or {}).get("previous_default") or stock_label(conf, p, sharers)
         if p["state"] == "absent":
             label = p["managed_label"]
-            conf.remove_entry(label)
-            target = p["default_label"] or (journaled or {}).get("previous_default") or conf.entries[0].label
-            if conf.entry(target) is None:
-                raise x.ExtlinuxError(f"default_label {target!r} is not an entry of {p['path']}")
-            if conf.default_label == label or p["default_label"]:
-                conf.set_global("DEFAULT", target)
+            if sharers and conf.entry(label) is not None:
+                # Another layer still boots through this entry: put back only what this layer set.
+                restore_owned(conf, label, (journaled or {}).get("owned") or {})
+                if p["default_label"]:
+                    conf.require(p["default_label"])
+                    conf.set_global("DEFAULT", p["default_label"])
+                result["shared_with"] = sharers
+            else:
+                conf.remove_entry(label)
+                target = p["default_label"] or (journaled or {}).get("previous_default") or conf.entries[0].label
+                if conf.entry(target) is None:
+                    raise x.ExtlinuxError(f"default_label {target!r} is not an entry of {p['path']}")
+                if conf.default_label == label or p["default_label"]:
+                    conf.set_global("DEFAULT", target)
         else:
             if p["managed_label"]:
                 label = p["managed_label"]
                 if conf.entry(label) is None:
-                    source = p["clone_from"] or conf.default_entry().label
+                    source = p["clone_from"] or stock_label(conf, p, sharers)
                     conf.clone_entry(source, label, p["managed_menu_label"])
                 elif p["managed_menu_label"]:
                     conf.set_key(label, "MENU LABEL", p["managed_menu_label"])
@@ -225,6 +257,7 @@ def main() -> None:
                 conf.require(label)
             entry = conf.entry(label)
             append = conf.get(entry, "APPEND") or ""
+            result["owned_before"] = owned_values(conf, entry, p)
             result["append_before"] = append
             for key, value in p["kernel_args"].items():
                 append = x.set_cmdline_arg(append, key, None if value is None else str(value))
@@ -241,6 +274,8 @@ def main() -> None:
             if p["make_default"]:
                 conf.set_global("DEFAULT", label)
             missing = check_files(conf, label, p["root"])
+            if module.check_mode:
+                missing = [m for m in missing if m not in p["check_mode_assume_files"]]
             if missing:
                 raise x.ExtlinuxError(f"entry {label!r} would name files that do not exist: {', '.join(missing)}")
         result["entry"] = label
@@ -270,20 +305,93 @@ def main() -> None:
     module.exit_json(**result)
 
 
+def sharing_layers(doc: dict, p: dict) -> list[str]:
+    """Other journal layers whose managed entry is ours (same file, same label). Read-only: each layer still writes
+    only its own key; this is how one managed entry serves several boot layers."""
+    label = p["managed_label"]
+    if not label:
+        return []
+    return sorted(
+        name
+        for name, rec in doc["layers"].items()
+        if name != p["journal_layer"] and rec.get("managed_label") == label and rec.get("path") == p["path"]
+    )
+
+
+def stock_label(conf: x.ExtlinuxConfig, p: dict, sharers: list[str]) -> str:
+    """The entry that booted before edgeslim: the current one, unless that is already our managed entry (another
+    layer made it DEFAULT); then the stock DEFAULT that layer journaled, else the first entry that is not ours."""
+    current = conf.default_entry().label
+    if not p["managed_label"] or current != p["managed_label"]:
+        return current
+    if sharers and p["journal_path"]:
+        doc = j.load_journal(p["journal_path"])
+        for name in sharers:
+            label = (doc["layers"][name] or {}).get("previous_default")
+            if label and label != p["managed_label"] and conf.entry(label) is not None:
+                return label
+    others = [e.label for e in conf.entries[: x.MAX_ENTRIES] if e.label != p["managed_label"]]
+    if not others:
+        raise x.ExtlinuxError(f"{p['path']}: only the managed entry {current!r} exists; no stock entry to fall back to")
+    return others[0]
+
+
+def owned_values(conf: x.ExtlinuxConfig, entry: x.Entry, p: dict) -> dict:
+    """What this call sets, as the entry has it now (FDT/OVERLAYS text or None; kernel args: value, None for a flag,
+    False when absent)."""
+    owned: dict = {}
+    if p["fdt"] is not None:
+        owned["fdt"] = conf.get(entry, "FDT")
+    if p["overlays"] is not None:
+        owned["overlays"] = conf.get(entry, "OVERLAYS")
+    append = conf.get(entry, "APPEND") or ""
+    keys = [*p["kernel_args"], *p["kernel_args_absent"]]
+    if keys:
+        owned["kernel_args"] = {k: x.get_cmdline_arg(append, k) for k in keys}
+    return owned
+
+
+def merge_owned(old: dict, new: dict) -> dict:
+    """First record wins per item: a later run adds what it newly sets but never overwrites a recorded value."""
+    out = {**new, **{k: v for k, v in old.items() if k != "kernel_args"}}
+    args = {**new.get("kernel_args", {}), **old.get("kernel_args", {})}
+    if args:
+        out["kernel_args"] = args
+    return out
+
+
+def restore_owned(conf: x.ExtlinuxConfig, label: str, owned: dict) -> None:
+    if "overlays" in owned:
+        conf.set_key(label, "OVERLAYS", owned["overlays"])
+    if "fdt" in owned:
+        conf.set_key(label, "FDT", owned["fdt"])
+    append = conf.get(conf.require(label), "APPEND") or ""
+    for key, value in (owned.get("kernel_args") or {}).items():
+        append = x.remove_cmdline_arg(append, key) if value is False else x.set_cmdline_arg(append, key, value)
+    conf.set_key(label, "APPEND", append)
+    entry = conf.require(label)
+    if conf.get(entry, "OVERLAYS") and not conf.get(entry, "FDT"):
+        raise x.ExtlinuxError("OVERLAYS needs an FDT line: L4TLauncher applies overlays only to a loaded FDT")
+
+
 def record_journal(module: AnsibleModule, p: dict, before: str, result: dict, journaled: dict | None) -> None:
     """Journal before writing: the first change keeps the stock state; a removal clears the layer."""
 
     def update(old):
         if p["state"] == "absent":
             return None
+        owned = result.get("owned_before") or {}
         if old is not None:
-            return old  # the stock state was recorded by the first change; later edits keep it
+            # The stock state was recorded by the first change; later edits keep it and only add newly set items.
+            merged = merge_owned(old.get("owned") or {}, owned)
+            return {**old, "owned": merged} if merged != (old.get("owned") or {}) and merged else old
         return {
             "created": j.utc_now(),
             "path": p["path"],
             "managed_label": p["managed_label"] or result.get("entry"),
-            "previous_default": result.get("previous_default"),
+            "previous_default": result.get("stock_default") if p["managed_label"] else result.get("previous_default"),
             "sha256_before": hashlib.sha256(before.encode()).hexdigest(),
+            "owned": owned,
         }
 
     try:

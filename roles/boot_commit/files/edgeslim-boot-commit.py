@@ -21,6 +21,7 @@ import tempfile
 STATE = "/var/lib/edgeslim"
 PENDING = os.path.join(STATE, "pending")
 RESULTS = os.path.join(STATE, "boot-commit")
+DT_ROOT = "/sys/firmware/devicetree/base"
 
 
 def now() -> str:
@@ -62,6 +63,15 @@ def checks(pending: dict) -> tuple[list[str], list[str]]:
         with open("/proc/cmdline") as handle:
             if arg not in handle.read().split():
                 failures.append(f"/proc/cmdline lacks {arg} (the bootloader did not boot the managed entry)")
+    for path in spec.get("dt_disabled", []):
+        if container:
+            notes.append(f"device-tree check for {path} not possible in a container (the live tree is not this boot's)")
+            continue
+        status = dt_status(spec.get("dt_root") or DT_ROOT, path)
+        if status is None:
+            failures.append(f"{path} is missing from the live device tree")
+        elif status != "disabled":
+            failures.append(f"{path} is {status} in the live device tree (the overlay was not applied)")
     for text in spec.get("kernel_log_absent", []):
         log = run(["dmesg"])
         if log.returncode != 0:
@@ -74,6 +84,18 @@ def checks(pending: dict) -> tuple[list[str], list[str]]:
         if res.returncode != 0:
             failures.append(f"health command failed (rc {res.returncode}): {command}")
     return failures, notes
+
+
+def dt_status(root: str, path: str) -> str | None:
+    """status of a node of the live device tree (kernel fs layout); "okay" when absent (DT spec); None = no node."""
+    node = os.path.join(root, path.lstrip("/"))
+    if not os.path.isdir(node):
+        return None
+    try:
+        with open(os.path.join(node, "status"), "rb") as handle:
+            return handle.read().split(b"\0", 1)[0].decode("utf-8", "replace") or "okay"
+    except FileNotFoundError:
+        return "okay"
 
 
 def set_default(path: str, label: str) -> None:

@@ -23,9 +23,9 @@ def name(host) -> str:
 
 def test_report_marks_each_host(report):
     ok = report["es-fleet-robot-ok"]
-    # Services applied now; the SWIOTLB layer waits for a reboot (edgeslim_reboot_ok: false in this fleet).
+    # Services applied now; the SWIOTLB and carveouts layers wait for a reboot (edgeslim_reboot_ok: false here).
     assert ok["status"] == "pending_reboot"
-    assert ok["layer_status"] == {"services": "applied", "swiotlb": "pending_reboot", "carveouts": "skipped"}
+    assert ok["layer_status"] == {"services": "applied", "swiotlb": "pending_reboot", "carveouts": "pending_reboot"}
     assert ok["reclaimed_mb"]["services"] > 0
     assert report["es-fleet-robot-fault"]["status"] == "rolled_back"
     # Health check failed after the reboot: the device reverted SWIOTLB by itself, the play rolled back the services

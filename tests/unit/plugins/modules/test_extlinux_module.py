@@ -104,3 +104,66 @@ def test_journal_records_the_stock_default_and_rollback_uses_it(rootfs, tmp_path
     assert (
         run(rootfs, {"state": "absent", "managed_label": "edgeslim", "journal_path": str(journal)})["changed"] is False
     )
+
+
+DTB = "/boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb"
+CARVEOUTS = {"managed_label": "edgeslim", "managed_menu_label": "edgeslim: slimmed", "fdt": DTB,
+             "overlays": ["/boot/edgeslim/display-off.dtbo"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("first", ["swiotlb", "carveouts"])
+def test_two_layers_share_one_managed_entry(rootfs, tmp_path, first):
+    """SWIOTLB and carveouts use ONE managed entry: both journal the stock DEFAULT, and removing one layer puts back
+    only its own values while the other keeps booting through the entry."""
+    journal = tmp_path / "journal.json"
+    conf = rootfs / "boot/extlinux/extlinux.conf"
+    original = conf.read_bytes()
+    layers = {"swiotlb": SWIOTLB, "carveouts": CARVEOUTS}
+    second = "carveouts" if first == "swiotlb" else "swiotlb"
+    for layer in (first, second):
+        res = run(rootfs, {**layers[layer], "journal_path": str(journal), "journal_layer": layer})
+        assert res["changed"] and res["stock_default"] == "primary"
+    doc = json.loads(journal.read_text())["layers"]
+    assert {doc[n]["previous_default"] for n in doc} == {"primary"}
+    entry = res["summary"]["entries"][0]
+    assert entry["label"] == "edgeslim" and res["summary"]["labels"] == ["edgeslim", "primary"]
+    assert entry["overlays"] == ["/boot/edgeslim/display-off.dtbo"] and "swiotlb=2048" in entry["append"]
+    assert doc["carveouts"]["owned"] == {"fdt": DTB, "overlays": None}  # stock FDT cloned; no OVERLAYS before
+    assert doc["swiotlb"]["owned"] == {"kernel_args": {"swiotlb": False}}
+    # Re-runs change nothing, journal included.
+    for layer in (first, second):
+        assert run(rootfs, {**layers[layer], "journal_path": str(journal), "journal_layer": layer})["changed"] is False
+    assert json.loads(journal.read_text())["layers"] == doc
+    # Remove the carveouts layer: the entry stays (swiotlb uses it) without OVERLAYS; DEFAULT stays on it.
+    back = run(rootfs, {"state": "absent", "managed_label": "edgeslim", "journal_path": str(journal),
+                        "journal_layer": "carveouts"})  # fmt: skip
+    assert back["changed"] and back["shared_with"] == ["swiotlb"]
+    entry = back["summary"]["entries"][0]
+    assert entry["label"] == "edgeslim" and entry["overlays"] == [] and entry["fdt"] == DTB
+    assert "swiotlb=2048" in entry["append"] and back["summary"]["default_label"] == "edgeslim"
+    assert "carveouts" not in json.loads(journal.read_text())["layers"]
+    # Then the swiotlb layer: nobody else uses the entry, so it goes and the stock file comes back byte-identical.
+    back = run(rootfs, {"state": "absent", "managed_label": "edgeslim", "journal_path": str(journal),
+                        "journal_layer": "swiotlb"})  # fmt: skip
+    assert back["changed"] and "shared_with" not in back
+    assert conf.read_bytes() == original
+
+
+def test_shared_entry_rollback_of_swiotlb_keeps_the_overlay(rootfs, tmp_path):
+    journal = tmp_path / "journal.json"
+    run(rootfs, {**SWIOTLB, "journal_path": str(journal), "journal_layer": "swiotlb"})
+    run(rootfs, {**CARVEOUTS, "journal_path": str(journal), "journal_layer": "carveouts"})
+    back = run(rootfs, {"state": "absent", "managed_label": "edgeslim", "journal_path": str(journal),
+                        "journal_layer": "swiotlb"})  # fmt: skip
+    entry = back["summary"]["entries"][0]
+    assert entry["label"] == "edgeslim" and "swiotlb" not in entry["append"]
+    assert entry["overlays"] == ["/boot/edgeslim/display-off.dtbo"]
+
+
+def test_check_mode_may_assume_a_file_an_earlier_task_installs(rootfs):
+    args = {**CARVEOUTS, "overlays": ["/boot/edgeslim/carveouts.dtbo"],
+            "check_mode_assume_files": ["/boot/edgeslim/carveouts.dtbo"]}  # fmt: skip
+    before = digest(rootfs)
+    assert run(rootfs, args, check=True)["changed"] is True and digest(rootfs) == before
+    res = run(rootfs, args)  # outside check mode the file must really exist
+    assert res["failed"] and "do not exist: /boot/edgeslim/carveouts.dtbo" in res["msg"]

@@ -1,0 +1,60 @@
+"""Carveouts device side on the simulated Orin Nano: what the committed boot left, then the device's own revert."""
+
+from __future__ import annotations
+
+import json
+
+NODES = ["/bus@0/dce@d800000", "/bus@0/display@13800000"]  # headless on T234, found by compatible
+DTB = "/boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb"
+
+
+def entry(text: str, label: str) -> str:
+    return text.split(f"LABEL {label}\n", 1)[1].split("\nLABEL ", 1)[0]
+
+
+def test_committed_boot_had_the_overlay_in_the_managed_entry(host):
+    slim = host.file("/root/extlinux.conf.slim").content_string
+    stock = host.file("/root/extlinux.conf.stock").content_string
+    assert "DEFAULT edgeslim\n" in slim
+    managed = entry(slim, "edgeslim")
+    assert f"FDT {DTB}\n" in managed
+    assert "OVERLAYS /boot/edgeslim/carveouts.dtbo\n" in managed
+    # The stock entry is kept byte-identical as the fallback.
+    assert entry(stock, "primary") in slim
+
+
+def test_overlay_file_was_a_dtb_disabling_exactly_the_recipe_nodes(host):
+    dtbo = host.file("/root/carveouts.dtbo.slim")
+    assert dtbo.content[:4] == b"\xd0\x0d\xfe\xed"  # FDT magic
+    dts = host.file("/root/carveouts.dts.slim").content_string
+    assert "/plugin/;" in dts
+    assert sorted(line.split('"')[1] for line in dts.splitlines() if "target-path" in line) == NODES
+    assert dts.count('status = "disabled";') == len(NODES)
+
+
+def test_commit_was_honest_about_the_container(host):
+    verdict = json.loads(host.file("/root/verdict-commit.json").content_string)
+    assert verdict["status"] == "committed" and verdict["failures"] == []
+    notes = verdict["notes"]
+    for node in NODES:
+        assert f"device-tree check for {node} not possible in a container (the live tree is not this boot's)" in notes
+    assert host.file("/root/carveouts-status").content_string.strip() == "unverified_container"
+    # The live tree here is the read-only bind mount: still "okay", and nobody claimed otherwise.
+    assert host.file("/sys/firmware/devicetree/base/bus@0/display@13800000/status").content.rstrip(b"\0") == b"okay"
+
+
+def test_failing_health_check_reverted_and_failed_the_host(host):
+    verdict = json.loads(host.file("/root/verdict-revert.json").content_string)
+    assert verdict["status"] == "reverted" and verdict["reverted_to"] == "primary"
+    assert any("health command failed" in f for f in verdict["failures"])
+    outcome = host.file("/root/play-outcome").content_string
+    assert outcome.startswith("failed:") and "did not commit" in outcome and "boot entry restored" in outcome
+
+
+def test_rescue_restored_the_stock_state(host):
+    assert host.file("/boot/extlinux/extlinux.conf").content == host.file("/root/extlinux.conf.stock").content
+    assert not host.file("/boot/edgeslim/carveouts.dtbo").exists
+    assert not host.file("/boot/edgeslim/carveouts.dts").exists
+    assert not host.file("/var/lib/edgeslim/pending/carveouts.json").exists
+    journal = json.loads(host.file("/var/lib/edgeslim/journal.json").content_string)
+    assert "carveouts" not in journal["layers"]

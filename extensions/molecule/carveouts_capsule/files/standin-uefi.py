@@ -1,0 +1,52 @@
+"""Stand-in for the UEFI capsule step, run early at boot (real UEFI runs before Linux; here no firmware exists).
+
+If OsIndications has bit 0x04 and a capsule is staged: clear the bit, remove the capsule (UEFI deletes processed
+capsules), then either switch the boot chain (bl_current A<->B, ESRT last_attempt_status 0) or, when
+/var/lib/edgeslim-standin/fail-next exists, keep the old chain and set last_attempt_status 6163 (a rejected capsule,
+value from a field report, jetson-facts §3.5).
+"""
+
+import os
+import struct
+
+S = "/var/lib/edgeslim-standin"
+VAR = os.path.join(S, "efivars", "OsIndications-8be4df61-93ca-11d2-aa0d-00e098032b8c")
+CAPSULE = "/boot/efi/EFI/UpdateCapsule/TEGRA_BL.Cap"
+STATUS = os.path.join(S, "esrt", "entries", "entry0", "last_attempt_status")
+
+
+def write(path, text):
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def main():
+    try:
+        with open(VAR, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        return
+    attrs, value = struct.unpack("<IQ", raw[:12])
+    if not value & 4:
+        return
+    with open(VAR, "wb") as handle:
+        handle.write(struct.pack("<IQ", attrs, value & ~4))
+    if not os.path.exists(CAPSULE):
+        return
+    fail = os.path.join(S, "fail-next")
+    if os.path.exists(fail):
+        os.unlink(fail)
+        write(STATUS, "6163\n")
+        outcome = "rejected, old chain kept"
+    else:
+        with open(os.path.join(S, "bl_current")) as handle:
+            current = handle.read().strip()
+        write(os.path.join(S, "bl_current"), {"A": "B", "B": "A"}[current] + "\n")
+        write(STATUS, "0\n")
+        outcome = "applied to the other chain"
+    os.unlink(CAPSULE)
+    with open(os.path.join(S, "uefi.log"), "a") as handle:
+        handle.write(outcome + "\n")
+
+
+main()

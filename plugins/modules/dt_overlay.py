@@ -1,0 +1,237 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: dt_overlay
+short_description: Install a device-tree overlay that disables the kernel nodes of validated carveout recipes
+description:
+  - Device side of the carveouts layer (docs/carveouts.md). Reads the B(live) device tree, finds the nodes of the
+    chosen recipes by C(compatible) (display and DCE for C(headless); VI, ISP, NVCSI for C(no_camera)), and generates
+    an overlay with one C(target-path) fragment per node setting C(status = "disabled").
+  - Only NVIDIA's validated recipes exist; an unknown chip, an unknown module, an unknown recipe or a recipe that
+    matches no node of the live tree is refused before any change.
+  - The overlay is compiled with C(dtc), either here on the device (O(dtc)) or on the controller and passed in
+    O(dtbo_b64); a compiled overlay is parsed and checked against the plan (exactly the planned nodes, only
+    C(status = "disabled")) before it is installed.
+  - Installs O(dest) (and the source next to it, C(.dts)) atomically; an identical installed overlay is left alone.
+  - Referencing the overlay from extlinux.conf (OVERLAYS, which needs FDT) is the job of M(edgeslim.jetson.extlinux).
+version_added: 0.1.0
+author: edgeslim maintainers (@edgeslim)
+options:
+  path:
+    description: Root of the live device tree in the kernel's layout.
+    type: path
+    default: /sys/firmware/devicetree/base
+  recipes:
+    description: Recipes whose nodes to disable (C(headless), C(no_camera)). Required with O(state=present).
+    type: list
+    elements: str
+    default: []
+  dest:
+    description: Installed overlay (absolute). The generated source is kept next to it with the suffix C(.dts).
+    type: path
+    default: /boot/edgeslim/carveouts.dtbo
+  state:
+    description:
+      - V(present) plans, checks and installs the overlay.
+      - V(planned) only plans and returns RV(dts) (read-only; for compiling on the controller).
+      - V(absent) removes O(dest) and its source.
+    type: str
+    choices: [present, planned, absent]
+    default: present
+  dtbo_b64:
+    description:
+      - The overlay compiled elsewhere (base64 of the C(.dtbo)), e.g. by C(dtc) on the controller from the RV(dts)
+        this module returned with O(state=planned). When unset, O(dtc) compiles it here.
+    type: str
+  dtc:
+    description: argv prefix of the device-tree compiler on the device (used when O(dtbo_b64) is unset).
+    type: list
+    elements: str
+    default: [dtc]
+attributes:
+  check_mode:
+    description: Plans, compiles into a temporary directory and compares, without installing.
+    support: full
+  diff_mode:
+    description: Shows the overlay source before and after.
+    support: full
+  platform:
+    description: Jetson (L4T) devices.
+    support: full
+    platforms: posix
+requirements:
+  - dtc (device-tree-compiler) on the device, unless O(dtbo_b64) is given
+"""
+
+EXAMPLES = r"""
+- name: Disable display and camera nodes (compiled here, dtc on the device)
+  edgeslim.jetson.dt_overlay:
+    recipes: [headless, no_camera]
+
+- name: Plan only (returns the overlay source; compile it on the controller)
+  edgeslim.jetson.dt_overlay:
+    recipes: [headless]
+    state: planned
+  register: plan
+
+- name: Remove the overlay file
+  edgeslim.jetson.dt_overlay:
+    state: absent
+"""
+
+RETURN = r"""
+chip:
+  description: SoC family from the root compatible.
+  returned: when state is present or planned
+  type: str
+  sample: t234
+module:
+  description: Module part number from the root compatible.
+  returned: when state is present or planned
+  type: str
+  sample: p3767-0005
+targets:
+  description: Nodes the overlay disables, with the compatible they matched, their recipe and their live status.
+  returned: when state is present or planned
+  type: list
+  elements: dict
+  sample: [{path: /bus@0/display@13800000, compatible: nvidia,tegra234-display, recipe: headless, status: okay}]
+paths:
+  description: The node paths only (what the post-reboot check reads).
+  returned: when state is present or planned
+  type: list
+  elements: str
+pending:
+  description: Planned nodes the live tree does not show disabled yet (empty after a boot with the overlay).
+  returned: when state is present or planned
+  type: list
+  elements: str
+dts:
+  description: The generated overlay source.
+  returned: when state is present or planned
+  type: str
+dest:
+  description: The installed overlay.
+  returned: always
+  type: str
+"""
+
+import base64
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay as ov
+
+
+def read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def install(module: AnsibleModule, path: str, data: bytes, mode: int = 0o644) -> None:
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".edgeslim.", dir=directory)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, mode)
+    module.atomic_move(tmp, path)
+
+
+def compile_here(module: AnsibleModule, dts: str) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="edgeslim-dtc.") as work:
+        src, out = os.path.join(work, "overlay.dts"), os.path.join(work, "overlay.dtbo")
+        with open(src, "w", encoding="utf-8") as handle:
+            handle.write(dts)
+        argv = [*module.params["dtc"], "-q", "-I", "dts", "-O", "dtb", "-o", out, src]
+        if module.get_bin_path(argv[0]) is None and not os.access(argv[0], os.X_OK):
+            rc, err = 127, f"{argv[0]}: not found"
+        else:
+            rc, _out, err = module.run_command(argv)
+        if rc != 0:
+            module.fail_json(
+                msg=f"dtc failed (rc {rc}): {err.strip()[:400]} -- install device-tree-compiler on the device, or "
+                "compile on the controller and pass dtbo_b64 (the carveouts role does that by default)",
+                cmd=argv,
+            )
+        with open(out, "rb") as handle:
+            return handle.read()
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "default": "/sys/firmware/devicetree/base"},
+            "recipes": {"type": "list", "elements": "str", "default": []},
+            "dest": {"type": "path", "default": "/boot/edgeslim/carveouts.dtbo"},
+            "state": {"type": "str", "choices": ["present", "planned", "absent"], "default": "present"},
+            "dtbo_b64": {"type": "str"},
+            "dtc": {"type": "list", "elements": "str", "default": ["dtc"]},
+        },
+        supports_check_mode=True,
+    )
+    p = module.params
+    dest = p["dest"]
+    if not os.path.isabs(dest) or not dest.endswith(".dtbo"):
+        module.fail_json(msg=f"dest must be an absolute path ending in .dtbo, got {dest!r}")
+    source = dest[: -len(".dtbo")] + ".dts"
+    result: dict = {"changed": False, "dest": dest}
+    old_dts = (read(source) or b"").decode("utf-8", "replace")
+
+    if p["state"] == "absent":
+        present = [f for f in (dest, source) if os.path.exists(f)]
+        if present:
+            result["changed"] = True
+            if module._diff:
+                result["diff"] = {"before": old_dts, "after": "", "before_header": source, "after_header": source}
+            if not module.check_mode:
+                for f in present:
+                    os.unlink(f)
+        module.exit_json(**result)
+
+    if not p["recipes"]:
+        module.fail_json(msg="recipes is empty; use state=absent to remove the overlay")
+    try:
+        plan = ov.plan(p["path"], p["recipes"])
+        dts = ov.render_dts(plan)
+        result.update(
+            chip=plan.chip,
+            module=plan.module,
+            targets=[t.as_dict() for t in plan.targets],
+            paths=plan.paths,
+            pending=plan.pending,
+            dts=dts,
+        )
+        if p["state"] == "planned":
+            module.exit_json(**result)
+        if p["dtbo_b64"]:
+            try:
+                blob = base64.b64decode(p["dtbo_b64"], validate=True)
+            except ValueError as exc:
+                raise ov.OverlayError(f"dtbo_b64 is not base64: {exc}") from None
+        else:
+            blob = compile_here(module, dts)
+        ov.verify_overlay(blob, plan)
+    except ov.OverlayError as exc:
+        module.fail_json(msg=str(exc), **result)
+
+    if read(dest) != blob or old_dts != dts:
+        result["changed"] = True
+        if module._diff:
+            result["diff"] = {"before": old_dts, "after": dts, "before_header": source, "after_header": source}
+        if not module.check_mode:
+            install(module, dest, blob)
+            install(module, source, dts.encode("utf-8"))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Device side of the carveouts layer on live trees in the kernel's fs layout (Orin Nano, AGX Orin, Thor).
+
+The trees are the simulated variants' board.dts compiled with dtc and unpacked by tests/sim/dtb2fs.py into exactly
+what /sys/firmware/devicetree/base shows (one directory per node, raw big-endian property files).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay as ov
+from ansible_collections.edgeslim.jetson.plugins.modules import dt_overlay
+from modhelper import run_module
+
+SIM = Path(__file__).resolve().parents[3] / "sim"
+sys.path.insert(0, str(SIM))
+import build_image
+import dtb2fs
+
+DTC = shutil.which("dtc")
+needs_dtc = pytest.mark.skipif(DTC is None, reason="dtc not installed")
+
+EXPECTED = {
+    "orin-nano-8gb": (
+        "t234",
+        "p3767-0005",
+        {
+            "headless": ["/bus@0/dce@d800000", "/bus@0/display@13800000"],
+            "no_camera": [
+                "/bus@0/host1x@13e00000/isp@14800000",
+                "/bus@0/host1x@13e00000/nvcsi@15a00000",
+                "/bus@0/host1x@13e00000/vi@15c00000",
+            ],
+        },
+    ),
+    "agx-orin-64gb": ("t234", "p3701-0005", None),
+    "agx-thor": (
+        "t264",
+        "p3834-0008",
+        {
+            "headless": ["/bus@0/display@8800000000"],
+            "no_camera": [
+                "/bus@0/host1x@8180000000/isp@8180800000",
+                "/bus@0/host1x@8180000000/nvcsi@8188000000",
+                "/bus@0/host1x@8180000000/vi@8184000000",
+            ],
+        },
+    ),
+}
+EXPECTED["agx-orin-64gb"] = ("t234", "p3701-0005", EXPECTED["orin-nano-8gb"][2])
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    for variant in EXPECTED:
+        base = tmp_path_factory.mktemp(variant)
+        dtb = base / "board.dtb"
+        build_image.compile_dts(SIM / "variants" / variant / "board.dts", dtb)
+        dtb2fs.unpack(dtb.read_bytes(), base / "dt")
+        out[variant] = base / "dt"
+    return out
+
+
+@pytest.fixture
+def nano(trees, tmp_path) -> Path:
+    """A writable copy (tests that edit the tree)."""
+    dst = tmp_path / "dt"
+    shutil.copytree(trees["orin-nano-8gb"], dst)
+    return dst
+
+
+def compile_dts(dts: str, tmp: Path) -> bytes:
+    src, out = tmp / "o.dts", tmp / "o.dtbo"
+    src.write_text(dts)
+    subprocess.run([DTC, "-q", "-I", "dts", "-O", "dtb", "-o", str(out), str(src)], check=True)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("variant", list(EXPECTED))
+@pytest.mark.parametrize("recipes", [["headless"], ["no_camera"], ["headless", "no_camera"]])
+def test_plan_finds_nodes_by_compatible(trees, variant, recipes):
+    chip, module, nodes = EXPECTED[variant]
+    plan = ov.plan(str(trees[variant]), recipes)
+    assert (plan.chip, plan.module, plan.recipes) == (chip, module, recipes)
+    assert plan.paths == sorted(p for r in recipes for p in nodes[r])
+    assert all(t.status == "okay" for t in plan.targets) and plan.pending == plan.paths
+    assert {t.recipe for t in plan.targets} == set(recipes)
+
+
+@needs_dtc
+@pytest.mark.parametrize("variant", list(EXPECTED))
+def test_generated_overlay_compiles_and_applies_to_the_board_dtb(trees, variant, tmp_path):
+    plan = ov.plan(str(trees[variant]), ["headless", "no_camera"])
+    dts = ov.render_dts(plan)
+    assert ov.render_dts(ov.plan(str(trees[variant]), ["headless", "no_camera"])) == dts  # deterministic
+    blob = compile_dts(dts, tmp_path)
+    ov.verify_overlay(blob, plan)
+    assert ov.overlay_targets(blob) == {p: {"status": "disabled"} for p in plan.paths}
+    # Apply it as the bootloader would (libfdt fdt_overlay_apply via fdtoverlay) and read the result back.
+    fdtoverlay = shutil.which("fdtoverlay")
+    if fdtoverlay is None:
+        pytest.skip("fdtoverlay not installed")
+    base = tmp_path / "base.dtb"
+    build_image.compile_dts(SIM / "variants" / variant / "board.dts", base)
+    (tmp_path / "o.dtbo").write_bytes(blob)
+    merged = tmp_path / "merged.dtb"
+    subprocess.run([fdtoverlay, "-i", str(base), "-o", str(merged), str(tmp_path / "o.dtbo")], check=True)
+    dtb2fs.unpack(merged.read_bytes(), tmp_path / "after")
+    report = ov.disabled_report(str(tmp_path / "after"), plan.paths)
+    assert report == {"disabled": plan.paths, "enabled": [], "missing": []}
+    # Nothing else changed status: the reserved-memory and host1x nodes keep "okay".
+    assert ov.node_status(str(tmp_path / "after"), "/reserved-memory/linux,cma") == "okay"
+    after = ov.plan(str(tmp_path / "after"), ["headless", "no_camera"])
+    assert after.pending == [] and ov.render_dts(after) == dts  # idempotent on the booted tree
+
+
+def test_refusals(nano, tmp_path):
+    with pytest.raises(ov.OverlayError, match="not validated"):
+        ov.plan(str(nano), ["no_gpu"])
+    with pytest.raises(ov.OverlayError, match="no recipe requested"):
+        ov.plan(str(nano), [])
+    with pytest.raises(ov.OverlayError, match="no device tree"):
+        ov.plan(str(tmp_path / "nope"), ["headless"])
+    (nano / "compatible").write_bytes(b"raspberrypi,4-model-b\0brcm,bcm2711\0")
+    with pytest.raises(ov.OverlayError, match="unknown chip"):
+        ov.plan(str(nano), ["headless"])
+    (nano / "compatible").write_bytes(b"nvidia,p3509-0000+p3767-0009\0nvidia,tegra234\0")
+    with pytest.raises(ov.OverlayError, match="no validated carveout recipe"):
+        ov.plan(str(nano), ["headless"])
+
+
+def test_recipe_matching_nothing_is_refused(nano):
+    for node in ("bus@0/display@13800000", "bus@0/dce@d800000"):
+        shutil.rmtree(nano / node)
+    with pytest.raises(ov.OverlayError, match="recipe 'headless': no node with compatible"):
+        ov.plan(str(nano), ["headless"])
+    assert ov.plan(str(nano), ["no_camera"]).paths  # the other recipe still plans
+
+
+def test_status_absent_means_okay_and_disabled_is_seen(nano):
+    os.unlink(nano / "bus@0/display@13800000/status")
+    (nano / "bus@0/dce@d800000/status").write_bytes(b"disabled\0")
+    plan = ov.plan(str(nano), ["headless"])
+    assert {t.path: t.status for t in plan.targets} == {
+        "/bus@0/dce@d800000": "disabled",
+        "/bus@0/display@13800000": "okay",
+    }
+    assert plan.pending == ["/bus@0/display@13800000"]
+    report = ov.disabled_report(str(nano), [*plan.paths, "/bus@0/gone@0"])
+    assert report == {"disabled": ["/bus@0/dce@d800000"], "enabled": ["/bus@0/display@13800000"],
+                      "missing": ["/bus@0/gone@0"]}  # fmt: skip
+
+
+@needs_dtc
+def test_verify_rejects_a_foreign_or_widened_overlay(trees, tmp_path):
+    plan = ov.plan(str(trees["orin-nano-8gb"]), ["headless"])
+    other = ov.plan(str(trees["orin-nano-8gb"]), ["no_camera"])
+    with pytest.raises(ov.OverlayError, match="unexpected targets"):
+        ov.verify_overlay(compile_dts(ov.render_dts(other), tmp_path), plan)
+    widened = ov.render_dts(plan).replace('status = "disabled";', 'status = "disabled";\n\t\t\tfoo = "bar";')
+    with pytest.raises(ov.OverlayError, match="more than status"):
+        ov.verify_overlay(compile_dts(widened, tmp_path), plan)
+    with pytest.raises(ov.OverlayError, match="bad magic"):
+        ov.verify_overlay(b"\0" * 64, plan)
+    good = compile_dts(ov.render_dts(plan), tmp_path)
+    with pytest.raises(ov.OverlayError, match="truncated"):
+        ov.verify_overlay(good[:-8], plan)
+
+
+# ---- the module -------------------------------------------------------------------------------------------------
+def run(args: dict, check: bool = False) -> dict:
+    return run_module(dt_overlay.main, args, check=check, diff=True)
+
+
+@needs_dtc
+def test_module_installs_atomically_idempotent_check_and_absent(trees, tmp_path):
+    dest = tmp_path / "boot/edgeslim/carveouts.dtbo"
+    args = {"path": str(trees["orin-nano-8gb"]), "recipes": ["headless"], "dest": str(dest), "dtc": [DTC]}
+    res = run(args, check=True)
+    assert res["changed"] and not dest.exists() and "target-path" in res["diff"]["after"]
+    res = run(args)
+    assert res["changed"] and res["chip"] == "t234" and res["pending"] == res["paths"]
+    assert dest.read_bytes()[:4] == b"\xd0\x0d\xfe\xed"
+    assert dest.with_suffix(".dts").read_text() == res["dts"]
+    assert oct(dest.stat().st_mode & 0o777) == "0o644"
+    assert run(args)["changed"] is False
+    assert run(args, check=True)["changed"] is False
+    # A different recipe set rewrites it.
+    assert run({**args, "recipes": ["headless", "no_camera"]})["changed"] is True
+    assert run({**args, "state": "absent"}, check=True)["changed"] is True and dest.exists()
+    assert run({**args, "state": "absent"})["changed"] is True and not dest.exists()
+    assert not dest.with_suffix(".dts").exists()
+    assert run({**args, "state": "absent"})["changed"] is False
+
+
+@needs_dtc
+def test_module_with_an_overlay_compiled_on_the_controller(trees, tmp_path):
+    dest = tmp_path / "carveouts.dtbo"
+    base = {"path": str(trees["agx-thor"]), "recipes": ["no_camera"], "dest": str(dest)}
+    planned = run({**base, "state": "planned"})
+    assert planned["changed"] is False and not dest.exists() and planned["chip"] == "t264"
+    blob = compile_dts(planned["dts"], tmp_path)
+    args = {**base, "dtbo_b64": base64.b64encode(blob).decode(), "dtc": ["/nonexistent/dtc"]}
+    assert run(args)["changed"] is True and dest.read_bytes() == blob
+    assert run(args)["changed"] is False
+    # A controller-side overlay for other nodes is refused; the installed one stays.
+    wrong = compile_dts(run({**base, "recipes": ["headless"], "state": "planned"})["dts"], tmp_path)
+    res = run({**args, "dtbo_b64": base64.b64encode(wrong).decode()})
+    assert res["failed"] and "does not match the plan" in res["msg"] and dest.read_bytes() == blob
+    res = run({**args, "dtbo_b64": "!!!"})
+    assert res["failed"] and "not base64" in res["msg"]
+
+
+def test_module_refusals_change_nothing(trees, tmp_path):
+    dest = tmp_path / "carveouts.dtbo"
+    base = {"path": str(trees["orin-nano-8gb"]), "dest": str(dest)}
+    for args, msg in (
+        ({"recipes": ["no_gpu"]}, "not validated"),
+        ({"recipes": []}, "recipes is empty"),
+        ({"recipes": ["headless"], "dest": "relative.dtbo"}, "absolute path"),
+        ({"recipes": ["headless"], "dtc": ["/nonexistent/dtc"]}, "dtc failed"),
+    ):
+        res = run({**base, **args})
+        assert res["failed"] and msg in res["msg"], res
+    assert not dest.exists()
