@@ -1,0 +1,126 @@
+"""Helpers of the emulated-boot lane (docs/emulated-boot.md): the expected-size formulas, the readings taken on the
+guest (MemTotal, kernel log, live device tree), ansible-playbook against it, and the figures file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+import qemu
+
+ARTIFACTS = REPO / "build/boot"
+RESULTS = ARTIFACTS / "results.jsonl"
+# Kernel 6.1 SWIOTLB costs per slot: the 2 KiB buffer (IO_TLB_SIZE) plus 24 B of struct io_tlb_slot metadata, both
+# memblock-allocated, so both leave MemTotal. Default pool 32768 slots (64 MiB). Confirmed to the kB in
+# emulated-boot.md §3 (swiotlb=16384: +33152 kB; 65536: -66304 kB).
+SLOT_BYTES = 2048 + 24
+DEFAULT_SLOTS = 32768
+# Exact on the verified kernel; a few pages of slack for rounding we have not seen.
+TOLERANCE_KB = 16
+
+
+def swiotlb_cost_kb(slots: int) -> float:
+    return slots * SLOT_BYTES / 1024
+
+
+def no_map_cost_kb(size_bytes: int) -> float:
+    """A no-map carve-out of S bytes takes S - S/512 off MemTotal: the linear map is page-granular, so the hole also
+    saves S/4096 * 8 B of page tables (emulated-boot.md §3: 256 MiB -> -261632 kB)."""
+    return (size_bytes - size_bytes / 512) / 1024
+
+
+def record(test: str, **data: object) -> None:
+    """One line per test in build/boot/results.jsonl: the figures docs/emulated-boot.md quotes."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as handle:
+        handle.write(json.dumps({"test": test, "at": time.strftime("%FT%TZ", time.gmtime()), **data}) + "\n")
+
+
+class Device:
+    """A booted guest plus the readings the tests compare (MemTotal, kernel log, live device tree)."""
+
+    def __init__(self, guest: qemu.Guest, run_dir: Path):
+        self.guest = guest
+        self.run_dir = run_dir
+        self.ansible_runs: list[dict] = []
+
+    def sh(self, command: str, check: bool = True) -> str:
+        return self.guest.ssh(command, check=check).stdout
+
+    def sudo(self, command: str, check: bool = True) -> str:
+        return self.sh(f"sudo sh -c {shlex_quote(command)}", check=check)
+
+    def memtotal_kb(self) -> int:
+        return int(re.search(r"^MemTotal:\s+(\d+) kB", self.sh("cat /proc/meminfo"), re.M).group(1))
+
+    def boot_id(self) -> str:
+        return self.sh("cat /proc/sys/kernel/random/boot_id").strip()
+
+    def cmdline(self) -> list[str]:
+        return self.sh("cat /proc/cmdline").split()
+
+    def iotlb_line(self) -> str | None:
+        lines = [ln for ln in self.sudo("dmesg").splitlines() if "software IO TLB: mapped" in ln]
+        return lines[-1] if lines else None
+
+    def iotlb_mb(self) -> int | None:
+        line = self.iotlb_line()
+        match = re.search(r"\((\d+)MB\)", line or "")
+        return int(match.group(1)) if match else None
+
+    def nslabs(self) -> int | None:
+        out = self.sudo("cat /sys/kernel/debug/swiotlb/io_tlb_nslabs", check=False).strip()
+        return int(out) if out.isdigit() else None
+
+    def reserve_failures(self) -> list[str]:
+        return [ln for ln in self.sudo("dmesg").splitlines() if "failed to reserve" in ln]
+
+    def extlinux(self) -> str:
+        return self.sh("cat /boot/extlinux/extlinux.conf")
+
+    def verdict(self, layer: str) -> dict | None:
+        out = self.sudo(f"cat /var/lib/edgeslim/boot-commit/{layer}.json", check=False)
+        return json.loads(out) if out.strip() else None
+
+    def snapshot(self) -> dict:
+        return {
+            "boot_id": self.boot_id(),
+            "MemTotal_kb": self.memtotal_kb(),
+            "iotlb": self.iotlb_line(),
+            "nslabs": self.nslabs(),
+            "cmdline_swiotlb": [a for a in self.cmdline() if a.startswith("swiotlb=")],
+        }
+
+    def play(self, playbook: str | Path, extra_vars: dict | None = None, name: str = "play",
+             report_dir: Path | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+        """ansible-playbook against this guest with the repository's ansible.cfg (collection from this checkout,
+        slim_report callback enabled); output kept as build/boot/<test>/<name>.log."""
+        inventory = self.guest.inventory(self.run_dir / "hosts.yml")
+        (self.run_dir / f"{name}.vars.json").write_text(json.dumps(extra_vars or {}, indent=2))
+        env = dict(os.environ)
+        env["PATH"] = f"{REPO / '.venv/bin'}:{env.get('PATH', '')}"
+        env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+        env["ANSIBLE_FORCE_COLOR"] = "0"
+        env["ANSIBLE_NOCOLOR"] = "1"
+        if report_dir:
+            env["ANSIBLE_EDGESLIM_REPORT_DIR"] = str(report_dir)
+        argv = ["ansible-playbook", "-i", str(inventory), str(playbook), "-e", f"@{self.run_dir / f'{name}.vars.json'}"]
+        t0 = time.monotonic()
+        res = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        secs = round(time.monotonic() - t0, 1)
+        (self.run_dir / f"{name}.log").write_text(res.stdout + "\n--- stderr\n" + res.stderr)
+        self.ansible_runs.append({"name": name, "rc": res.returncode, "seconds": secs})
+        print(f"{name}: rc {res.returncode} in {secs} s (log {self.run_dir / f'{name}.log'})")
+        return res
+
+
+def shlex_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
