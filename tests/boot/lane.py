@@ -91,6 +91,8 @@ class Device:
         return json.loads(out) if out.strip() else None
 
     def snapshot(self) -> dict:
+        """Readings of the boot the device is in once it answers (after a play it may still be booting)."""
+        self.guest.wait_ssh()
         return {
             "boot_id": self.boot_id(),
             "MemTotal_kb": self.memtotal_kb(),
@@ -113,10 +115,15 @@ class Device:
         if report_dir:
             env["ANSIBLE_EDGESLIM_REPORT_DIR"] = str(report_dir)
         argv = ["ansible-playbook", "-i", str(inventory), str(playbook), "-e", f"@{self.run_dir / f'{name}.vars.json'}"]
+        # Each line with its time: where a slow run spends it (a task is seconds under TCG).
+        env["ANSIBLE_LOG_PATH"] = str(self.run_dir / f"{name}.timed.log")
         t0 = time.monotonic()
-        res = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+        log = self.run_dir / f"{name}.log"
+        with open(log, "w") as handle:  # streamed, so a running play can be followed
+            res = subprocess.run(argv, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                 check=False)  # fmt: skip
+        res.stdout = log.read_text()
         secs = round(time.monotonic() - t0, 1)
-        (self.run_dir / f"{name}.log").write_text(res.stdout + "\n--- stderr\n" + res.stderr)
         self.ansible_runs.append({"name": name, "rc": res.returncode, "seconds": secs})
         print(f"{name}: rc {res.returncode} in {secs} s (log {self.run_dir / f'{name}.log'})")
         return res
