@@ -37,6 +37,31 @@ def unit_pss_kb(host: Any, unit: str) -> int:
     return sum(int(x) for x in out)
 
 
+def unit_states(text: str) -> dict[str, tuple[str, str]]:
+    """``systemctl show -p Id,UnitFileState,ActiveState`` output -> {unit: (UnitFileState, ActiveState)}."""
+    out = {}
+    for block in text.strip().split("\n\n"):
+        props = dict(line.split("=", 1) for line in block.splitlines())
+        out[props["Id"]] = (props["UnitFileState"], props["ActiveState"])
+    return out
+
+
+def check_units_as_recorded(host: Any, record: str = "/root/es-pre-state.txt") -> list[str]:
+    """Every unit recorded by prepare (systemctl show output) is in the same enablement and activity again."""
+    pre = unit_states(host.file(record).content_string)
+    now = unit_states(host.check_output(f"systemctl show -p Id,UnitFileState,ActiveState -- {' '.join(pre)}"))
+    problems = [f"{u}: {pre[u]} before, {now.get(u)} now" for u in pre if now.get(u) != pre[u]]
+    if len(pre) < 11:
+        problems.append(f"{record} lists only {len(pre)} units: prepare did not record the profile's units")
+    return problems
+
+
+def check_display_manager_aliases(host: Any) -> list[str]:
+    """gdm3 and display-manager are aliases of gdm.service again, as on a stock JetPack 6 image."""
+    states = host.check_output("systemctl is-enabled gdm3.service display-manager.service || true").split()
+    return [] if states == ["alias", "alias"] else [f"gdm3/display-manager are {states}, expected alias/alias"]
+
+
 def check_default_target(host: Any, expected: str = "graphical.target") -> list[str]:
     got = host.check_output("systemctl get-default").strip()
     return [] if got == expected else [f"default target is {got}, expected {expected}"]

@@ -28,6 +28,12 @@ def test_report_marks_each_host(report):
     assert ok["layer_status"] == {"services": "applied", "swiotlb": "pending_reboot", "carveouts": "skipped"}
     assert ok["reclaimed_mb"]["services"] > 0
     assert report["es-fleet-robot-fault"]["status"] == "rolled_back"
+    # Health check failed after the reboot: the device reverted SWIOTLB by itself, the play rolled back the services
+    # layer it had applied before (slim_rollback_scope host) and failed the host.
+    sick = report["es-fleet-robot-sick"]
+    assert sick["status"] == "rolled_back"
+    assert sick["layer_status"]["swiotlb"] == "rolled_back"
+    assert sick["layer_status"]["services"] == "rolled_back"
     assert report["es-fleet-robot-gone"]["status"] in ("unreachable", "failed")
     assert "es-fleet-camera" not in report
 
@@ -44,3 +50,10 @@ def test_device_state(host):
         assert default == "graphical.target"
         assert units_now == units_before
         assert host.service("gdm.service").is_running
+        stock = host.file("/root/extlinux.conf.stock").content
+        assert host.file("/boot/extlinux/extlinux.conf").content == stock
+        assert not host.file("/etc/systemd/system/edgeslim-boot-commit.service").exists
+    if name(host) == "es-fleet-robot-sick":
+        verdict = json.loads(host.file("/var/lib/edgeslim/boot-commit/swiotlb.json").content_string)
+        assert verdict["status"] == "reverted"
+        assert any("health command failed" in f for f in verdict["failures"])

@@ -1,0 +1,38 @@
+"""Apply -> reboot -> commit on the device; then the rollback entry point restored the stock file and removed the
+boot-time checker. The container runs the host's kernel, so the layer must say "unverified_container"."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_device_committed_after_the_reboot(host):
+    verdict = json.loads(host.file("/var/lib/edgeslim/boot-commit/swiotlb.json").content_string)
+    assert verdict["status"] == "committed" and verdict["failures"] == []
+    assert verdict["boots"] == 1
+    # /proc/cmdline is the host's here: the check is reported as impossible, never as passed.
+    assert any("not possible in a container" in n for n in verdict["notes"])
+
+
+def test_role_reported_unverified_not_applied(host):
+    result = json.loads(host.file("/root/swiotlb-result.json").content_string)
+    assert result == {"status": "unverified_container", "reclaimed_mb": None}
+
+
+def test_committed_file_had_managed_default_and_stock_fallback(host):
+    committed = host.file("/root/extlinux.conf.committed").content_string
+    stock = host.file("/root/extlinux.conf.stock").content_string
+    assert "DEFAULT edgeslim" in committed
+    assert "LABEL primary" in committed and "LABEL edgeslim" in committed
+    managed = committed.split("LABEL edgeslim", 1)[1]
+    assert "swiotlb=2048" in managed
+    # the stock entry is untouched: every stock line is still in the file
+    for line in stock.splitlines():
+        if not line.startswith("DEFAULT"):
+            assert line in committed
+
+
+def test_rollback_restored_stock_and_removed_the_checker(host):
+    assert host.file("/boot/extlinux/extlinux.conf").content == host.file("/root/extlinux.conf.stock").content
+    assert not host.file("/etc/systemd/system/edgeslim-boot-commit.service").exists
+    assert not host.file("/var/lib/edgeslim/pending/swiotlb.json").exists
