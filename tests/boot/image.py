@@ -254,7 +254,7 @@ def read_until(proc: subprocess.Popen, needles: list[bytes], timeout: float) -> 
     deadline = time.monotonic() + timeout
     fd = proc.stdout.fileno()
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 1.0)
+        ready = select.select([fd], [], [], 1.0)[0]
         if ready:
             chunk = os.read(fd, 65536)
             if not chunk:

@@ -131,3 +131,45 @@ class Device:
 
 def shlex_quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def summary(path: Path = RESULTS) -> str:
+    """Figures over every run recorded in results.jsonl: `python tests/boot/lane.py [results.jsonl]`."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    boots = [r for r in rows if r["test"].endswith(".boots")]
+    cold = sorted(r["cold_boot_s"] for r in boots if r.get("cold_boot_s"))
+    reboots = sorted(b["seconds"] for r in boots for b in r["boots"][1:])
+    firsts = sorted(r["boots"][0]["seconds"] for r in boots if r["boots"])
+    resets = sum(r["watchdog_resets"] for r in boots)
+    plays: dict[str, list[float]] = {}
+    for r in boots:
+        for run in r.get("ansible", []):
+            plays.setdefault(run["name"], []).append(run["seconds"])
+
+    def spread(xs: list[float]) -> str:
+        return f"n={len(xs)} min {xs[0]:.0f} s, median {xs[len(xs) // 2]:.0f} s, max {xs[-1]:.0f} s" if xs else "n=0"
+
+    out = [
+        f"guests: {len(boots)}, boots: {sum(len(r['boots']) for r in boots)}, watchdog resets: {resets}, "
+        f"gave up: {sum(1 for r in boots if r['gave_up'])}",
+        f"cold boot, QEMU start -> ssh: {spread(cold)}",
+        f"first boot, U-Boot banner -> ready: {spread(firsts)}",
+        f"reboots, U-Boot banner -> ready: {spread(sorted(reboots))}",
+    ]
+    out += [f"play {name}: {spread(sorted(secs))}" for name, secs in sorted(plays.items())]
+    for r in rows:
+        if not r["test"].endswith(".boots"):
+            keys = (
+                "memtotal_before_kb",
+                "memtotal_after_kb",
+                "gained_kb",
+                "expected_kb",
+                "verdict",
+                "report_reclaimed_mb",
+            )
+            out.append(f"{r['at']} {r['test']}: " + ", ".join(f"{k}={r[k]}" for k in keys if k in r))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(summary(Path(sys.argv[1]) if len(sys.argv) > 1 else RESULTS))
