@@ -14,12 +14,14 @@ COLLECTION_LINK := .collections/ansible_collections/edgeslim/jetson
 SIM_SCALE ?= 0.1
 export EDGESLIM_SIM_SCALE ?= $(SIM_SCALE)
 
-.PHONY: help venv host link lint ruff ansible-lint sanity unit molecule test demo image fleet-up fleet-down build clean
+.PHONY: help venv host link lint ruff ansible-lint sanity unit molecule test demo image fleet-up fleet-down build clean \
+	boot-host boot-image test-boot
 
 help:
 	@echo "make demo    bring up a simulated fleet and slim the warehouse robots"
 	@echo "make test    lint + sanity + unit tests + Molecule scenarios"
-	@echo "make venv | host | image | fleet-up | fleet-down | unit | lint | sanity | molecule | build"
+	@echo "make test-boot  emulated-boot lane: the boot layers on an arm64 guest under QEMU (docs/emulated-boot.md)"
+	@echo "make venv | host | image | fleet-up | fleet-down | unit | lint | sanity | molecule | build | boot-image"
 
 $(BIN)/.stamp: requirements-dev.txt tests/sim/vendor_podman_collection.py
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +64,19 @@ molecule: venv host image
 	bash tests/molecule.sh
 
 test: lint sanity unit molecule
+
+# Emulated-boot lane (docs/emulated-boot.md): arm64 guest under QEMU TCG booting through extlinux.conf. Serial only
+# (one emulator at a time); the image is cached in /var/cache/edgeslim-boot/<recipe hash>.
+boot-host:
+	@bash tests/boot/host.sh
+
+boot-image: venv boot-host
+	$(BIN)/python tests/boot/image.py
+
+test-boot: venv boot-host
+	@mkdir -p build/boot
+	$(BIN)/python tests/boot/image.py
+	$(BIN)/pytest -v -p no:cacheprovider tests/boot --junitxml=build/boot/junit.xml
 
 fleet-up: venv host image
 	$(BIN)/python tests/sim/fleet.py up --spec $${FLEET:-tests/sim/fleets/demo.yml}
