@@ -9,6 +9,9 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/tests/sim/containers.conf}
 # Full-size services by default so the figures match the published ones (desktop ~865 MB); DEMO_SCALE=0.1 is faster.
 export EDGESLIM_SIM_SCALE=${DEMO_SCALE:-1.0}
 export ANSIBLE_EDGESLIM_REPORT_DIR=${ANSIBLE_EDGESLIM_REPORT_DIR:-$PWD/reports/demo}
+# The simulated fleet reuses 127.0.0.1 ports: SSH ControlMasters left by an earlier fleet (ControlPersist) must not
+# be reused for the new containers, so each demo run gets its own control directory.
+export ANSIBLE_SSH_CONTROL_PATH_DIR=${ANSIBLE_SSH_CONTROL_PATH_DIR:-$(mktemp -d /tmp/edgeslim-demo-cp.XXXXXX)}
 python tests/sim/fleet.py up --spec tests/sim/fleets/demo.yml
 echo "== ansible-playbook slim.yml -l warehouse-robots"
 ansible-playbook slim.yml -l warehouse-robots
