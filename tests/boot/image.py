@@ -434,7 +434,17 @@ def ensure(force: bool = False) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if force or not (dest / "manifest.json").exists():
             build(dest)
+            prune(keep=dest)
     return dest
+
+
+def prune(keep: Path, images: int = 2) -> None:
+    """Drop older images (~0.8 GB each): keep this one and the newest others up to `images`."""
+    others = sorted((d for d in CACHE.iterdir() if d.is_dir() and (d / "manifest.json").exists() and d != keep),
+                    key=lambda d: d.stat().st_mtime, reverse=True)  # fmt: skip
+    for old in others[images - 1 :]:
+        log(f"pruning old image {old.name}")
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def main() -> int:

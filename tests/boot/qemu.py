@@ -236,8 +236,17 @@ class Guest:
         return ["ssh", "-i", str(self.key), "-p", str(self.port), *SSH_OPTS, f"{user}@127.0.0.1"]
 
     def ssh(self, command: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.ssh_argv(), command], capture_output=True, text=True, check=check,
-                              timeout=timeout)  # fmt: skip
+        """One command over SSH. rc 255 is ssh's own failure (a banner timeout when a TCG guest is starved: seen
+        once at load 10 right after a play); retried, since the commands here only read."""
+        for attempt in range(3):
+            res = subprocess.run([*self.ssh_argv(), command], capture_output=True, text=True, check=False,
+                                 timeout=timeout)  # fmt: skip
+            if res.returncode != 255:
+                break
+            time.sleep(5 * (attempt + 1))
+        if check and res.returncode != 0:
+            raise subprocess.CalledProcessError(res.returncode, res.args, res.stdout, res.stderr)
+        return res
 
     def boot_id(self) -> str | None:
         try:
