@@ -188,13 +188,7 @@ def recipe_hash() -> str:
     h = hashlib.sha256()
     h.update(rootfs_key().encode())
     h.update(pkg_versions().encode())
-    for root in RECIPE:
-        files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
-        for f in files:
-            if "__pycache__" in f.parts:
-                continue
-            h.update(str(f.relative_to(REPO)).encode())
-            h.update(f.read_bytes())
+    sim.hash_files(h, RECIPE, REPO)
     return h.hexdigest()[:12]
 
 

@@ -51,16 +51,21 @@ def run(argv: list[str], **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=True, **kw)
 
 
-def recipe_hash() -> str:
-    h = hashlib.sha256()
-    h.update(" ".join([SUITE, *PACKAGES]).encode())
-    for root in RECIPE:
+def hash_files(h: Any, roots: list[Path], base: Path) -> None:
+    """Feed every file under ``roots`` (path relative to ``base``, then content) into ``h``, in a stable order."""
+    for root in roots:
         files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
         for f in files:
             if "__pycache__" in f.parts:
                 continue
-            h.update(str(f.relative_to(HERE)).encode())
+            h.update(str(f.relative_to(base)).encode())
             h.update(f.read_bytes())
+
+
+def recipe_hash() -> str:
+    h = hashlib.sha256()
+    h.update(" ".join([SUITE, *PACKAGES]).encode())
+    hash_files(h, RECIPE, HERE)
     return h.hexdigest()[:12]
 
 
