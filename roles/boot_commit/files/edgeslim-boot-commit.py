@@ -129,31 +129,49 @@ def boot_identity(argv: list[str] | None) -> str:
         return handle.read().strip()
 
 
-def main() -> int:
-    reboot = False
-    for path in sorted(glob.glob(os.path.join(PENDING, "*.json"))):
+def process(pending_dir: str = PENDING, results_dir: str = RESULTS) -> bool:
+    """Check every pending change of this boot; True when the device must reboot (a change was reverted).
+
+    Changes pending on the same extlinux.conf were booted together (one reboot for both boot layers): when one of
+    them fails, DEFAULT goes back to the previous entry, which has none of them, so each of them is reported
+    reverted -- a layer whose own checks passed is not in effect after that reboot either."""
+    records = []
+    for path in sorted(glob.glob(os.path.join(pending_dir, "*.json"))):
         with open(path) as handle:
             pending = json.load(handle)
-        layer = pending["layer"]
         pending["boots"] = int(pending.get("boots", 0)) + 1
         write_json(path, pending)  # counted before anything else: a hang here still uses up a boot
         failures, notes = checks(pending)
         if pending["boots"] > int(pending.get("max_boots", 3)) and not failures:
             failures.append(f"booted {pending['boots']} times without committing")
+        records.append((path, pending, failures, notes))
+    failed_files: dict[str, list[str]] = {}
+    for _, pending, failures, _ in records:
+        if failures:
+            failed_files.setdefault(pending["extlinux_path"], []).append(pending["layer"])
+    reboot = False
+    for path, pending, failures, notes in records:
+        layer = pending["layer"]
+        others = [name for name in failed_files.get(pending["extlinux_path"], []) if name != layer]
+        if others and not failures:
+            failures = [f"booted together with {', '.join(others)}, which failed; the shared entry is reverted"]
         result = {"layer": layer, "boots": pending["boots"], "checked": now(), "notes": notes, "failures": failures,
                   "boot_identity": boot_identity(pending.get("boot_id_command"))}  # fmt: skip
         if failures:
             set_default(pending["extlinux_path"], pending["previous_default"])
             result["status"] = "reverted"
             result["reverted_to"] = pending["previous_default"]
-            os.unlink(path)
             reboot = True
         else:
             result["status"] = "committed"
-            os.unlink(path)
-        write_json(os.path.join(RESULTS, f"{layer}.json"), result)
+        os.unlink(path)
+        write_json(os.path.join(results_dir, f"{layer}.json"), result)
         print(f"edgeslim-boot-commit: {layer}: {result['status']} {failures or ''} {notes or ''}")
-    if reboot:
+    return reboot
+
+
+def main() -> int:
+    if process():
         subprocess.run(["systemctl", "reboot"], check=False)
     return 0
 

@@ -1,8 +1,9 @@
-"""The boot-time checker's device-tree check (dt_disabled): disabled passes, okay/missing fail, container = note."""
+"""The boot-time checker: device-tree check (dt_disabled), and changes booted together commit or revert together."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,58 @@ def test_dt_disabled_in_a_container_is_a_note_never_a_pass(checker, tree, monkey
     assert failures == [] and notes == [
         "device-tree check for /bus@0/dce@d800000 not possible in a container (the live tree is not this boot's)"
     ]
+
+
+def _pending(directory: Path, layer: str, extlinux: Path, command: str) -> None:
+    doc = {"layer": layer, "extlinux_path": str(extlinux), "previous_default": "primary", "boots": 0, "max_boots": 3,
+           "checks": {"command": command}}  # fmt: skip
+    (directory / f"{layer}.json").write_text(json.dumps(doc))
+
+
+@pytest.fixture
+def boot(tmp_path, checker, monkeypatch):
+    """Two layers pending on one extlinux.conf whose DEFAULT is the managed entry (one reboot for both)."""
+    monkeypatch.setattr(checker, "in_container", lambda: False)
+    extlinux = tmp_path / "extlinux.conf"
+    extlinux.write_text("TIMEOUT 30\nDEFAULT edgeslim\n\nLABEL primary\n      LINUX /boot/Image\n")
+    pending, results = tmp_path / "pending", tmp_path / "results"
+    pending.mkdir()
+    return extlinux, pending, results
+
+
+def test_layers_booted_together_commit_together(checker, boot):
+    extlinux, pending, results = boot
+    _pending(pending, "carveouts", extlinux, "true")
+    _pending(pending, "swiotlb", extlinux, "true")
+    assert checker.process(str(pending), str(results)) is False
+    verdicts = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+    assert {k: v["status"] for k, v in verdicts.items()} == {"carveouts": "committed", "swiotlb": "committed"}
+    assert "DEFAULT edgeslim" in extlinux.read_text() and not list(pending.iterdir())
+
+
+def test_one_failing_layer_reverts_every_layer_of_that_boot(checker, boot):
+    extlinux, pending, results = boot
+    _pending(pending, "carveouts", extlinux, "true")
+    _pending(pending, "swiotlb", extlinux, "false")
+    assert checker.process(str(pending), str(results)) is True
+    verdicts = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+    assert verdicts["swiotlb"]["status"] == "reverted"
+    assert verdicts["swiotlb"]["failures"] == ["health command failed (rc 1): false"]
+    # carveouts' own checks passed, but the device goes back to the entry that has neither change
+    assert verdicts["carveouts"]["status"] == "reverted"
+    assert verdicts["carveouts"]["failures"] == [
+        "booted together with swiotlb, which failed; the shared entry is reverted"
+    ]
+    text = extlinux.read_text()
+    assert "DEFAULT primary" in text and "DEFAULT edgeslim" not in text and not list(pending.iterdir())
+
+
+def test_a_layer_on_another_boot_file_is_not_dragged_along(checker, boot, tmp_path):
+    extlinux, pending, results = boot
+    other = tmp_path / "other.conf"
+    other.write_text(extlinux.read_text())
+    _pending(pending, "carveouts", other, "true")
+    _pending(pending, "swiotlb", extlinux, "false")
+    assert checker.process(str(pending), str(results)) is True
+    assert json.loads((results / "carveouts.json").read_text())["status"] == "committed"
+    assert "DEFAULT edgeslim" in other.read_text()
