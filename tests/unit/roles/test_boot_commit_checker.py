@@ -68,22 +68,27 @@ def boot(tmp_path, checker, monkeypatch):
     return extlinux, pending, results
 
 
-def test_layers_booted_together_commit_together(checker, boot):
+def _boot_both(checker, boot, carveouts_check: str, swiotlb_check: str) -> tuple[bool, dict]:
+    """Both layers pending on the shared entry, one boot: (reboot requested, verdict per layer)."""
     extlinux, pending, results = boot
-    _pending(pending, "carveouts", extlinux, "true")
-    _pending(pending, "swiotlb", extlinux, "true")
-    assert checker.process(str(pending), str(results)) is False
-    verdicts = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+    _pending(pending, "carveouts", extlinux, carveouts_check)
+    _pending(pending, "swiotlb", extlinux, swiotlb_check)
+    reboot = checker.process(str(pending), str(results))
+    return reboot, {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+
+
+def test_layers_booted_together_commit_together(checker, boot):
+    extlinux, pending, _ = boot
+    reboot, verdicts = _boot_both(checker, boot, "true", "true")
+    assert reboot is False
     assert {k: v["status"] for k, v in verdicts.items()} == {"carveouts": "committed", "swiotlb": "committed"}
     assert "DEFAULT edgeslim" in extlinux.read_text() and not list(pending.iterdir())
 
 
 def test_one_failing_layer_reverts_every_layer_of_that_boot(checker, boot):
-    extlinux, pending, results = boot
-    _pending(pending, "carveouts", extlinux, "true")
-    _pending(pending, "swiotlb", extlinux, "false")
-    assert checker.process(str(pending), str(results)) is True
-    verdicts = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+    extlinux, pending, _ = boot
+    reboot, verdicts = _boot_both(checker, boot, "true", "false")
+    assert reboot is True
     assert verdicts["swiotlb"]["status"] == "reverted"
     assert verdicts["swiotlb"]["failures"] == ["health command failed (rc 1): false"]
     # carveouts' own checks passed, but the device goes back to the entry that has neither change
