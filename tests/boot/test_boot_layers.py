@@ -160,3 +160,37 @@ def test_carveouts_fdt_change(device: Device):
     assert after["nslabs"] == DEFAULT_SLOTS  # only the carve-outs changed
     assert device.verdict("carveouts")["status"] == "committed"
     assert re.search(r"FDT\s+/boot/dtb/\S+-edgeslim\.dtb", device.extlinux())
+
+
+def test_slim_playbook_reboots_once_and_reports(device: Device):
+    """The user's entry point, `slim.yml`, with the warehouse_robot profile limited to the SWIOTLB layer (the guest
+    has none of a Jetson's services, and U-Boot applies no OVERLAYS): the layer is staged, slim reboots once for the
+    boot layers (roles/slim/tasks/boot_stage.yml), the device commits, and the fleet report carries the MemTotal
+    gain this test measures itself -- profile small_swiotlb, 4 MiB = swiotlb=2048."""
+    base = device.snapshot()
+    assert_stock_baseline(base)
+    report_dir = device.run_dir / "report"
+    extra = {
+        "profile_name": "warehouse_robot",
+        "slim_layers": ["swiotlb"],
+        "edgeslim_reboot_ok": True,
+        "edgeslim_serial": ["100%"],
+    }
+    res = device.play(REPO / "slim.yml", extra, name="slim", report_dir=report_dir)
+    assert res.returncode == 0, res.stdout[-4000:]
+    after = device.snapshot()
+    slots = 2048
+    verdict = device.verdict("swiotlb") or {}
+    row = json.loads((report_dir / "edgeslim-report.json").read_text())["hosts"][0]
+    reclaimed = (row.get("reclaimed_mb") or {}).get("swiotlb")
+    record("slim_swiotlb", slots=slots, memtotal_before_kb=base["MemTotal_kb"],
+           memtotal_after_kb=after["MemTotal_kb"], gained_kb=after["MemTotal_kb"] - base["MemTotal_kb"],
+           expected_kb=swiotlb_cost_kb(DEFAULT_SLOTS) - swiotlb_cost_kb(slots), verdict=verdict.get("status"),
+           report_status=row.get("status"), report_reclaimed_mb=reclaimed,
+           boots=len(device.guest.stats()["boots"]))  # fmt: skip
+    assert_swiotlb_applied(base, after, slots)
+    assert verdict.get("status") == "committed" and verdict["boot_identity"] == after["boot_id"], verdict
+    # Boots seen on the console (U-Boot banner to ready): the cold boot and exactly one reboot, slim's.
+    assert [b["boot_id"] for b in device.guest.stats()["boots"]] == [base["boot_id"], after["boot_id"]]
+    assert row["status"] == "ok" and row["layer_status"] == {"swiotlb": "applied"}, row
+    assert reclaimed is not None and abs(reclaimed - (after["MemTotal_kb"] - base["MemTotal_kb"]) / 1024) <= 0.1, row
