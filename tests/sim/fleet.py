@@ -81,7 +81,7 @@ def ensure_prereqs(n_hosts: int) -> None:
     try:
         LXCFS_MEMINFO.stat()
     except OSError as exc:  # missing, or ENOTCONN: the FUSE mount outlived a killed lxcfs
-        sys.exit(f"fleet: {LXCFS_MEMINFO}: {exc.strerror}: lxcfs is not serving (run `make host` or tests/sim/testbed.sh)")
+        sys.exit(f"fleet: {LXCFS_MEMINFO}: {exc.strerror}: lxcfs is not serving (run `make host`)")
     need = 128 + 8 * n_hosts  # ~6 inotify instances per systemd container, plus the host's own
     cur = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
     if cur < need:
