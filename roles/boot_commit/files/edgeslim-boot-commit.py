@@ -146,9 +146,9 @@ def process(pending_dir: str = PENDING, results_dir: str = RESULTS) -> bool:
             failures.append(f"booted {pending['boots']} times without committing")
         records.append((path, pending, failures, notes))
     failed_files: dict[str, list[str]] = {}
-    for _, pending, failures, _ in records:
-        if failures:
-            failed_files.setdefault(pending["extlinux_path"], []).append(pending["layer"])
+    for record in records:
+        if record[2]:
+            failed_files.setdefault(record[1]["extlinux_path"], []).append(record[1]["layer"])
     reboot = False
     for path, pending, failures, notes in records:
         layer = pending["layer"]

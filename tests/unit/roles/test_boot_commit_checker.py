@@ -78,7 +78,7 @@ def _boot_both(checker, boot, carveouts_check: str, swiotlb_check: str) -> tuple
 
 
 def test_layers_booted_together_commit_together(checker, boot):
-    extlinux, pending, _ = boot
+    extlinux, pending = boot[:2]
     reboot, verdicts = _boot_both(checker, boot, "true", "true")
     assert reboot is False
     assert {k: v["status"] for k, v in verdicts.items()} == {"carveouts": "committed", "swiotlb": "committed"}
@@ -86,7 +86,7 @@ def test_layers_booted_together_commit_together(checker, boot):
 
 
 def test_one_failing_layer_reverts_every_layer_of_that_boot(checker, boot):
-    extlinux, pending, _ = boot
+    extlinux, pending = boot[:2]
     reboot, verdicts = _boot_both(checker, boot, "true", "false")
     assert reboot is True
     assert verdicts["swiotlb"]["status"] == "reverted"
