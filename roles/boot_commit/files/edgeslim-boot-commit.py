@@ -114,6 +114,11 @@ def set_default(path: str, label: str) -> None:
     if not done:
         out.insert(0, f"DEFAULT {label}\n")
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".extlinux.")
+    # mkstemp creates 0600: keep the file's own mode and owner, or a revert leaves extlinux.conf root-only (the
+    # emulated-boot lane caught it: a reverted device's file was no longer world-readable as it is on L4T).
+    stat = os.stat(path)
+    os.fchmod(fd, stat.st_mode & 0o7777)
+    os.fchown(fd, stat.st_uid, stat.st_gid)
     with os.fdopen(fd, "w", newline="") as handle:
         handle.write("".join(out))
         handle.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ def boot(tmp_path, checker, monkeypatch):
     monkeypatch.setattr(checker, "in_container", lambda: False)
     extlinux = tmp_path / "extlinux.conf"
     extlinux.write_text("TIMEOUT 30\nDEFAULT edgeslim\n\nLABEL primary\n      LINUX /boot/Image\n")
+    extlinux.chmod(0o644)
     pending, results = tmp_path / "pending", tmp_path / "results"
     pending.mkdir()
     return extlinux, pending, results
@@ -98,6 +100,7 @@ def test_one_failing_layer_reverts_every_layer_of_that_boot(checker, boot):
     ]
     text = extlinux.read_text()
     assert "DEFAULT primary" in text and "DEFAULT edgeslim" not in text and not list(pending.iterdir())
+    assert stat.S_IMODE(extlinux.stat().st_mode) == 0o644  # the file keeps its mode (not mkstemp's 0600)
 
 
 def test_a_layer_on_another_boot_file_is_not_dragged_along(checker, boot, tmp_path):
