@@ -15,12 +15,13 @@ SIM_SCALE ?= 0.1
 export EDGESLIM_SIM_SCALE ?= $(SIM_SCALE)
 
 .PHONY: help venv host link lint ruff ansible-lint sanity unit molecule test demo image fleet-up fleet-down build clean \
-	boot-host boot-image test-boot
+	boot-host boot-image test-boot test-boot-repeat
 
 help:
 	@echo "make demo    bring up a simulated fleet and slim the warehouse robots"
 	@echo "make test    lint + sanity + unit tests + Molecule scenarios"
 	@echo "make test-boot  emulated-boot lane: the boot layers on an arm64 guest under QEMU (docs/emulated-boot.md)"
+	@echo "make test-boot-repeat RUNS=5  the lane RUNS times in a row, stopping at the first failure (build/boot/runs.log)"
 	@echo "make venv | host | image | fleet-up | fleet-down | unit | lint | sanity | molecule | build | boot-image"
 
 $(BIN)/.stamp: requirements-dev.txt tests/sim/vendor_podman_collection.py
@@ -77,6 +78,10 @@ test-boot: venv boot-host
 	@mkdir -p build/boot
 	$(BIN)/python tests/boot/image.py
 	$(BIN)/pytest -v -p no:cacheprovider tests/boot --junitxml=build/boot/junit.xml
+
+RUNS ?= 5
+test-boot-repeat: venv boot-host
+	bash tests/boot/repeat.sh $(RUNS)
 
 fleet-up: venv host image
 	$(BIN)/python tests/sim/fleet.py up --spec $${FLEET:-tests/sim/fleets/demo.yml}

@@ -136,8 +136,8 @@ def reserved_nodes(device: Device) -> dict[str, str]:
 def test_carveouts_fdt_change(device: Device):
     """Device-side carve-outs: a DTB with the display framebuffer (32 MiB) and camera RCE (16 MiB) no-map carve-outs
     disabled, booted through the extlinux module's `fdt` option and committed by the checker: the live tree shows
-    them disabled and MemTotal grows by S - S/512 (48 MiB - 96 KiB). The carveouts role is not on main yet; the DTB
-    edit is the playbook's (fdtput)."""
+    them disabled and MemTotal grows by S - S/512 (48 MiB - 96 KiB). The DTB edit is the playbook's (fdtput): the
+    carveouts role writes OVERLAYS, which the guest's U-Boot cannot apply (docs/emulated-boot.md)."""
     base = device.snapshot()
     nodes = reserved_nodes(device)
     assert nodes.get("display-framebuffer@c8000000") == "okay", nodes
