@@ -240,6 +240,44 @@ def verify_overlay(blob: bytes, p: Plan) -> None:
         )
 
 
+def _flatten(node: FdtNode, path: str = "") -> dict[str, dict[str, bytes]]:
+    out = {path or "/": node.props}
+    for name, child in node.children.items():
+        out.update(_flatten(child, f"{path}/{name}"))
+    return out
+
+
+def verify_merged(base: bytes, merged: bytes, p: Plan) -> None:
+    """A DTB merged from ``base`` and the planned overlay (fdtoverlay): the same nodes and properties as ``base``
+    except ``status = "disabled"`` on exactly the planned nodes. Anything else -- another board's DTB, a node added or
+    lost, a property changed -- is refused, so the boot entry never points at a DTB that differs in more than that."""
+    before, after = _flatten(parse_fdt(base)), _flatten(parse_fdt(merged))
+    if before.get("/", {}).get("compatible") != after.get("/", {}).get("compatible"):
+        raise OverlayError("merged DTB is for another board (root compatible differs from the base FDT)")
+    added, lost = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+    if added or lost:
+        raise OverlayError(f"merged DTB differs from the base FDT in its nodes: added {added[:5]}, lost {lost[:5]}")
+    missing = [path for path in p.paths if path not in after]
+    if missing:
+        raise OverlayError(f"the base FDT lacks planned nodes {missing}: it is not this board's kernel DTB")
+    wrong = [path for path in p.paths if dt.string(after[path].get("status")) != "disabled"]
+    if wrong:
+        raise OverlayError(f"merged DTB does not disable {wrong}")
+    planned = set(p.paths)
+    changed = []
+    for path, props in after.items():
+        old = before[path]
+        if path in planned:
+            old, props = (
+                {k: v for k, v in old.items() if k != "status"},
+                {k: v for k, v in props.items() if k != "status"},
+            )
+        if old != props:
+            changed.append(path)
+    if changed:
+        raise OverlayError(f"merged DTB changes more than the planned status properties, at {changed[:5]}")
+
+
 def disabled_report(root: str, paths: list[str]) -> dict:
     """Post-reboot check: which of ``paths`` the live tree shows disabled, still enabled, or lacks."""
     report: dict[str, list[str]] = {"disabled": [], "enabled": [], "missing": []}

@@ -15,6 +15,10 @@ description:
     O(dtbo_b64); a compiled overlay is parsed and checked against the plan (exactly the planned nodes, only
     C(status = "disabled")) before it is installed.
   - Installs O(dest) (and the source next to it, C(.dts)) atomically; an identical installed overlay is left alone.
+  - With O(merged_dest), also writes a copy of the board's kernel DTB O(fdt) with the overlay applied (C(fdtoverlay),
+    here or on the controller and passed in O(merged_b64)), for boot chains that should not apply OVERLAYS at boot
+    (FDT then points at the merged DTB). It is checked against O(fdt) before it is installed (same board, same nodes
+    and properties except C(status = "disabled") on exactly the planned nodes).
   - Referencing the overlay from extlinux.conf (OVERLAYS, which needs FDT) is the job of M(edgeslim.jetson.extlinux).
 version_added: 0.1.0
 author: edgeslim maintainers (@edgeslim)
@@ -50,6 +54,24 @@ options:
     type: list
     elements: str
     default: [dtc]
+  fdt:
+    description: The board's kernel DTB on the device that O(merged_dest) is made from (required with it, except
+      with O(state=absent)).
+    type: path
+  merged_dest:
+    description:
+      - Where to install O(fdt) with the overlay applied (absolute, C(.dtb)). Unset = no merged DTB.
+      - With O(state=absent) it is removed too.
+    type: path
+  merged_b64:
+    description: The merged DTB made elsewhere (base64), e.g. by C(fdtoverlay) on the controller. When unset,
+      O(fdtoverlay) makes it here.
+    type: str
+  fdtoverlay:
+    description: argv prefix of C(fdtoverlay) on the device (used with O(merged_dest) when O(merged_b64) is unset).
+    type: list
+    elements: str
+    default: [fdtoverlay]
 attributes:
   check_mode:
     description: Plans, compiles into a temporary directory and compares, without installing.
@@ -62,7 +84,8 @@ attributes:
     support: full
     platforms: posix
 requirements:
-  - dtc (device-tree-compiler) on the device, unless O(dtbo_b64) is given
+  - dtc (device-tree-compiler) on the device, unless O(dtbo_b64) is given; fdtoverlay (same package) for
+    O(merged_dest) unless O(merged_b64) is given
 """
 
 EXAMPLES = r"""
@@ -75,6 +98,12 @@ EXAMPLES = r"""
     recipes: [headless]
     state: planned
   register: plan
+
+- name: Disable them in a merged copy of the board DTB (for an FDT line without OVERLAYS)
+  edgeslim.jetson.dt_overlay:
+    recipes: [headless, no_camera]
+    fdt: /boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb
+    merged_dest: /boot/edgeslim/carveouts.dtb
 
 - name: Remove the overlay file
   edgeslim.jetson.dt_overlay:
@@ -116,6 +145,14 @@ dest:
   description: The installed overlay.
   returned: always
   type: str
+merged_dest:
+  description: The installed merged DTB.
+  returned: when merged_dest is set
+  type: str
+merged_changed:
+  description: Whether the merged DTB was (or in check mode would be) rewritten.
+  returned: when merged_dest is set and state is present
+  type: bool
 """
 
 import base64
@@ -146,24 +183,34 @@ def install(module: AnsibleModule, path: str, data: bytes, mode: int = 0o644) ->
     module.atomic_move(tmp, path)
 
 
-def compile_here(module: AnsibleModule, dts: str) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="edgeslim-dtc.") as work:
-        src, out = os.path.join(work, "overlay.dts"), os.path.join(work, "overlay.dtbo")
-        with open(src, "w", encoding="utf-8") as handle:
-            handle.write(dts)
-        argv = [*module.params["dtc"], "-q", "-I", "dts", "-O", "dtb", "-o", out, src]
+def run_tool(module: AnsibleModule, tool: str, args: list[str], data: bytes, hint: str) -> bytes:
+    """Run the device's ``tool`` (dtc or fdtoverlay: argv prefix from its option) on ``data`` in a private temporary
+    directory: ``args`` name the input "IN" and the output "OUT". Returns the output; fails the module otherwise."""
+    with tempfile.TemporaryDirectory(prefix=f"edgeslim-{tool}.") as work:
+        src, out = os.path.join(work, "in"), os.path.join(work, "out")
+        with open(src, "wb") as handle:
+            handle.write(data)
+        argv = [*module.params[tool], *[{"IN": src, "OUT": out}.get(a, a) for a in args]]
         if module.get_bin_path(argv[0]) is None and not os.access(argv[0], os.X_OK):
             rc, err = 127, f"{argv[0]}: not found"
         else:
             rc, _out, err = module.run_command(argv)
         if rc != 0:
-            module.fail_json(
-                msg=f"dtc failed (rc {rc}): {err.strip()[:400]} -- install device-tree-compiler on the device, or "
-                "compile on the controller and pass dtbo_b64 (the carveouts role does that by default)",
-                cmd=argv,
-            )
+            module.fail_json(msg=f"{tool} failed (rc {rc}): {err.strip()[:400]} -- {hint}", cmd=argv)
         with open(out, "rb") as handle:
             return handle.read()
+
+
+def compile_here(module: AnsibleModule, dts: str) -> bytes:
+    return run_tool(module, "dtc", ["-q", "-I", "dts", "-O", "dtb", "-o", "OUT", "IN"], dts.encode("utf-8"),
+                    "install device-tree-compiler on the device, or compile on the controller and pass dtbo_b64 "
+                    "(the carveouts role does that by default)")  # fmt: skip
+
+
+def merge_here(module: AnsibleModule, fdt: str, dtbo: bytes) -> bytes:
+    return run_tool(module, "fdtoverlay", ["-i", fdt, "-o", "OUT", "IN"], dtbo,
+                    "install device-tree-compiler on the device, or merge on the controller and pass merged_b64 "
+                    "(the carveouts role does that by default)")  # fmt: skip
 
 
 def main() -> None:
@@ -175,7 +222,12 @@ def main() -> None:
             "state": {"type": "str", "choices": ["present", "planned", "absent"], "default": "present"},
             "dtbo_b64": {"type": "str"},
             "dtc": {"type": "list", "elements": "str", "default": ["dtc"]},
+            "fdt": {"type": "path"},
+            "merged_dest": {"type": "path"},
+            "merged_b64": {"type": "str"},
+            "fdtoverlay": {"type": "list", "elements": "str", "default": ["fdtoverlay"]},
         },
+        required_by={"merged_b64": "merged_dest"},
         supports_check_mode=True,
     )
     p = module.params
@@ -183,11 +235,21 @@ def main() -> None:
     if not os.path.isabs(dest) or not dest.endswith(".dtbo"):
         module.fail_json(msg=f"dest must be an absolute path ending in .dtbo, got {dest!r}")
     source = dest[: -len(".dtbo")] + ".dts"
+    merged_dest = p["merged_dest"]
+    if merged_dest is not None:
+        if not os.path.isabs(merged_dest) or not merged_dest.endswith(".dtb"):
+            module.fail_json(msg=f"merged_dest must be an absolute path ending in .dtb, got {merged_dest!r}")
+        if p["state"] != "absent" and not p["fdt"]:
+            module.fail_json(msg="merged_dest needs fdt: the board's kernel DTB to merge the overlay into")
+        if p["fdt"] and os.path.realpath(merged_dest) == os.path.realpath(p["fdt"]):
+            module.fail_json(msg=f"merged_dest {merged_dest} is the base fdt itself; the stock DTB is never rewritten")
     result: dict = {"changed": False, "dest": dest}
+    if merged_dest is not None:
+        result["merged_dest"] = merged_dest
     old_dts = (read(source) or b"").decode("utf-8", "replace")
 
     if p["state"] == "absent":
-        present = [f for f in (dest, source) if os.path.exists(f)]
+        present = [f for f in (dest, source, merged_dest) if f and os.path.exists(f)]
         if present:
             result["changed"] = True
             if module._diff:
@@ -220,8 +282,28 @@ def main() -> None:
         else:
             blob = compile_here(module, dts)
         ov.verify_overlay(blob, plan)
+        merged = None
+        if merged_dest is not None:
+            base = read(p["fdt"])
+            if base is None:
+                raise ov.OverlayError(f"fdt {p['fdt']}: no such file (the board's kernel DTB to merge into)")
+            if p["merged_b64"]:
+                try:
+                    merged = base64.b64decode(p["merged_b64"], validate=True)
+                except ValueError as exc:
+                    raise ov.OverlayError(f"merged_b64 is not base64: {exc}") from None
+            else:
+                merged = merge_here(module, p["fdt"], blob)
+            ov.verify_merged(base, merged, plan)
     except ov.OverlayError as exc:
         module.fail_json(msg=str(exc), **result)
+
+    if merged is not None:
+        result["merged_changed"] = read(merged_dest) != merged
+        if result["merged_changed"]:
+            result["changed"] = True
+            if not module.check_mode:
+                install(module, merged_dest, merged)
 
     if read(dest) != blob or old_dts != dts:
         result["changed"] = True

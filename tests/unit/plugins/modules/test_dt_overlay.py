@@ -230,3 +230,93 @@ def test_module_refusals_change_nothing(trees, tmp_path):
         res = run({**base, **args})
         assert res["failed"] and msg in res["msg"], res
     assert not dest.exists()
+
+
+# ---- merged DTB (FDT without OVERLAYS) ----------------------------------------------------------------------------
+FDTOVERLAY = shutil.which("fdtoverlay")
+needs_fdtoverlay = pytest.mark.skipif(DTC is None or FDTOVERLAY is None, reason="dtc/fdtoverlay not installed")
+
+
+def board_dtb(variant: str, tmp: Path) -> Path:
+    out = tmp / f"kernel_{variant}.dtb"
+    build_image.compile_dts(SIM / "variants" / variant / "board.dts", out)
+    return out
+
+
+@needs_fdtoverlay
+def test_module_merges_the_overlay_into_a_copy_of_the_board_dtb(trees, tmp_path):
+    fdt = board_dtb("orin-nano-8gb", tmp_path)
+    stock = fdt.read_bytes()
+    dest, merged = tmp_path / "boot/edgeslim/carveouts.dtbo", tmp_path / "boot/edgeslim/carveouts.dtb"
+    args = {"path": str(trees["orin-nano-8gb"]), "recipes": ["headless", "no_camera"], "dest": str(dest),
+            "dtc": [DTC], "fdt": str(fdt), "merged_dest": str(merged)}  # fmt: skip
+    res = run(args, check=True)
+    assert res["changed"] and res["merged_changed"] and not merged.exists() and not dest.exists()
+    res = run(args)
+    assert res["changed"] and res["merged_changed"] and res["merged_dest"] == str(merged)
+    assert fdt.read_bytes() == stock  # the stock DTB is never touched
+    assert oct(merged.stat().st_mode & 0o777) == "0o644"
+    # What the kernel would see booting it: exactly the planned nodes disabled, the rest as in the stock DTB.
+    dtb2fs.unpack(merged.read_bytes(), tmp_path / "booted")
+    assert ov.disabled_report(str(tmp_path / "booted"), res["paths"])["disabled"] == res["paths"]
+    assert ov.node_status(str(tmp_path / "booted"), "/reserved-memory/linux,cma") == "okay"
+    again = run(args)
+    assert again["changed"] is False and again["merged_changed"] is False
+    # One recipe fewer: the merged DTB is made again from the stock DTB (not from the previous merge).
+    res = run({**args, "recipes": ["headless"]})
+    assert res["merged_changed"]
+    dtb2fs.unpack(merged.read_bytes(), tmp_path / "booted2")
+    assert ov.node_status(str(tmp_path / "booted2"), "/bus@0/host1x@13e00000/vi@15c00000") == "okay"
+    assert ov.node_status(str(tmp_path / "booted2"), "/bus@0/display@13800000") == "disabled"
+    # absent removes it with the overlay (no fdt needed).
+    res = run({"dest": str(dest), "merged_dest": str(merged), "state": "absent"})
+    assert res["changed"] and not merged.exists() and not dest.exists()
+
+
+@needs_fdtoverlay
+def test_merged_dtb_made_on_the_controller_is_checked_against_the_stock_dtb(trees, tmp_path):
+    fdt = board_dtb("orin-nano-8gb", tmp_path)
+    stock = fdt.read_bytes()
+    dest, merged = tmp_path / "carveouts.dtbo", tmp_path / "carveouts.dtb"
+    base = {"path": str(trees["orin-nano-8gb"]), "recipes": ["headless"], "dest": str(dest), "fdt": str(fdt),
+            "merged_dest": str(merged), "fdtoverlay": ["/nonexistent/fdtoverlay"]}  # fmt: skip
+    planned = run({**base, "state": "planned"})
+    blob = compile_dts(planned["dts"], tmp_path)
+    (tmp_path / "o.dtbo").write_bytes(blob)
+
+    def merge(dtb: Path, overlay: bytes, name: str) -> bytes:
+        (tmp_path / f"{name}.dtbo").write_bytes(overlay)
+        out = tmp_path / f"{name}.dtb"
+        subprocess.run([FDTOVERLAY, "-i", str(dtb), "-o", str(out), str(tmp_path / f"{name}.dtbo")], check=True)
+        return out.read_bytes()
+
+    b64 = base64.b64encode
+    good = merge(fdt, blob, "good")
+    args = {**base, "dtbo_b64": b64(blob).decode(), "merged_b64": b64(good).decode()}
+    assert run(args)["merged_changed"] is True and merged.read_bytes() == good
+    # Refused, and the installed DTB stays: too many nodes disabled, another board, not base64, the stock itself.
+    wider = merge(fdt, compile_dts(run({**base, "recipes": ["headless", "no_camera"], "state": "planned"})["dts"],
+                                   tmp_path), "wider")  # fmt: skip
+    thor = board_dtb("agx-thor", tmp_path)
+    for bad, msg in (
+        (wider, "changes more than the planned status"),
+        (thor.read_bytes(), "another board"),
+        (fdt.read_bytes(), "does not disable"),
+    ):
+        res = run({**args, "merged_b64": b64(bad).decode()})
+        assert res["failed"] and msg in res["msg"], res
+    assert merged.read_bytes() == good
+    res = run({**args, "merged_b64": "!!!"})
+    assert res["failed"] and "not base64" in res["msg"]
+    # Without merged_b64, fdtoverlay runs on the device: a missing one is a clear error.
+    res = run({**args, "merged_b64": None})
+    assert res["failed"] and "fdtoverlay failed" in res["msg"]
+    for extra, msg in (
+        ({"fdt": None}, "merged_dest needs fdt"),
+        ({"merged_dest": str(fdt)[:-4] + ".dtbx"}, "ending in .dtb"),
+        ({"merged_dest": str(fdt)}, "is the base fdt itself"),
+        ({"fdt": str(tmp_path / "nope.dtb")}, "no such file"),
+    ):
+        res = run({**args, **extra})
+        assert res["failed"] and msg in res["msg"], (extra, res)
+    assert fdt.read_bytes() == stock and merged.read_bytes() == good
