@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[4] / ".collections"))
+from ansible_collections.edgeslim.jetson.plugins.module_utils.dt_overlay import FdtNode, parse_fdt
 
 NODES = ["/bus@0/dce@d800000", "/bus@0/display@13800000"]  # headless on T234, found by compatible
 DTB = "/boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb"
@@ -43,6 +48,35 @@ def test_commit_was_honest_about_the_container(host):
     assert host.file("/sys/firmware/devicetree/base/bus@0/display@13800000/status").content.rstrip(b"\0") == b"okay"
 
 
+def flat(node: FdtNode, path: str = "") -> dict[str, dict[str, bytes]]:
+    out = {path or "/": node.props}
+    for name, child in node.children.items():
+        out.update(flat(child, f"{path}/{name}"))
+    return out
+
+
+def test_merged_method_booted_a_copy_of_the_stock_dtb_with_only_the_recipe_nodes_disabled(host):
+    merged_conf = host.file("/root/extlinux.conf.merged").content_string
+    managed = entry(merged_conf, "edgeslim")
+    assert "FDT /boot/edgeslim/carveouts.dtb\n" in managed and "OVERLAYS" not in managed, managed
+    assert entry(host.file("/root/extlinux.conf.stock").content_string, "primary") in merged_conf
+    stock, merged = (
+        flat(parse_fdt(host.file(DTB).content)),
+        flat(parse_fdt(host.file("/root/carveouts.dtb.merged").content)),
+    )
+    assert set(stock) == set(merged)
+    for path, props in merged.items():
+        if path in NODES:
+            assert props["status"] == b"disabled\0", path
+            props = {k: v for k, v in props.items() if k != "status"}
+            assert props == {k: v for k, v in stock[path].items() if k != "status"}, path
+        else:
+            assert props == stock[path], path
+    verdict = json.loads(host.file("/root/verdict-merged.json").content_string)
+    assert verdict["status"] == "committed", verdict
+    assert host.file("/root/carveouts-status.merged").content_string.strip() == "unverified_container"
+
+
 def test_failing_health_check_reverted_and_failed_the_host(host):
     verdict = json.loads(host.file("/root/verdict-revert.json").content_string)
     assert verdict["status"] == "reverted" and verdict["reverted_to"] == "primary"
@@ -55,6 +89,7 @@ def test_rescue_restored_the_stock_state(host):
     assert host.file("/boot/extlinux/extlinux.conf").content == host.file("/root/extlinux.conf.stock").content
     assert not host.file("/boot/edgeslim/carveouts.dtbo").exists
     assert not host.file("/boot/edgeslim/carveouts.dts").exists
+    assert not host.file("/boot/edgeslim/carveouts.dtb").exists
     assert not host.file("/var/lib/edgeslim/pending/carveouts.json").exists
     journal = json.loads(host.file("/var/lib/edgeslim/journal.json").content_string)
     assert "carveouts" not in journal["layers"]
