@@ -162,17 +162,34 @@ def test_carveouts_fdt_change(device: Device):
     assert re.search(r"FDT\s+/boot/dtb/\S+-edgeslim\.dtb", device.extlinux())
 
 
+ENGINES = [  # the warehouse_robot profile's carve-out recipes (headless + no_camera), found by compatible
+    "/bus@0/dce@d800000",
+    "/bus@0/display@13800000",
+    "/bus@0/host1x@13e00000/isp@14800000",
+    "/bus@0/host1x@13e00000/nvcsi@15a00000",
+    "/bus@0/host1x@13e00000/vi@15c00000",
+]
+
+
+def node_status(device: Device, path: str) -> str:
+    return device.sh(f"tr -d '\\0' < /proc/device-tree{path}/status 2>/dev/null || echo okay").strip()
+
+
 def test_slim_playbook_reboots_once_and_reports(device: Device):
-    """The user's entry point, `slim.yml`, with the warehouse_robot profile limited to the SWIOTLB layer (the guest
-    has none of a Jetson's services, and U-Boot applies no OVERLAYS): the layer is staged, slim reboots once for the
-    boot layers (roles/slim/tasks/boot_stage.yml), the device commits, and the fleet report carries the MemTotal
-    gain this test measures itself -- profile small_swiotlb, 4 MiB = swiotlb=2048."""
+    """The user's entry point, `slim.yml`, with the warehouse_robot profile limited to its boot layers (the guest has
+    none of a Jetson's services): SWIOTLB (small_swiotlb, 4 MiB = swiotlb=2048) and the device-side carve-outs
+    (headless + no_camera) as a merged DTB (carveouts_fdt_method merged: U-Boot applies no OVERLAYS). Both are
+    staged in the one managed entry, slim reboots once (roles/slim/tasks/boot_stage.yml), the device commits both,
+    the live tree shows the recipe's engines disabled, and the fleet report carries the MemTotal gain this test
+    measures itself: all of it SWIOTLB's, since disabling the engines frees no carve-out (reserved-memory untouched)."""
     base = device.snapshot()
     assert_stock_baseline(base)
+    assert {path: node_status(device, path) for path in ENGINES} == dict.fromkeys(ENGINES, "okay")
     report_dir = device.run_dir / "report"
     extra = {
         "profile_name": "warehouse_robot",
-        "slim_layers": ["swiotlb"],
+        "slim_layers": ["swiotlb", "carveouts"],
+        "carveouts_fdt_method": "merged",
         "edgeslim_reboot_ok": True,
         "edgeslim_serial": ["100%"],
     }
@@ -180,17 +197,26 @@ def test_slim_playbook_reboots_once_and_reports(device: Device):
     assert res.returncode == 0, res.stdout[-4000:]
     after = device.snapshot()
     slots = 2048
-    verdict = device.verdict("swiotlb") or {}
+    verdicts = {layer: device.verdict(layer) or {} for layer in ("swiotlb", "carveouts")}
     row = json.loads((report_dir / "edgeslim-report.json").read_text())["hosts"][0]
-    reclaimed = (row.get("reclaimed_mb") or {}).get("swiotlb")
-    record("slim_swiotlb", slots=slots, memtotal_before_kb=base["MemTotal_kb"],
+    reclaimed = row.get("reclaimed_mb") or {}
+    live = {path: node_status(device, path) for path in ENGINES}
+    record("slim_boot_layers", slots=slots, memtotal_before_kb=base["MemTotal_kb"],
            memtotal_after_kb=after["MemTotal_kb"], gained_kb=after["MemTotal_kb"] - base["MemTotal_kb"],
-           expected_kb=swiotlb_cost_kb(DEFAULT_SLOTS) - swiotlb_cost_kb(slots), verdict=verdict.get("status"),
+           expected_kb=swiotlb_cost_kb(DEFAULT_SLOTS) - swiotlb_cost_kb(slots),
+           verdict={k: v.get("status") for k, v in verdicts.items()}, engines=live,
            report_status=row.get("status"), report_reclaimed_mb=reclaimed,
            boots=len(device.guest.stats()["boots"]))  # fmt: skip
-    assert_swiotlb_applied(base, after, slots)
-    assert verdict.get("status") == "committed" and verdict["boot_identity"] == after["boot_id"], verdict
+    assert_swiotlb_applied(base, after, slots)  # MemTotal gain = the SWIOTLB formula alone, to 16 kB
+    for layer, verdict in verdicts.items():
+        assert verdict.get("status") == "committed" and verdict["boot_identity"] == after["boot_id"], (layer, verdict)
     # Boots seen on the console (U-Boot banner to ready): the cold boot and exactly one reboot, slim's.
     assert [b["boot_id"] for b in device.guest.stats()["boots"]] == [base["boot_id"], after["boot_id"]]
-    assert row["status"] == "ok" and row["layer_status"] == {"swiotlb": "applied"}, row
-    assert reclaimed is not None and abs(reclaimed - (after["MemTotal_kb"] - base["MemTotal_kb"]) / 1024) <= 0.1, row
+    assert live == dict.fromkeys(ENGINES, "disabled"), live
+    assert reserved_nodes(device)["display-framebuffer@c8000000"] == "okay"  # the role touches no reserved-memory
+    assert re.search(r"FDT\s+/boot/edgeslim/carveouts\.dtb\n", device.extlinux())
+    assert "OVERLAYS" not in device.extlinux()
+    assert row["status"] == "ok" and row["layer_status"] == {"swiotlb": "applied", "carveouts": "applied"}, row
+    gained_mb = (after["MemTotal_kb"] - base["MemTotal_kb"]) / 1024
+    assert reclaimed.get("swiotlb") is not None and abs(reclaimed["swiotlb"] - gained_mb) <= 0.1, row
+    assert reclaimed.get("carveouts") is not None and abs(reclaimed["carveouts"]) <= 0.1, row
