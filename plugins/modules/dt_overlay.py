@@ -183,6 +183,14 @@ def install(module: AnsibleModule, path: str, data: bytes, mode: int = 0o644) ->
     module.atomic_move(tmp, path)
 
 
+def decode_option(params: dict, name: str) -> bytes:
+    """A DTB made on the controller, passed base64-encoded in option ``name``."""
+    try:
+        return base64.b64decode(params[name], validate=True)
+    except ValueError as exc:
+        raise ov.OverlayError(f"{name} is not base64: {exc}") from None
+
+
 def run_tool(module: AnsibleModule, tool: str, args: list[str], data: bytes, hint: str) -> bytes:
     """Run the device's ``tool`` (dtc or fdtoverlay: argv prefix from its option) on ``data`` in a private temporary
     directory: ``args`` name the input "IN" and the output "OUT". Returns the output; fails the module otherwise."""
@@ -274,26 +282,14 @@ def main() -> None:
         )
         if p["state"] == "planned":
             module.exit_json(**result)
-        if p["dtbo_b64"]:
-            try:
-                blob = base64.b64decode(p["dtbo_b64"], validate=True)
-            except ValueError as exc:
-                raise ov.OverlayError(f"dtbo_b64 is not base64: {exc}") from None
-        else:
-            blob = compile_here(module, dts)
+        blob = decode_option(p, "dtbo_b64") if p["dtbo_b64"] else compile_here(module, dts)
         ov.verify_overlay(blob, plan)
         merged = None
         if merged_dest is not None:
             base = read(p["fdt"])
             if base is None:
                 raise ov.OverlayError(f"fdt {p['fdt']}: no such file (the board's kernel DTB to merge into)")
-            if p["merged_b64"]:
-                try:
-                    merged = base64.b64decode(p["merged_b64"], validate=True)
-                except ValueError as exc:
-                    raise ov.OverlayError(f"merged_b64 is not base64: {exc}") from None
-            else:
-                merged = merge_here(module, p["fdt"], blob)
+            merged = decode_option(p, "merged_b64") if p["merged_b64"] else merge_here(module, p["fdt"], blob)
             ov.verify_merged(base, merged, plan)
     except ov.OverlayError as exc:
         module.fail_json(msg=str(exc), **result)
