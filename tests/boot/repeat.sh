@@ -5,10 +5,11 @@
 set -uo pipefail
 runs=${1:-5}
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [RUNS>=1]" >&2; exit 2; }
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 mkdir -p build/boot
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain 2>/dev/null | grep -qv '^??' && echo "+dirty" || true)
+dirty=""
+if git status --porcelain 2>/dev/null | grep -qv '^??'; then dirty="+dirty"; fi
 resets() { grep -h '"watchdog_resets"' build/boot/results.jsonl 2>/dev/null | grep -o '"watchdog_resets": [0-9]*' |
   awk '{s += $2} END {print s + 0}'; }
 rc=0
