@@ -77,6 +77,12 @@ def test_merged_method_booted_a_copy_of_the_stock_dtb_with_only_the_recipe_nodes
     assert host.file("/root/carveouts-status.merged").content_string.strip() == "unverified_container"
 
 
+def test_switch_back_to_overlays_uses_the_stock_dtb_and_removes_the_merged_one(host):
+    managed = entry(host.file("/root/extlinux.conf.switched").content_string, "edgeslim")
+    assert f"FDT {DTB}\n" in managed and "OVERLAYS /boot/edgeslim/carveouts.dtbo\n" in managed, managed
+    assert host.file("/root/merged-left.switched").content_string.strip() == "False"
+
+
 def test_failing_health_check_reverted_and_failed_the_host(host):
     verdict = json.loads(host.file("/root/verdict-revert.json").content_string)
     assert verdict["status"] == "reverted" and verdict["reverted_to"] == "primary"
