@@ -77,3 +77,13 @@ def test_device_state(host):
         assert verdicts["carveouts"]["failures"] == [
             "booted together with swiotlb, which failed; the shared entry is reverted"
         ]
+
+
+def test_reboots_per_device(host):
+    # One line per boot since prepare: robot-ok 1 + slim's one shared reboot; robot-sick 1 + slim's reboot + the
+    # device's own revert reboot, and no further reboot by the rollback (the device already runs the stock entry);
+    # robot-fault (reboot policy false) and the camera (outside the limit) never reboot.
+    boots = host.file("/var/lib/es-boots.log").content_string.split()
+    assert len(boots) == len(set(boots)), boots
+    expected = {"es-fleet-robot-ok": 2, "es-fleet-robot-sick": 3, "es-fleet-robot-fault": 1, "es-fleet-camera": 1}
+    assert len(boots) == expected[name(host)], boots

@@ -36,3 +36,10 @@ def test_rollback_restored_stock_and_removed_the_checker(host):
     assert host.file("/boot/extlinux/extlinux.conf").content == host.file("/root/extlinux.conf.stock").content
     assert not host.file("/etc/systemd/system/edgeslim-boot-commit.service").exists
     assert not host.file("/var/lib/edgeslim/pending/swiotlb.json").exists
+
+
+def test_rollback_rebooted_by_the_layer_policy(host):
+    # edgeslim_reboot_ok false, swiotlb_reboot_ok true: the restored entry is booted now, not at the next boot.
+    before = host.file("/root/boot-before-rollback").content_string.strip()
+    now = host.check_output("awk '{print $22}' /proc/1/stat").strip()
+    assert before and now != before
