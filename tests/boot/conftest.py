@@ -17,6 +17,14 @@ import qemu
 from lane import ARTIFACTS, Device, record
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "full_lane: single-layer test left out of CI's budget (`make test-boot-ci`); `make test-boot` runs it. What it "
+        "checks beyond the CI tests: the SWIOTLB role alone at 32 MiB, the reserved-memory carve-out formula.",
+    )
+
+
 @pytest.fixture(scope="session")
 def boot_image() -> Path:
     return image.ensure()

@@ -48,6 +48,13 @@ def assert_swiotlb_applied(base: dict, after: dict, slots: int) -> float:
     return expected
 
 
+def assert_l4t_identity(device: Device) -> None:
+    """L4T identity as the collection's readers see it on a Jetson."""
+    assert "nvidia,tegra234" in device.sh("tr '\\0' ' ' < /proc/device-tree/compatible")
+    assert device.sh("cat /etc/nv_tegra_release").startswith("# R36 (release), REVISION: 4.7")
+    assert "nvidia-l4t-core" in device.sh("dpkg-query -W nvidia-l4t-core")
+
+
 def test_guest_identity(boot_image: Path):
     """The image is what the lane claims: L4T identity, DTB and extlinux.conf as on a Jetson (from the manifest)."""
     manifest = json.loads((boot_image / "manifest.json").read_text())
@@ -56,15 +63,13 @@ def test_guest_identity(boot_image: Path):
     assert any(e == "fdt_addr_r=0x4a000000" for e in manifest["uboot_env"])
 
 
+@pytest.mark.full_lane  # slim.yml (below) covers the same role, formula, verdict and report in CI
 def test_swiotlb_role_applies_commits_and_reports(device: Device):
     """(a) + (c): role edgeslim.jetson.swiotlb, 32 MiB, reboot policy true -> the role reboots through U-Boot, the
     device's commit-or-revert checker commits, MemTotal and the IO TLB line match; the fleet report shows it."""
     base = device.snapshot()
     assert_stock_baseline(base)
-    # L4T identity as the collection's readers see it on a Jetson.
-    assert "nvidia,tegra234" in device.sh("tr '\\0' ' ' < /proc/device-tree/compatible")
-    assert device.sh("cat /etc/nv_tegra_release").startswith("# R36 (release), REVISION: 4.7")
-    assert "nvidia-l4t-core" in device.sh("dpkg-query -W nvidia-l4t-core")
+    assert_l4t_identity(device)
     report_dir = device.run_dir / "report"
     res = device.play(PLAYBOOKS / "swiotlb.yml", {"swiotlb_size_mib": 32, "swiotlb_reboot_ok": True},
                       name="swiotlb", report_dir=report_dir)  # fmt: skip
@@ -133,6 +138,7 @@ def reserved_nodes(device: Device) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
 
+@pytest.mark.full_lane
 def test_carveouts_fdt_change(device: Device):
     """Device-side carve-outs: a DTB with the display framebuffer (32 MiB) and camera RCE (16 MiB) no-map carve-outs
     disabled, booted through the extlinux module's `fdt` option and committed by the checker: the live tree shows
@@ -184,6 +190,7 @@ def test_slim_playbook_reboots_once_and_reports(device: Device):
     measures itself: all of it SWIOTLB's, since disabling the engines frees no carve-out (reserved-memory untouched)."""
     base = device.snapshot()
     assert_stock_baseline(base)
+    assert_l4t_identity(device)
     assert {path: node_status(device, path) for path in ENGINES} == dict.fromkeys(ENGINES, "okay")
     report_dir = device.run_dir / "report"
     extra = {
@@ -214,8 +221,11 @@ def test_slim_playbook_reboots_once_and_reports(device: Device):
     assert [b["boot_id"] for b in device.guest.stats()["boots"]] == [base["boot_id"], after["boot_id"]]
     assert live == dict.fromkeys(ENGINES, "disabled"), live
     assert reserved_nodes(device)["display-framebuffer@c8000000"] == "okay"  # the role touches no reserved-memory
-    assert re.search(r"FDT\s+/boot/edgeslim/carveouts\.dtb\n", device.extlinux())
-    assert "OVERLAYS" not in device.extlinux()
+    extlinux = device.extlinux()
+    assert default_label(extlinux) == "edgeslim"
+    assert re.search(r"FDT\s+/boot/edgeslim/carveouts\.dtb\n", extlinux)
+    assert "OVERLAYS" not in extlinux
+    assert "EDGESLIM FLEET REPORT" in res.stdout
     assert row["status"] == "ok" and row["layer_status"] == {"swiotlb": "applied", "carveouts": "applied"}, row
     gained_mb = (after["MemTotal_kb"] - base["MemTotal_kb"]) / 1024
     assert reclaimed.get("swiotlb") is not None and abs(reclaimed["swiotlb"] - gained_mb) <= 0.1, row
