@@ -44,7 +44,7 @@ EXPECTED = {
         "t264",
         "p3834-0008",
         {
-            "headless": ["/bus@0/display@8800000000"],
+            "headless": ["/bus@0/dce@8808000000", "/bus@0/display@8800000000"],
             "no_camera": [
                 "/bus@0/host1x@8180000000/isp@8180800000",
                 "/bus@0/host1x@8180000000/nvcsi@8188000000",
