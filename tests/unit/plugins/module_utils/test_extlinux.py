@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 EXT = FIXTURES / "extlinux"
-FILES = ["r36-stock.conf", "r35-stock.conf", "r38-thor.conf", "user-edited.conf", "r36-jetson-io-camera.conf", "crlf.conf"]
+FILES = [
+    "r36-stock.conf",
+    "r35-stock.conf",
+    "r38-thor.conf",
+    "user-edited.conf",
+    "r36-jetson-io-camera.conf",
+    "crlf.conf",
+]
 
 
 def read(name: str) -> str:
