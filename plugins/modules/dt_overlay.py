@@ -20,7 +20,7 @@ description:
     (FDT then points at the merged DTB). It is checked against O(fdt) before it is installed (same board, same nodes
     and properties except C(status = "disabled") on exactly the planned nodes).
   - The merged DTB keeps the overlays the boot entry already applies (O(overlays), e.g. a camera overlay from
-    jetson-io): they are applied to O(fdt) first, in order, and ours last, as L4TLauncher applies an OVERLAYS list.
+    jetson-io); they are applied to O(fdt) first, in order, and ours last, as L4TLauncher applies an OVERLAYS list.
   - Referencing the overlay from extlinux.conf (OVERLAYS, which needs FDT) is the job of M(edgeslim.jetson.extlinux).
 version_added: 0.1.0
 author: edgeslim maintainers (@edgeslim)
