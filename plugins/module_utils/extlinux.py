@@ -248,6 +248,19 @@ def split_overlays(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def merge_overlays(existing: list[str], ours: list[str]) -> list[str]:
+    """OVERLAYS keeping every overlay already in the entry (in order, first occurrence) with ``ours`` appended last.
+
+    L4TLauncher applies the comma-separated list in order on top of FDT (EDK2 L4TLauncher, r36.2+), so an overlay
+    another tool put there (e.g. jetson-io's camera overlay) must stay; ours goes last so that it wins. A list that
+    already ends with ``ours`` comes back unchanged; one that has ours elsewhere gets it moved to the end."""
+    out: list[str] = []
+    for path in existing:
+        if path not in ours and path not in out:
+            out.append(path)
+    return out + [path for i, path in enumerate(ours) if path not in ours[:i]]
+
+
 # ---- kernel command line ---------------------------------------------------------------------------------------
 def split_cmdline(cmdline: str) -> list[str]:
     return cmdline.split()

@@ -60,9 +60,17 @@ options:
   overlays:
     description:
       - OVERLAYS to set (absolute .dtbo paths; L4TLauncher applies them only with an FDT line).
-      - An empty list removes the line.
+      - An empty list removes the line (unless O(overlays_keep_existing)).
     type: list
     elements: str
+  overlays_keep_existing:
+    description:
+      - With O(overlays), keep every overlay the entry already has (in order, e.g. a camera overlay jetson-io
+        added) and append O(overlays) last, without duplicates; a list that already ends with them is unchanged.
+      - When the entry has no OVERLAYS line but the journal recorded the OVERLAYS this layer's first change found
+        (an earlier run removed the line), those are the entry's overlays.
+    type: bool
+    default: false
   make_default:
     description: Point DEFAULT at the managed (or edited) entry.
     type: bool
@@ -155,6 +163,14 @@ owned_before:
   returned: when state is present
   type: dict
   sample: {fdt: /boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb, overlays: null}
+overlays_existing:
+  description:
+    - The overlays the (managed) entry has before this change, in order (see O(overlays_keep_existing) for an entry
+      whose line an earlier run removed). A caller merging its own DTB applies these first.
+  returned: when state is present
+  type: list
+  elements: str
+  sample: [/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo]
 shared_with:
   description: Other journal layers still using the managed entry (state absent then restores only this layer).
   returned: when state is absent and the entry is shared
@@ -200,6 +216,7 @@ def main() -> None:
             "kernel_args_absent": {"type": "list", "elements": "str", "default": []},
             "fdt": {"type": "str"},
             "overlays": {"type": "list", "elements": "str"},
+            "overlays_keep_existing": {"type": "bool", "default": False},
             "make_default": {"type": "bool", "default": True},
             "default_label": {"type": "str"},
             "backup": {"type": "bool", "default": True},
@@ -258,6 +275,8 @@ def main() -> None:
             entry = conf.entry(label)
             append = conf.get(entry, "APPEND") or ""
             result["owned_before"] = owned_values(conf, entry, p)
+            existing = existing_overlays(conf, entry, journaled)
+            result["overlays_existing"] = existing
             result["append_before"] = append
             for key, value in p["kernel_args"].items():
                 append = x.set_cmdline_arg(append, key, None if value is None else str(value))
@@ -268,7 +287,8 @@ def main() -> None:
             if p["fdt"] is not None:
                 conf.set_key(label, "FDT", p["fdt"] or None)
             if p["overlays"] is not None:
-                conf.set_key(label, "OVERLAYS", ",".join(p["overlays"]) or None)
+                wanted = x.merge_overlays(existing, p["overlays"]) if p["overlays_keep_existing"] else p["overlays"]
+                conf.set_key(label, "OVERLAYS", ",".join(wanted) or None)
             if conf.get(conf.entry(label), "OVERLAYS") and not conf.get(conf.entry(label), "FDT"):
                 raise x.ExtlinuxError("OVERLAYS needs an FDT line: L4TLauncher applies overlays only to a loaded FDT")
             if p["make_default"]:
@@ -334,6 +354,15 @@ def stock_label(conf: x.ExtlinuxConfig, p: dict, sharers: list[str]) -> str:
     if not others:
         raise x.ExtlinuxError(f"{p['path']}: only the managed entry {current!r} exists; no stock entry to fall back to")
     return others[0]
+
+
+def existing_overlays(conf: x.ExtlinuxConfig, entry: x.Entry, journaled: dict | None) -> list[str]:
+    """The entry's overlays; when it has no OVERLAYS line, the ones this layer's first change found (journaled), so a
+    run that removed the line (merged DTB) does not lose another tool's overlays for the next run."""
+    value = conf.get(entry, "OVERLAYS")
+    if value is None:
+        value = ((journaled or {}).get("owned") or {}).get("overlays")
+    return x.split_overlays(value)
 
 
 def owned_values(conf: x.ExtlinuxConfig, entry: x.Entry, p: dict) -> dict:

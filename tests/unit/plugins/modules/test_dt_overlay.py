@@ -320,3 +320,67 @@ def test_merged_dtb_made_on_the_controller_is_checked_against_the_stock_dtb(tree
         res = run({**args, **extra})
         assert res["failed"] and msg in res["msg"], (extra, res)
     assert fdt.read_bytes() == stock and merged.read_bytes() == good
+
+
+# A camera overlay in jetson-io's style (target-path fragments): enables the VI node and adds a sensor node.
+CAMERA_DTS = """/dts-v1/;
+/plugin/;
+/ {
+    fragment@0 {
+        target-path = "/bus@0/host1x@13e00000/vi@15c00000";
+        __overlay__ { status = "okay"; edgeslim-test-camera = "imx219-dual"; };
+    };
+    fragment@1 {
+        target-path = "/";
+        __overlay__ { cam_i2cmux { compatible = "i2c-mux-gpio"; status = "okay"; }; };
+    };
+};
+"""
+
+
+def flat(blob: bytes) -> dict:
+    return ov._flatten(ov.parse_fdt(blob))
+
+
+@needs_fdtoverlay
+def test_merged_dtb_keeps_the_entrys_camera_overlay_before_ours(trees, tmp_path):
+    fdt = board_dtb("orin-nano-8gb", tmp_path)
+    camera = tmp_path / "tegra234-p3767-camera-p3768-imx219-dual.dtbo"
+    camera.write_bytes(compile_dts(CAMERA_DTS, tmp_path))
+    dest, merged = tmp_path / "carveouts.dtbo", tmp_path / "carveouts.dtb"
+    args = {"path": str(trees["orin-nano-8gb"]), "recipes": ["headless"], "dest": str(dest), "dtc": [DTC],
+            "fdt": str(fdt), "merged_dest": str(merged), "overlays": [str(camera)]}  # fmt: skip
+    res = run(args)
+    assert res["changed"] and res["merged_changed"], res
+    after = flat(merged.read_bytes())
+    assert after["/bus@0/host1x@13e00000/vi@15c00000"]["edgeslim-test-camera"] == b"imx219-dual\0"
+    assert after["/cam_i2cmux"]["compatible"] == b"i2c-mux-gpio\0"
+    assert all(after[n]["status"] == b"disabled\0" for n in res["paths"])
+    assert run(args)["changed"] is False
+    # Without the camera overlay the merge would drop it: that is a different DTB.
+    assert run({**args, "overlays": []})["merged_changed"] is True and "/cam_i2cmux" not in flat(merged.read_bytes())
+    # Controller-made: merged_b64 needs the overlaid base to be checked against, and a foreign one is refused.
+    run(args)
+    good, b64 = merged.read_bytes(), base64.b64encode
+    blob = dest.read_bytes()
+    overlaid = tmp_path / "overlaid.dtb"
+    subprocess.run([FDTOVERLAY, "-i", str(fdt), "-o", str(overlaid), str(camera)], check=True)
+    ctl = {**args, "dtbo_b64": b64(blob).decode(), "merged_b64": b64(good).decode(), "fdtoverlay": ["/nonexistent"]}
+    res = run(ctl)
+    assert res["failed"] and "needs overlaid_b64" in res["msg"]
+    res = run({**ctl, "overlaid_b64": b64(overlaid.read_bytes()).decode()})
+    assert not res.get("failed") and res["merged_changed"] is False, res
+    thor = board_dtb("agx-thor", tmp_path).read_bytes()
+    res = run({**ctl, "overlaid_b64": b64(thor).decode()})
+    assert res["failed"] and "another board" in res["msg"]
+    # The stock DTB as the "overlaid" base: the merge carries more changes than ours, refused.
+    res = run({**ctl, "overlaid_b64": b64(fdt.read_bytes()).decode()})
+    assert res["failed"] and "differs from the base FDT in its nodes" in res["msg"], res
+    for extra, msg in (
+        ({"overlays": [str(tmp_path / "gone.dtbo")]}, "no such file"),
+        ({"overlays": ["relative.dtbo"]}, "absolute paths ending in .dtbo"),
+        ({"merged_dest": None, "fdt": None}, "only into a merged DTB"),
+    ):
+        res = run({**args, **extra})
+        assert res["failed"] and msg in res["msg"], (extra, res)
+    assert merged.read_bytes() == good
