@@ -21,6 +21,8 @@ description:
     and properties except C(status = "disabled") on exactly the planned nodes).
   - The merged DTB keeps the overlays the boot entry already applies (O(overlays), e.g. a camera overlay from
     jetson-io); they are applied to O(fdt) first, in order, and ours last, as L4TLauncher applies an OVERLAYS list.
+  - O(dest), O(merged_dest), O(fdt) and O(overlays) must resolve (after C(..) and symlinks) inside O(boot_root);
+    anything else is refused before any change, so no file or directory is written or removed outside it.
   - Referencing the overlay from extlinux.conf (OVERLAYS, which needs FDT) is the job of M(edgeslim.jetson.extlinux).
 version_added: 0.1.0
 author: edgeslim maintainers (@edgeslim)
@@ -86,6 +88,12 @@ options:
     type: list
     elements: str
     default: [fdtoverlay]
+  boot_root:
+    description:
+      - Directory the boot files live in (what L4TLauncher reads); O(dest), O(merged_dest), O(fdt) and O(overlays)
+        must resolve inside it. Change it only for an offline root filesystem or tests.
+    type: path
+    default: /boot
 attributes:
   check_mode:
     description: Plans, compiles into a temporary directory and compares, without installing.
@@ -250,6 +258,15 @@ def merge_here(module: AnsibleModule, base: bytes, overlays: list[str], ours: by
                     "merged_b64 (the carveouts role does that by default)")  # fmt: skip
 
 
+def confine(path: str, boot_root: str, what: str) -> None:
+    """``path``'s real path (``..`` and symlinks resolved) must be inside ``boot_root``: the module writes, removes
+    and reads boot files only, and creates directories only there."""
+    boot = os.path.realpath(boot_root)
+    real = os.path.realpath(path)
+    if real != boot and not real.startswith(boot.rstrip(os.sep) + os.sep):
+        raise ov.OverlayError(f"{what} {path} refused: it resolves to {real}, outside {boot_root}")
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -265,6 +282,7 @@ def main() -> None:
             "overlays": {"type": "list", "elements": "path", "default": []},
             "overlaid_b64": {"type": "str"},
             "fdtoverlay": {"type": "list", "elements": "str", "default": ["fdtoverlay"]},
+            "boot_root": {"type": "path", "default": "/boot"},
         },
         required_by={"merged_b64": "merged_dest", "overlaid_b64": "merged_b64"},
         supports_check_mode=True,
@@ -290,6 +308,16 @@ def main() -> None:
                              "check the merged DTB against")  # fmt: skip
     elif p["overlays"] and p["state"] == "present":
         module.fail_json(msg="overlays are applied only into a merged DTB: set merged_dest (and fdt)")
+    try:
+        confine(dest, p["boot_root"], "dest")
+        if merged_dest is not None:
+            confine(merged_dest, p["boot_root"], "merged_dest")
+        if p["fdt"] and p["state"] != "absent":
+            confine(p["fdt"], p["boot_root"], "fdt")
+        for overlay in p["overlays"] if p["state"] != "absent" else []:
+            confine(overlay, p["boot_root"], "overlay")
+    except ov.OverlayError as exc:
+        module.fail_json(msg=str(exc))
     result: dict = {"changed": False, "dest": dest}
     if merged_dest is not None:
         result["merged_dest"] = merged_dest

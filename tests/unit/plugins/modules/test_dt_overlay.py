@@ -175,8 +175,19 @@ def test_verify_rejects_a_foreign_or_widened_overlay(trees, tmp_path):
 
 
 # ---- the module -------------------------------------------------------------------------------------------------
+BOOT_ROOT: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def boot_root(tmp_path):
+    """Each test's files live under its tmp_path, which stands for /boot."""
+    BOOT_ROOT[:] = [str(tmp_path)]
+    yield tmp_path
+    BOOT_ROOT.clear()
+
+
 def run(args: dict, check: bool = False) -> dict:
-    return run_module(dt_overlay.main, args, check=check, diff=True)
+    return run_module(dt_overlay.main, {"boot_root": BOOT_ROOT[0], **args}, check=check, diff=True)
 
 
 @needs_dtc
@@ -230,6 +241,39 @@ def test_module_refusals_change_nothing(trees, tmp_path):
         res = run({**base, **args})
         assert res["failed"] and msg in res["msg"], res
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("state", ["present", "planned", "absent"])
+def test_files_outside_the_boot_root_refused_before_any_change(trees, tmp_path, state):
+    """dest, merged_dest, fdt and overlays resolve (.., symlinks) inside boot_root, else nothing is read, written,
+    removed, or created (no directory either)."""
+    boot, outside = tmp_path / "boot", tmp_path / "etc"
+    boot.mkdir()
+    outside.mkdir()
+    victim = outside / "victim.dtbo"
+    victim.write_bytes(b"keep")
+    os.symlink("../etc", boot / "link")
+    (boot / "kernel.dtb").write_bytes(b"x")
+    base = {"path": str(trees["orin-nano-8gb"]), "recipes": ["headless"], "boot_root": str(boot), "state": state,
+            "dest": str(boot / "edgeslim/carveouts.dtbo"), "dtc": ["/nonexistent/dtc"]}  # fmt: skip
+    for args, msg in (
+        ({"dest": str(boot / "../etc/new/carveouts.dtbo")}, f"resolves to {outside}/new/carveouts.dtbo, outside"),
+        ({"dest": str(boot / "link/victim.dtbo")}, f"dest {boot}/link/victim.dtbo refused: it resolves to {victim}"),
+        ({"dest": str(victim)}, "outside"),
+        ({"fdt": str(boot / "kernel.dtb"), "merged_dest": str(boot / "link/merged.dtb")}, "merged_dest"),
+    ):
+        res = run({**base, **args})
+        assert res["failed"] and msg in res["msg"], (args, res)
+    if state != "absent":
+        for args, msg in (
+            ({"fdt": str(boot / "link/victim.dtb"), "merged_dest": str(boot / "m.dtb")}, "fdt "),
+            ({"fdt": str(boot / "kernel.dtb"), "merged_dest": str(boot / "m.dtb"), "overlays": [str(victim)]},
+             "overlay "),
+        ):  # fmt: skip
+            res = run({**base, **args})
+            assert res["failed"] and msg in res["msg"] and "outside" in res["msg"], (args, res)
+    assert victim.read_bytes() == b"keep" and sorted(os.listdir(outside)) == ["victim.dtbo"]
+    assert sorted(os.listdir(boot)) == ["kernel.dtb", "link"]
 
 
 # ---- merged DTB (FDT without OVERLAYS) ----------------------------------------------------------------------------
