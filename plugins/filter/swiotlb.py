@@ -7,6 +7,8 @@ short_description: SWIOTLB pool size in MiB to the kernel's swiotlb= slot count
 description:
   - One slot is 2 KiB (IO_TLB_SHIFT 11); the kernel rounds the count up to a multiple of 128 (IO_TLB_SEGSIZE).
   - Refuses zero, negative, fractional and boolean sizes (a pool of 0 breaks devices that bypass the IOMMU).
+  - Refuses more than 1024 MiB (524288 slots): the pool is one boot-time allocation from low memory, 64 MiB by
+    default; the extlinux module enforces the same bound on C(swiotlb=) (docs/reliability.md).
 author: edgeslim maintainers (@edgeslim)
 options:
   _input:
@@ -31,6 +33,7 @@ from ansible.errors import AnsibleFilterError
 
 SLOT_BYTES = 2048  # IO_TLB_SHIFT = 11 [KERNEL include/linux/swiotlb.h]
 SEGSIZE = 128  # IO_TLB_SEGSIZE: swiotlb= is rounded up to a multiple of it [KERNEL kernel/dma/swiotlb.c]
+MAX_MIB = 1024  # = SWIOTLB_MAX_SLOTS of module_utils/extlinux.py (524288 slots); docs/reliability.md
 
 
 def swiotlb_slots(mib) -> int:
@@ -39,6 +42,9 @@ def swiotlb_slots(mib) -> int:
     value = int(mib)
     if value <= 0:
         raise AnsibleFilterError("swiotlb_slots: size must be > 0 (never swiotlb=0)")
+    if value > MAX_MIB:
+        raise AnsibleFilterError(f"swiotlb_slots: {value} MiB refused, at most {MAX_MIB} MiB (the pool is allocated "
+                                 "at boot from low memory; the kernel default is 64 MiB)")  # fmt: skip
     slots = value * 1024 * 1024 // SLOT_BYTES
     return -(-slots // SEGSIZE) * SEGSIZE
 
