@@ -306,11 +306,12 @@ def write_conf(module: AnsibleModule, p: dict, before: str, after: str, journal:
             tmp = durable_temp(directory, ".extlinux.", after.encode("utf-8"), mode)
             created.append(tmp)
         except OSError as exc:
-            reason = {errno.ENOSPC: "the file system is full", errno.EFBIG: "the file is too large for it",
-                      errno.EDQUOT: "the disk quota is exhausted"}.get(exc.errno, exc.strerror)  # fmt: skip
-            module.fail_json(msg=f"cannot write {path}: {reason} ({errno.errorcode.get(exc.errno, exc.errno)}, in "
-                             f"{directory}); nothing was changed and no temporary file or backup is left -- free "
-                             "space in /boot and re-run")  # fmt: skip
+            full = {errno.ENOSPC: "the file system is full", errno.EFBIG: "the file is too large for it",
+                    errno.EDQUOT: "the disk quota is exhausted"}  # fmt: skip
+            module.fail_json(msg=f"cannot write {path}: {full.get(exc.errno, exc.strerror)} "
+                             f"({errno.errorcode.get(exc.errno, exc.errno)}, in {directory}); nothing was changed and "
+                             "no temporary file or backup is left"
+                             + (" -- free space in /boot and re-run" if exc.errno in full else ""))  # fmt: skip
         journal()
         module.atomic_move(tmp, path)
         created.clear()  # the change is made: the backup stays
@@ -320,9 +321,12 @@ def write_conf(module: AnsibleModule, p: dict, before: str, after: str, journal:
                 os.unlink(leftover)
     # The rename is durable only once the directory entry is on disk (a power cut right after the play must not
     # bring back the old file, or neither).
-    fsync_dir(directory)
-    if p["backup"]:
-        prune_backups(path, p["backup_keep"])
+    try:
+        fsync_dir(directory)
+        if p["backup"]:
+            prune_backups(path, p["backup_keep"])
+    except OSError as exc:  # the new file is in place; say what could not be finished
+        module.warn(f"{path} was written, but syncing {directory} or removing old backups failed: {exc}")
     return backup_file
 
 
