@@ -14,7 +14,7 @@ COLLECTION_LINK := .collections/ansible_collections/edgeslim/jetson
 SIM_SCALE ?= 0.1
 export EDGESLIM_SIM_SCALE ?= $(SIM_SCALE)
 
-.PHONY: help venv host link lint ruff ansible-lint sanity unit molecule test demo image fleet-up fleet-down build clean \
+.PHONY: help venv host link lint ruff ansible-lint device-compat sanity unit unit-device molecule test demo image fleet-up fleet-down build clean \
 	boot-host boot-image test-boot test-boot-ci test-boot-repeat
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make test-boot  emulated-boot lane: the boot layers on an arm64 guest under QEMU (docs/emulated-boot.md)"
 	@echo "make test-boot-ci  the lane without its two single-layer tests (what CI runs after make test)"
 	@echo "make test-boot-repeat RUNS=5  the lane RUNS times in a row, stopping at the first failure (build/boot/runs.log)"
+	@echo "make unit-device  device-code unit tests on Python 3.8, 3.10 and 3.12 (JetPack 5, 6, 7)"
 	@echo "make venv | host | image | fleet-up | fleet-down | unit | lint | sanity | molecule | build | boot-image"
 
 $(BIN)/.stamp: requirements-dev.txt tests/sim/vendor_podman_collection.py
@@ -49,13 +50,22 @@ ruff: venv
 ansible-lint: venv
 	ansible-lint
 
-lint: ruff ansible-lint
+# Device code (modules, module_utils, the boot-commit checker) must run on JetPack 5's Python 3.8.
+device-compat: venv
+	bash tests/device-compat.sh
+
+lint: ruff ansible-lint device-compat
 
 sanity: venv host
 	bash tests/sanity.sh
 
+# Host tests on the controller's Python, then the device code's tests on each JetPack release's Python.
 unit: venv
 	pytest -q tests/unit
+	bash tests/unit-device.sh
+
+unit-device: venv
+	bash tests/unit-device.sh
 
 image: venv host
 	bash tests/sim/build-image.sh

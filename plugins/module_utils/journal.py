@@ -40,7 +40,7 @@ class JournalError(ValueError):
 def utc_now() -> str:
     """ISO-8601 UTC timestamp with a ``Z`` suffix, second resolution."""
     # datetime.UTC needs Python 3.11; L4T R36 (Ubuntu 22.04) ships 3.10.
-    now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
+    now = datetime.datetime.now(datetime.timezone.utc)
     return now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 

@@ -179,7 +179,7 @@ def match_states(requested: list[str], blocks: list[dict[str, str]]) -> dict[str
             f"systemctl show returned {len(blocks)} unit blocks for {len(requested)} units; output truncated?"
         )
     states: dict[str, UnitState] = {}
-    for name, block in zip(requested, blocks):  # noqa: B905 (lengths checked above; strict= needs 3.10)
+    for name, block in zip(requested, blocks):
         state = UnitState.from_block(name, block)
         if state.load_state != "not-found" and name not in state.names and name != state.id:
             raise UnitsError(f"systemctl show answered {state.id!r} (names {state.names}) for {name!r}")

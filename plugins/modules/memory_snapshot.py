@@ -183,7 +183,7 @@ def units_memory(module: AnsibleModule, names: list[str]) -> tuple[dict, list[st
     if len(blocks) != len(names):
         module.fail_json(msg=f"systemctl show returned {len(blocks)} blocks for {len(names)} units")
     found, missing = {}, []
-    for name, props in zip(names, blocks, strict=True):
+    for name, props in zip(names, blocks):  # lengths checked above
         if props.get("LoadState") != "loaded":
             missing.append(name)
             continue
@@ -224,7 +224,7 @@ def main() -> None:
             module.fail_json(msg=f"cannot drop caches (/proc/sys/vm/drop_caches: {exc.strerror}); run without it")
         dropped = True
 
-    now = datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.timezone.utc)
     readings = []
     try:
         for i in range(p["samples"]):

@@ -26,7 +26,7 @@ DT_ROOT = "/sys/firmware/devicetree/base"
 
 def now() -> str:
     # timezone.utc, not datetime.UTC: JetPack 6 (Ubuntu 22.04) runs Python 3.10 on the device.
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")  # noqa: UP017
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def write_json(path: str, doc: dict) -> None:

@@ -7,10 +7,9 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.edgeslim.jetson.plugins.modules import units as units_module
 from fake_systemd import FakeSystemd, FakeUnit, jetson_units
+from modhelper import run_module
 
 PROTECTED = ["sshd.service", "ssh.service", "NetworkManager.service", "nvgetty.service"]
 WAREHOUSE = {
@@ -22,27 +21,8 @@ WAREHOUSE = {
 
 
 def run(fake: FakeSystemd, args: dict[str, Any], tmp_path, check: bool = False, diff: bool = False) -> dict:
-    args = {
-        "journal_path": str(tmp_path / "journal.json"),
-        "verify_delay": 0,
-        **args,
-        "_ansible_check_mode": check,
-        "_ansible_diff": diff,
-    }
-
-    def run_command(_self, argv, **_kw):
-        return fake(argv)
-
-    with (
-        patch_module_args(args),
-        mock.patch.object(basic.AnsibleModule, "run_command", run_command),
-        mock.patch.object(basic.AnsibleModule, "get_bin_path", lambda *_a, **_k: "/bin/systemctl"),
-        mock.patch("sys.stdout.write") as write,
-        pytest.raises(SystemExit),
-    ):
-        units_module.main()
-    out = "".join(c.args[0] for c in write.call_args_list)
-    return json.loads(out)
+    args = {"journal_path": str(tmp_path / "journal.json"), "verify_delay": 0, **args}
+    return run_module(units_module.main, args, check=check, diff=diff, run_command=fake, bin_path="/bin/systemctl")
 
 
 def journal(tmp_path) -> dict:
