@@ -284,12 +284,12 @@ def install_pythons(root: Path) -> list[str]:
         (dest / "bin").mkdir(parents=True)
         shutil.copy2(src / "bin" / f"python{mm}", dest / "bin" / f"python{mm}")
         shutil.copytree(src / "lib" / f"python{mm}", dest / "lib" / f"python{mm}", ignore=prune_python)
-        for lib in (src / "lib").glob(f"libpython{mm}*.so*"):
+        for lib in (src / "lib").glob(f"libpython{mm}*.so.*"):  # the runtime soname, not the link-time .so
             shutil.copy2(lib, dest / "lib" / lib.name)
         libdirs.append(f"/{JETPACK_PYTHON_DIR}/{mm}/lib")
         (root / "usr/bin" / f"python{mm}").symlink_to(f"/{JETPACK_PYTHON_DIR}/{mm}/bin/python{mm}")
         names.append(version)
-    # pyenv keeps debug info (libpython3.12 is 30 MB with it, 5 MB without): strip it for a small, fast import.
+    # pyenv keeps debug info (libpython3.12: 30 MB with it, 8 MB without): strip it for a smaller image.
     elves = [
         p for p in (root / JETPACK_PYTHON_DIR).rglob("*") if p.is_file() and (".so" in p.name or p.parent.name == "bin")
     ]
@@ -422,7 +422,7 @@ def main() -> int:
     missing = missing_pythons()
     if missing:
         print("build-image: the simulated devices run each JetPack release's Python; missing on this host:",
-              *missing, "(see docs/development.md, 'The testbed')", sep="\n  ", file=sys.stderr)  # fmt: skip
+              *missing, "(see docs/development.md)", sep="\n  ", file=sys.stderr)  # fmt: skip
         return 1
     build(tag)
     log(f"built {tag}")
