@@ -5,8 +5,10 @@
 
 Stages: (1) a debootstrap base (systemd, sshd, real Debian daemons), cached as a tarball keyed by its package list;
 (2) our layer: the static simulated daemon, unit files rendered from image/services.yml, the L4T variants
-(identity, extlinux.conf, DTB, an nvidia-l4t-core .deb) installed at first boot, the `nvidia` sudo user;
-(3) `podman import` with the systemd CMD. The tag hashes every recipe file, so a change rebuilds.
+(identity, extlinux.conf, DTB, an nvidia-l4t-core .deb) installed at first boot, the `nvidia` sudo user, and
+the Python of each JetPack release (copied from the host's pyenv; /usr/bin/python3 is the variant's at boot);
+(3) `podman import` with the systemd CMD. The tag hashes every recipe file (the interpreter versions are in
+image/pythons.txt), so a change rebuilds.
 See docs/development.md.
 """
 
@@ -40,6 +42,15 @@ RECIPE = [
     HERE / "variants",
 ]
 SIMD = "/usr/local/sbin/edgeslim-simd"
+PYTHONS_FILE = HERE / "image/pythons.txt"
+JETPACK_PYTHON_DIR = "opt/jetpack-python"
+# Debian's own interpreter, kept for Debian's tools once /usr/bin/python3 is the release's interpreter.
+DEBIAN_PYTHON = "python3.11"
+# Left out of the copied interpreters: test suites, GUI/IDE, bundled pip wheels, build-only files, optimised .pyc.
+PYTHON_PRUNE = {
+    "test", "tests", "idle_test", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages", "pydoc_data",
+    "lib2to3", "distutils", "venv",
+}  # fmt: skip
 UNIT_DIR = "usr/lib/systemd/system"
 
 
@@ -150,6 +161,8 @@ if [ "$(cat /etc/edgeslim-sim/variant 2>/dev/null)" != "$variant" ]; then
   dpkg -i "$src/nvidia-l4t-core.deb" >/dev/null
   printf '%s\\n' "$variant" > /etc/edgeslim-sim/variant
 fi
+# As on the release: /usr/bin/python3 is its Python (Debian's tools are pinned to python3.11 in the image).
+ln -sfn "python$(cat "$src/python")" /usr/bin/python3
 """
 
 FIRSTBOOT_UNIT = """[Unit]
@@ -226,6 +239,84 @@ def build_deb(variant: dict[str, Any], out: Path) -> None:
         run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(pkg), str(out)], stdout=subprocess.DEVNULL)
 
 
+def jetpack_pythons() -> list[str]:
+    """Exact interpreter versions from image/pythons.txt, e.g. ['3.8.18', '3.10.13', '3.12.1']."""
+    lines = (line.split("#", 1)[0].split() for line in PYTHONS_FILE.read_text().splitlines())
+    return [words[0] for words in lines if words]
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def pyenv_root() -> Path:
+    return Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+
+
+def missing_pythons() -> list[str]:
+    """A line per interpreter the host lacks (tests/sim/testbed.sh runs the same check)."""
+    out = []
+    for version in jetpack_pythons():
+        exe = pyenv_root() / "versions" / version / "bin" / f"python{minor(version)}"
+        if not os.access(exe, os.X_OK):
+            out.append(f"Python {version} ({exe} not found): install it with `pyenv install {version}`")
+    return out
+
+
+def prune_python(directory: str, names: list[str]) -> set[str]:
+    drop = {n for n in names if n in PYTHON_PRUNE or n.startswith("config-") or ".opt-" in n}
+    # Extension modules for Tk and CPython's own test hooks (_testcapi, _xxtestfuzz ...).
+    drop |= {n for n in names if n.endswith(".so") and (n.startswith(("_tkinter", "_test", "_xxtest", "xx")))}
+    return drop
+
+
+def install_pythons(root: Path) -> list[str]:
+    """Each JetPack release's interpreter under /opt/jetpack-python/<minor>, with /usr/bin/python<minor>.
+
+    pyenv builds them --enable-shared with a RUNPATH into the host's pyenv, which the image lacks: libpython is
+    found through ld.so.conf instead. The interpreter locates its stdlib relative to its own executable, so the
+    tree is relocatable."""
+    libdirs, names = [], []
+    for version in jetpack_pythons():
+        mm = minor(version)
+        src = pyenv_root() / "versions" / version
+        dest = root / JETPACK_PYTHON_DIR / mm
+        (dest / "bin").mkdir(parents=True)
+        shutil.copy2(src / "bin" / f"python{mm}", dest / "bin" / f"python{mm}")
+        shutil.copytree(src / "lib" / f"python{mm}", dest / "lib" / f"python{mm}", ignore=prune_python)
+        for lib in (src / "lib").glob(f"libpython{mm}*.so.*"):  # the runtime soname, not the link-time .so
+            shutil.copy2(lib, dest / "lib" / lib.name)
+        libdirs.append(f"/{JETPACK_PYTHON_DIR}/{mm}/lib")
+        (root / "usr/bin" / f"python{mm}").symlink_to(f"/{JETPACK_PYTHON_DIR}/{mm}/bin/python{mm}")
+        names.append(version)
+    # pyenv keeps debug info (libpython3.12: 30 MB with it, 8 MB without): strip it for a smaller image.
+    elves = [
+        p for p in (root / JETPACK_PYTHON_DIR).rglob("*") if p.is_file() and (".so" in p.name or p.parent.name == "bin")
+    ]
+    run(["strip", "--strip-debug", *map(str, elves)])
+    run(["chmod", "-R", "u=rwX,go=rX", str(root / JETPACK_PYTHON_DIR)])
+    write(root / "etc/ld.so.conf.d/jetpack-python.conf", "\n".join(libdirs) + "\n")
+    run(["ldconfig", "-r", str(root)])
+    # Debian's scripts say #!/usr/bin/python3 and import Debian's modules: pin them to Debian's interpreter.
+    for top in ("usr/bin", "usr/sbin", "usr/share"):
+        for f in (root / top).rglob("*"):
+            if not f.is_file() or f.is_symlink():
+                continue
+            with open(f, "rb") as fh:
+                head = fh.readline()
+            if head.rstrip() in (b"#!/usr/bin/python3", b"#! /usr/bin/python3"):
+                f.write_bytes(f"#!/usr/bin/{DEBIAN_PYTHON}\n".encode() + f.read_bytes()[len(head) :])
+    # Each interpreter must start and load the extension modules Ansible modules use, as the non-root user.
+    for version in names:
+        prefix = f"/{JETPACK_PYTHON_DIR}/{minor(version)}"
+        check = (
+            "import sys, ssl, ctypes, hashlib, json, lzma, bz2, zlib, sqlite3, selectors, subprocess; "
+            f"assert sys.version.split()[0] == {version!r}, sys.version; assert sys.prefix == {prefix!r}, sys.prefix"
+        )
+        run(["chroot", "--userspec=65534:65534", str(root), f"/usr/bin/python{minor(version)}", "-c", check])
+    return names
+
+
 def install_variants(root: Path) -> list[str]:
     names = []
     for vdir in sorted(p for p in (HERE / "variants").iterdir() if (p / "variant.yml").exists()):
@@ -236,9 +327,13 @@ def install_variants(root: Path) -> list[str]:
         compile_dts(vdir / "board.dts", dest / f"kernel_{variant['dtb']}")
         partuuid = hashlib.md5(variant["name"].encode()).hexdigest()  # stable per variant, UUID-shaped
         partuuid = f"{partuuid[:8]}-{partuuid[8:12]}-{partuuid[12:16]}-{partuuid[16:20]}-{partuuid[20:32]}"
-        write(dest / "extlinux.conf", EXTLINUX.format(dtb=variant["dtb"], partuuid=partuuid,
-                                                      console=variant["console"]))  # fmt: skip
+        stock = variant.get("extlinux") or EXTLINUX.format(dtb=variant["dtb"], partuuid=partuuid,
+                                                           console=variant["console"])  # fmt: skip
+        write(dest / "extlinux.conf", stock)
         build_deb(variant, dest / "nvidia-l4t-core.deb")
+        if str(variant["python"]) not in [minor(v) for v in jetpack_pythons()]:
+            sys.exit(f"build-image: variant {variant['name']}: python {variant['python']} is not in {PYTHONS_FILE}")
+        write(dest / "python", f"{variant['python']}\n")
         names.append(variant["name"])
     return names
 
@@ -275,6 +370,7 @@ def customise(root: Path) -> None:
     # Units that cannot work in a container would leave the system "degraded" for no device-relevant reason.
     run(["systemctl", f"--root={root}", "mask", "--quiet", "systemd-udevd.service", "systemd-udevd-kernel.socket",
          "systemd-udevd-control.socket", "getty@tty1.service", "serial-getty@ttyS0.service"])  # fmt: skip
+    log(f"interpreters: {', '.join(install_pythons(root))}")
     names = install_variants(root)
     log(f"variants: {', '.join(names)}")
     # L4T boot files: a kernel and initrd placeholder (the container boots the host kernel), an ESP-like dir.
@@ -322,6 +418,11 @@ def main() -> int:
         return 0
     if os.geteuid() != 0:
         print("build-image: debootstrap and chroot need root", file=sys.stderr)
+        return 1
+    missing = missing_pythons()
+    if missing:
+        print("build-image: the simulated devices run each JetPack release's Python; missing on this host:",
+              *missing, "(see docs/development.md)", sep="\n  ", file=sys.stderr)  # fmt: skip
         return 1
     build(tag)
     log(f"built {tag}")

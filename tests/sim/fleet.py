@@ -64,6 +64,11 @@ def variants() -> dict[str, dict[str, Any]]:
     return out
 
 
+def python_interpreter(variant: dict[str, Any]) -> str:
+    """/usr/bin/python3.X of the variant's JetPack release (the image carries each release's interpreter)."""
+    return f"/usr/bin/python{variant['python']}"
+
+
 def host_ram_mib() -> int:
     with open("/proc/meminfo") as fh:
         for line in fh:
@@ -207,6 +212,9 @@ def write_inventory(fleet: str, path: Path) -> None:
             "edgeslim_sim_container": h["container"],
             "edgeslim_sim_variant": h["variant"],
             "edgeslim_sim_memtotal_mib": expected_memtotal_mib(vs[h["variant"]]),
+            # The release's own Python, as Ansible finds it on a real device of that JetPack.
+            "ansible_python_interpreter": python_interpreter(vs[h["variant"]]),
+            **vs[h["variant"]].get("inventory_vars", {}),
         }
     inv = {
         "all": {
@@ -214,7 +222,6 @@ def write_inventory(fleet: str, path: Path) -> None:
                 "ansible_user": "nvidia",
                 "ansible_become": True,
                 "ansible_ssh_private_key_file": str(KEY),
-                "ansible_python_interpreter": "/usr/bin/python3",
                 "edgeslim_sim_fleet": fleet,
                 "edgeslim_boot_id_command": BOOT_ID_ARGV,
                 "edgeslim_boot_time_command": BOOT_TIME_COMMAND,
@@ -284,13 +291,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    """Shell exports for Molecule scenarios: the image tag, each variant's DT dir and expected MemTotal."""
+    """Shell exports for Molecule scenarios: the image tag, each variant's DT dir, expected MemTotal and Python."""
     image = build_image.image_tag()
     print(f"export EDGESLIM_SIM_IMAGE={image}")
     for name, v in variants().items():
         key = name.upper().replace("-", "_")
         print(f"export EDGESLIM_SIM_DT_{key}={device_tree_dir(v)}")
         print(f"export EDGESLIM_SIM_MEMTOTAL_MIB_{key}={expected_memtotal_mib(v)}")
+        print(f"export EDGESLIM_SIM_PYTHON_{key}={python_interpreter(v)}")
     return 0
 
 

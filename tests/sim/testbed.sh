@@ -44,10 +44,23 @@ if ! mountpoint -q "$LXCFS_DIR" || [ ! -r "$LXCFS_DIR/proc/meminfo" ]; then
   echo "testbed: lxcfs running on $LXCFS_DIR"
 fi
 
+# The simulated devices run each JetPack release's Python (tests/sim/image/pythons.txt), copied from pyenv by the
+# image build; building them takes minutes each, so this check reports and does not install.
+pyenv_root=${PYENV_ROOT:-$HOME/.pyenv}
+missing=()
+while read -r version _; do
+  case $version in ''|'#'*) continue ;; esac
+  [ -x "$pyenv_root/versions/$version/bin/python${version%.*}" ] || missing+=("$version")
+done < "$(dirname "$0")/image/pythons.txt"
+if [ "${#missing[@]}" -gt 0 ]; then
+  die "missing Python ${missing[*]} under $pyenv_root/versions (the simulated JetPack 5/6/7 devices run them).
+Install with pyenv (https://github.com/pyenv/pyenv): for v in ${missing[*]}; do pyenv install \$v; done"
+fi
+
 cur=$(cat /proc/sys/fs/inotify/max_user_instances)
 if [ "$cur" -lt "$INOTIFY_MIN" ]; then
   need_root "raise fs.inotify.max_user_instances" "$INOTIFY_MIN (now $cur)"
   sysctl -q -w fs.inotify.max_user_instances="$INOTIFY_MIN"
   echo "testbed: fs.inotify.max_user_instances $cur -> $INOTIFY_MIN"
 fi
-echo "testbed: ready (podman $(podman --version | awk '{print $3}'), lxcfs, inotify $(cat /proc/sys/fs/inotify/max_user_instances))"
+echo "testbed: ready (podman $(podman --version | awk '{print $3}'), lxcfs, inotify $(cat /proc/sys/fs/inotify/max_user_instances), Python $(awk '/^[0-9]/{print $1}' "$(dirname "$0")/image/pythons.txt" | paste -sd " "))"

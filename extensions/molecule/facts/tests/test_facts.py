@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / "tests" / "sim"))
 import build_image
 import simcheck
 
-VARIANT = {"es-facts-nano": "orin-nano-8gb", "es-facts-thor": "agx-thor"}
+VARIANT = {"es-facts-nano": "orin-nano-8gb", "es-facts-thor": "agx-thor", "es-facts-r35": "orin-nano-8gb-r35"}
 
 
 def facts(host) -> dict:
@@ -30,7 +30,23 @@ def test_identity(host):
     assert info["soc"] == v["soc"].replace("tegra", "t")
     assert info["compatible"] == host.run("tr '\\0' '\\n' < /sys/firmware/devicetree/base/compatible").stdout.split()
     assert info["l4t"]["core_package"] == v["l4t_core_version"]
-    assert info["boot"]["extlinux"]["boot_entry"]["fdt"] == f"/boot/dtb/kernel_{v['dtb']}"
+    # The R35 stock entry has no FDT line (the firmware's DT is used).
+    fdt = None if "extlinux" in v else f"/boot/dtb/kernel_{v['dtb']}"
+    assert info["boot"]["extlinux"]["boot_entry"]["fdt"] == fdt
+
+
+def test_release_python(host):
+    """Modules ran on the release's own interpreter (3.8 / 3.10 / 3.12), which is also /usr/bin/python3."""
+    v = simcheck.variant(variant_of(host))
+    ran_on = facts(host)["python"]
+    assert ran_on["executable"] == f"/usr/bin/python{v['python']}"
+    assert "{major}.{minor}".format(**ran_on["version"]) == v["python"]
+    assert host.file("/usr/bin/python3").linked_to == f"/opt/jetpack-python/{v['python']}/bin/python{v['python']}"
+    assert host.check_output("/usr/bin/python3 -c 'import sys; print(sys.version_info[:2])'") == str(
+        tuple(int(x) for x in v["python"].split("."))
+    )
+    # Debian's tools keep Debian's interpreter.
+    assert host.file("/usr/bin/py3compile").content_string.startswith("#!/usr/bin/python3.11\n")
 
 
 def test_memtotal_equal(host):

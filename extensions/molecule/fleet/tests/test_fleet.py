@@ -1,5 +1,6 @@
 """Fleet rollout with faults: the healthy robot is slimmed, the faulty one rolled back and reported, the
-unreachable one reported, the smart camera (outside the limit) untouched."""
+unreachable one reported, the smart camera (outside the limit) untouched; robots on JetPack 5 (Python 3.8) and 7
+(3.12) slimmed, audited and restored by rollback.yml."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-REPORT = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "report" / "edgeslim-report.json"
+EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
+REPORT = EPHEMERAL / "report" / "edgeslim-report.json"
+AUDIT = EPHEMERAL / "report-audit" / "edgeslim-report.json"
+# Robots slimmed without a reboot, then restored by playbooks/rollback.yml: JetPack 5 (3.8) and 7 (3.12).
+RESTORED = {"es-fleet-robot-r35": "3.8", "es-fleet-robot-thor": "3.12"}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,28 @@ def test_report_marks_each_host(report):
     assert sick["layer_status"]["swiotlb"] == "rolled_back"
     assert sick["layer_status"]["services"] == "rolled_back"
     assert sick["layer_status"]["carveouts"] == "rolled_back"
+    for robot in RESTORED:  # not allowed to reboot: both boot layers staged in the boot entry
+        assert report[robot]["status"] == "pending_reboot", report[robot]
+        assert report[robot]["layer_status"] == {
+            "services": "applied",
+            "swiotlb": "pending_reboot",
+            "carveouts": "pending_reboot",
+        }
+        assert report[robot]["reclaimed_mb"]["services"] > 0
     assert report["es-fleet-robot-gone"]["status"] in ("unreachable", "failed")
     assert "es-fleet-camera" not in report
+
+
+def test_audit_on_each_release():
+    audit = {h["host"]: h for h in json.loads(AUDIT.read_text())["hosts"]}
+    assert set(audit) == {"es-fleet-robot-ok", *RESTORED}
+    for robot, h in audit.items():
+        assert h["layer_status"]["services"] == "planned", (robot, h)
+
+
+def test_release_python(host):
+    want = RESTORED.get(name(host), "3.10")
+    assert host.file("/usr/bin/python3").linked_to == f"/opt/jetpack-python/{want}/bin/python{want}"
 
 
 def test_device_state(host):
@@ -85,5 +110,6 @@ def test_reboots_per_device(host):
     # robot-fault (reboot policy false) and the camera (outside the limit) never reboot.
     boots = host.file("/var/lib/es-boots.log").content_string.split()
     assert len(boots) == len(set(boots)), boots
-    expected = {"es-fleet-robot-ok": 2, "es-fleet-robot-sick": 3, "es-fleet-robot-fault": 1, "es-fleet-camera": 1}
+    expected = {"es-fleet-robot-ok": 2, "es-fleet-robot-sick": 3, "es-fleet-robot-fault": 1, "es-fleet-camera": 1,
+                "es-fleet-robot-r35": 1, "es-fleet-robot-thor": 1}  # fmt: skip
     assert len(boots) == expected[name(host)], boots
