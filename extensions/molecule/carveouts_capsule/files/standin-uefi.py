@@ -3,7 +3,7 @@
 If OsIndications has bit 0x04 and a capsule is staged: clear the bit, remove the capsule (UEFI deletes processed
 capsules), then either switch the boot chain (bl_current A<->B, ESRT last_attempt_status 0) or, when
 /var/lib/edgeslim-standin/fail-next exists, keep the old chain and set last_attempt_status 6163 (a rejected capsule,
-value from a field report, jetson-facts §3.5).
+value from a field report [NVIDIA forum 368593]).
 """
 
 import os
