@@ -14,12 +14,13 @@ COLLECTION_LINK := .collections/ansible_collections/edgeslim/jetson
 SIM_SCALE ?= 0.1
 export EDGESLIM_SIM_SCALE ?= $(SIM_SCALE)
 
-.PHONY: help venv host link lint ruff ansible-lint device-compat sanity unit unit-device molecule test demo image fleet-up fleet-down build clean \
+.PHONY: help check venv host link lint ruff ansible-lint device-compat sanity unit unit-device molecule test demo image fleet-up fleet-down build clean \
 	boot-host boot-image test-boot test-boot-ci test-boot-repeat
 
 help:
 	@echo "make demo    bring up a simulated fleet and slim the warehouse robots"
 	@echo "make test    lint + sanity + unit tests + Molecule scenarios"
+	@echo "make check   the inner loop (< 5 min): lint, unit tests on every device Python, one Molecule scenario"
 	@echo "make test-boot  emulated-boot lane: the boot layers on an arm64 guest under QEMU (docs/emulated-boot.md)"
 	@echo "make test-boot-ci  the lane without its two single-layer tests (what CI runs after make test)"
 	@echo "make test-boot-repeat RUNS=5  the lane RUNS times in a row, stopping at the first failure (build/boot/runs.log)"
@@ -76,6 +77,12 @@ molecule: venv host image
 	bash tests/molecule.sh
 
 test: lint sanity unit molecule
+
+# The inner loop before each commit (target: under 5 minutes): lint, the unit tests on every device Python, and one
+# container scenario (facts: every simulated variant boots and its modules run on its release's Python).
+CHECK_SCENARIO ?= facts
+check: lint unit image
+	bash tests/molecule.sh $(CHECK_SCENARIO)
 
 # Emulated-boot lane (docs/emulated-boot.md): arm64 guest under QEMU TCG booting through extlinux.conf. Serial only
 # (one emulator at a time); the image is cached in /var/cache/edgeslim-boot/<recipe hash>.

@@ -5,7 +5,7 @@ The edit is one managed block appended to each misc DTS, between fixed markers, 
 in --diff and removable. MB1: an ``aux_info@CARVEOUT_X`` child with zero pref_base/size/alignment inside the
 existing ``carveout`` node for every carveout of the recipes. MB2: each recipe cluster's ``auxp_controls@N`` with
 enable_init/enable_fw_load/enable_unhalt = 0, and ``/delete-node/`` for every ``auxp_ast_config@M`` whose
-``ast_region`` references one of those carveouts [SKILL-MEM; jetson-facts §3.1-3.2].
+``ast_region`` references one of those carveouts [SKILL-MEM].
 
 Everything is checked the way the flashing tools read the files: preprocess with the C preprocessor
 (``-x assembler-with-cpp -nostdinc -undef -D__DTS__``, the BSP's bct_flags idea) and compile with dtc. Refused

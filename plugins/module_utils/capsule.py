@@ -1,7 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """UEFI capsule delivery of firmware (MB1/MB2 BCT) carveouts to a deployed Jetson (docs/carveouts.md).
 
-Facts used (jetson-facts §3.5, §8):
+Facts used (sources: docs/references.md):
 - A capsule placed in the ESP at ``\\EFI\\UpdateCapsule\\`` plus bit 0x04 (EFI_OS_INDICATIONS_FILE_CAPSULE_DELIVERY_
   SUPPORTED) in ``OsIndications`` (GUID 8be4df61-93ca-11d2-aa0d-00e098032b8c), then a reboot: UEFI writes the
   **inactive** boot chain and switches to it; if the new chain fails the other one boots [EDK2 CapsuleUpdateJetson.md,
@@ -39,7 +39,7 @@ EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 OS_INDICATIONS = f"OsIndications-{EFI_GLOBAL_VARIABLE}"
 FILE_CAPSULE_DELIVERY = 0x04  # EFI_OS_INDICATIONS_FILE_CAPSULE_DELIVERY_SUPPORTED
 EFI_VARIABLE_ATTRS = 0x07  # NON_VOLATILE | BOOTSERVICE_ACCESS | RUNTIME_ACCESS
-# FMP image type of the general bootloader config [OE4T UEFI-Capsule-Update.md; jetson-facts §3.5].
+# FMP image type of the general bootloader config [OE4T UEFI-Capsule-Update.md].
 IMAGE_TYPE = {
     "t234": uuid.UUID("bf0d4599-20d4-414e-b2c5-3595b1cda402"),
     "t264": uuid.UUID("3c834404-d2d7-4912-8c1c-6e850b5f2824"),

@@ -1,8 +1,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Validated carveout recipes per chip, and the BSP files per module (docs/carveouts.md).
 
-Only NVIDIA's two validated scenarios exist here, ``headless`` and ``no_camera`` [SKILL-MEM, jetson-facts §3.1-3.2]:
-anything else is refused. Names are the MB1 BCT carveout macros. Two of them are doubtful (jetson-facts §9.3):
+Only NVIDIA's two validated scenarios exist here, ``headless`` and ``no_camera`` [SKILL-MEM]:
+anything else is refused. Names are the MB1 BCT carveout macros. Two of them are doubtful
+[EDK2-T234-CARVEOUTS, EDK2-T264-CARVEOUTS]:
 ``CARVEOUT_DCE_TSEC`` (T234) and ``CARVEOUT_RCE1`` (T264) are listed by SKILL-MEM but absent from the EDK2 UEFI enums
 (T234ResourceConfigPrivate.h, T264BLParams.h); a third-party summary of NVIDIA's blog lists DCE_TSEC (1 MB) for Orin
 Nano/NX. We keep them in the recipes because the BCT's own header (not UEFI's) is the authority, and the patcher
@@ -24,7 +25,7 @@ class Recipe:
     mb1_carveouts: tuple[str, ...]
     # MB2 firmware clusters whose loading is switched off (auxp_controls) [SKILL-MEM]
     mb2_clusters: tuple[str, ...]
-    # Kernel DT nodes to disable, found by compatible on the live tree [SKILL-MEM, jetson-facts §3.4]
+    # Kernel DT nodes to disable, found by compatible on the live tree [SKILL-MEM]
     dt_compatibles: tuple[str, ...]
     removes: str
 
@@ -82,7 +83,7 @@ class ModuleFiles:
     mb2: str
 
 
-# BSP misc DTS per module (Linux_for_Tegra/bootloader/generic/BCT/) [jetson-facts §3.3: OE4T machine confs, SKILL-MEM]
+# BSP misc DTS per module (Linux_for_Tegra/bootloader/generic/BCT/) [OE4T machine confs; SKILL-MEM]
 _NANO_NX = ModuleFiles("t234", "tegra234-mb1-bct-misc-p3767-0000.dts", "tegra234-mb2-bct-misc-p3767-0000.dts")
 _AGX = ModuleFiles("t234", "tegra234-mb1-bct-misc-p3701-0000.dts", "tegra234-mb2-bct-misc-p3701-0000.dts")
 MODULES: dict[str, ModuleFiles] = {

@@ -6,7 +6,7 @@ MB1/MB2 BCT at the next boot; a stored capsule checksum cannot see that (docs/ca
 is read from the device each time and compared with the snapshot taken right after edgeslim's capsule was verified:
 
 - ``reserved_memory``: children of /reserved-memory in the live device tree with status okay, name -> size in bytes
-  (devicetree.reserved_memory) [jetson-facts §7: /proc/device-tree/reserved-memory];
+  (devicetree.reserved_memory) [DT-RESERVED-MEMORY];
 - ``engines``: the recipes' kernel nodes, found by compatible (dt_overlay.plan), path -> status;
 - ``memtotal_kb``: MemTotal; ``boot_memory_total_kb``: the kernel's boot line
   ``Memory: <avail>K/<total>K available (...)`` (mm/mm_init.c mem_init_print_info), the RAM the kernel was given;

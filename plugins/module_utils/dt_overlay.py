@@ -2,7 +2,7 @@
 """Device side of the carveouts layer: a DT overlay that disables the recipes' kernel nodes (docs/carveouts.md).
 
 From the live device tree (the kernel's fs layout, /sys/firmware/devicetree/base) the nodes of the chosen recipes are
-found **by compatible** (carveout_recipes.py, never by hard-coded path [SKILL-MEM, jetson-facts §3.4]) and an overlay
+found **by compatible** (carveout_recipes.py, never by hard-coded path [SKILL-MEM]) and an overlay
 source is generated with one fragment per node: ``target-path`` = the node's full path, ``__overlay__`` sets
 ``status = "disabled"``. Nothing outside a validated recipe is planned; an unknown chip or module is refused.
 

@@ -1,7 +1,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """extlinux.conf as NVIDIA's UEFI L4TLauncher reads it: a lossless line model with targeted edits.
 
-Grammar (jetson-facts §5.2, EDK2 L4TLauncher ``ProcessExtLinuxConfig``): keys TIMEOUT, DEFAULT, MENU TITLE,
+Grammar ([EDK2 L4TLauncher] ``ProcessExtLinuxConfig``; [OE4T extlinux.conf-support.md]): keys TIMEOUT, DEFAULT,
+MENU TITLE,
 LABEL, MENU LABEL, LINUX, INITRD, FDT, APPEND, OVERLAYS, matched as prefixes of the trimmed line, case-sensitive;
 ``#`` anywhere starts a comment (the rest of the line is dropped, so a value can never contain ``#``); at most 10
 LABEL entries are read; DEFAULT names a label, and when it is unset or unknown the first entry boots. KERNEL and

@@ -1,7 +1,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """L4T identity, module from compatible strings, SWIOTLB settings and kernel log lines (pure Python).
 
-Sources: jetson-facts §6 (nv_tegra_release format, compatible strings, JetPack table), §4 (SWIOTLB).
+Sources: [OE4T machine confs; OE4T release notes] (nv_tegra_release format, compatible strings, JetPack table),
+[KERNEL; SKILL-MEM] (SWIOTLB).
 extlinux.conf is read by ``module_utils.extlinux`` (L4TLauncher's grammar).
 """
 
@@ -11,7 +12,7 @@ import re
 
 from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import get_cmdline_arg
 
-# L4T release -> JetPack [OE4T release notes via jetson-facts §6]
+# L4T release -> JetPack [OE4T release notes]
 JETPACK = {
     "35.4.1": "5.1.2",
     "35.5.0": "5.1.3",
@@ -30,7 +31,7 @@ JETPACK = {
 }
 _JETPACK_SERIES = {"38.2": "7.0", "38.4": "7.1"}  # Thor-only releases
 
-# Module part number -> (SoC, product) [jetson-facts §6; OE4T machine confs]
+# Module part number -> (SoC, product) [OE4T machine confs]
 MODULES = {
     "p3767-0000": ("t234", "Jetson Orin NX 16GB"),
     "p3767-0001": ("t234", "Jetson Orin NX 8GB"),

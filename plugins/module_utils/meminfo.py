@@ -1,7 +1,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """/proc/meminfo parsing and sample statistics (pure Python).
 
-Fields that matter for slimming (jetson-facts §7): MemTotal (boot layers: SWIOTLB, carveouts), MemAvailable
+Fields that matter for slimming [SKILL-AUDIT; derived]: MemTotal (boot layers: SWIOTLB, carveouts), MemAvailable
 (services), MemFree, Buffers, Cached, Shmem, Swap*, CmaTotal/CmaFree (Jetson kernels) and NvMapMemUsed/NvMapMemFree
 (NVIDIA's nvmap, on L4T kernels only).
 """

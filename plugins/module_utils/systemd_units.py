@@ -4,7 +4,7 @@
 Pure Python: the caller runs the argv lists built here (one ``systemctl show`` for every unit of the plan, a
 handful of batched ``systemctl mask|disable|stop|set-default`` calls) and feeds the output back in.
 
-Why the rules below (facts from /work/shared/jetson-facts.md section 2):
+Why the rules below (sources: docs/references.md):
 - ``gdm3`` is an *alias* of ``gdm.service`` and ``gdm`` is *static* on JetPack 6 [AUDIT-AGX], so "disable gdm3"
   does nothing useful: aliases are resolved through ``Id``/``Names`` and a static unit can only be stopped+masked.
 - socket/path/timer-activated daemons re-spawn unless their trigger goes too [AUDIT-AGX, derived]: the units that

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine for the emulated-boot lane (tests/boot, docs/emulated-boot.md): Debian packages for
 # building an arm64 guest with debootstrap + qemu-user-static and booting it with QEMU TCG + U-Boot.
-# Idempotent; called by `make test-boot`. Package list verified in ../shared/emulated-boot.md §1.
+# Idempotent; called by `make test-boot`. Package list: docs/emulated-boot.md (emulated image).
 set -euo pipefail
 
 PACKAGES=(

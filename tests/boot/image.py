@@ -3,7 +3,7 @@
     python tests/boot/image.py            # build if missing; prints the image directory
     python tests/boot/image.py --force    # rebuild
 
-Recipe verified in ../shared/emulated-boot.md (§1, §4): debootstrap arm64 (first stage on the host, second stage in a
+Recipe (docs/emulated-boot.md, emulated image): debootstrap arm64 (first stage on the host, second stage in a
 chroot through qemu-user-static/binfmt_misc), Debian's kernel booted by Debian's U-Boot for qemu_arm64 which reads
 /boot/extlinux/extlinux.conf (LINUX/INITRD/FDT/APPEND) like a Jetson's bootloader. The guest carries the identity
 of the simulated Orin Nano 8GB (tests/sim/variants/orin-nano-8gb): /etc/nv_tegra_release, an nvidia-l4t-core package,

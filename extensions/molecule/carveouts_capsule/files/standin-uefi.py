@@ -4,7 +4,8 @@ If OsIndications has bit 0x04 and a capsule is staged: clear the bit, remove the
 capsules), then either switch the boot chain (bl_current A<->B, ESRT last_attempt_status 0, nvbootctrl capsule update
 status 1) and drop the reserved-memory nodes named in capsule-removes from the device tree copy the role reads
 (what MB1 no longer reserves), or, when /var/lib/edgeslim-standin/fail-next exists, keep the old chain and set
-last_attempt_status 6163 (a rejected capsule, value from a field report) and capsule update status 3 (install failed).
+last_attempt_status 6163 (a rejected capsule, value from a field report [NVIDIA forum 368593]) and capsule update
+status 3 (install failed).
 """
 
 import os

@@ -123,7 +123,7 @@ def test_malformed_capsules(bsp):
 
 def test_os_indications_bytes():
     fresh = c.os_indications_request(None)
-    assert fresh == struct.pack("<IQ", 0x07, 0x04)  # 4 attribute bytes + the 8-byte value [jetson-facts §3.5]
+    assert fresh == struct.pack("<IQ", 0x07, 0x04)  # attributes + 8-byte value [OE4T oe4t-set-uefi-OSIndications]
     other = struct.pack("<IQ", 0x07, 0x01)  # BOOT_TO_FW_UI set by someone else: kept
     assert c.os_indications_value(c.os_indications_request(other)) == 0x05
     assert c.os_indications_clear(c.os_indications_request(other)) == other
