@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reliability of the emulated-boot lane (issue 8, docs/emulated-boot.md): up to N whole-lane runs (`make test-boot`)
+# Reliability of the emulated-boot lane (docs/emulated-boot.md): up to N whole-lane runs (`make test-boot`)
 # in a row, stopping at the first failure. One line per run in build/boot/runs.log (commit, result, seconds, watchdog
 # resets), each run's output in build/boot/run-<start>.log, then the lane's summary over results.jsonl.
 set -uo pipefail

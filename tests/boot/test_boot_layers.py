@@ -125,7 +125,7 @@ def test_swiotlb_bad_change_reverts_by_itself(device: Device):
     assert default_label(device.extlinux()) == "primary"
     assert after["cmdline_swiotlb"] == [] and after["nslabs"] == DEFAULT_SLOTS, after
     assert after["MemTotal_kb"] == base["MemTotal_kb"], (base, after)
-    # The lane's checks fail on a device where the change is not in effect (issue 8 acceptance): this guest.
+    # The lane's checks fail on a device where the change is not in effect: this guest.
     with pytest.raises(AssertionError):
         assert_swiotlb_applied(base, after, 16384)
 
