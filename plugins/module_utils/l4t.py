@@ -128,7 +128,8 @@ def swiotlb_setting(cmdline: str) -> dict | None:
     return {"raw": raw, "slots": slots, "mib": None if slots is None else slots * SLOT_BYTES / 1048576}
 
 
-# EFI_GLOBAL_VARIABLE GUID (UEFI spec 3.3); efivarfs names a variable <Name>-<GUID>.
+# EFI_GLOBAL_VARIABLE GUID [UEFI-SPEC]; efivarfs names a variable <Name>-<GUID>, data = 4 attribute bytes + value
+# [KERNEL-EFIVARFS].
 EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 SECURE_BOOT_VAR = "SecureBoot-" + EFI_GLOBAL_VARIABLE
 
