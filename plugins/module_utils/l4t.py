@@ -127,3 +127,24 @@ def swiotlb_setting(cmdline: str) -> dict | None:
     first = raw.split(",")[0]
     slots = int(first) if first.isdigit() else None
     return {"raw": raw, "slots": slots, "mib": None if slots is None else slots * SLOT_BYTES / 1048576}
+
+
+# EFI_GLOBAL_VARIABLE GUID [UEFI-SPEC]; efivarfs names a variable <Name>-<GUID>, data = 4 attribute bytes + value
+# [KERNEL-EFIVARFS].
+EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+SECURE_BOOT_VAR = "SecureBoot-" + EFI_GLOBAL_VARIABLE
+
+
+def secure_boot_state(data: bytes | None) -> tuple[bool | None, str]:
+    """UEFI Secure Boot from the efivarfs SecureBoot file: 4 bytes of attributes, then one byte, 1 = enforcing.
+
+    Returns (state, note): None when there is no variable (legacy boot, a container, no efivarfs) or it cannot be
+    read as one; the note says why (empty when the state is known)."""
+    if data is None:
+        return None, ""
+    if len(data) < 5:
+        return None, f"{SECURE_BOOT_VAR}: {len(data)} bytes, expected 4 attribute bytes and a value byte"
+    value = data[4]
+    if value not in (0, 1):
+        return None, f"{SECURE_BOOT_VAR}: value {value} is neither 0 nor 1"
+    return value == 1, ""

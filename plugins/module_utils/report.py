@@ -78,6 +78,10 @@ def build_row(host: str, data: dict[str, Any] | None, outcome: str) -> Row:
         if mb is not None and status not in ("rolled_back", "failed"):
             row.total_mb += mb
         row.pending_reboot |= status == "pending_reboot"
+        details = layer.get("details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        if status == "skipped" and reason:
+            row.notes.append(f"{name} skipped: {reason}")
         row.rolled_back |= status == "rolled_back"
         drift = layer.get("drift")
         if isinstance(drift, list):  # what the device shows differently from what the layer applied

@@ -28,6 +28,11 @@ options:
     description: extlinux.conf, relative to O(root).
     type: str
     default: boot/extlinux/extlinux.conf
+  efivars_path:
+    description:
+      - The kernel's efivarfs directory, read for the UEFI C(SecureBoot) variable (not prefixed by O(root)).
+    type: path
+    default: /sys/firmware/efi/efivars
   read_kernel_log:
     description: Read the kernel log (C(dmesg)) for the SWIOTLB pool line when debugfs is not readable.
     type: bool
@@ -106,6 +111,14 @@ carveouts:
   returned: always
   type: list
   elements: dict
+secure_boot:
+  description:
+    - UEFI Secure Boot as the firmware reports it (the C(SecureBoot) EFI variable). With it on, L4TLauncher loads
+      extlinux.conf, kernel, initrd, DTB and overlays only with a valid detached C(<file>.sig).
+    - C(null) when there is no such variable (no efivarfs, legacy boot, a container) or it is unreadable.
+  returned: always
+  type: bool
+  sample: false
 warnings_list:
   description: Files that could not be read and why (the module still returns what it could read).
   returned: always
@@ -128,12 +141,21 @@ def read_text(path: str) -> str | None:
         return None
 
 
+def read_bytes(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "devicetree_path": {"type": "path", "default": "/sys/firmware/devicetree/base"},
             "root": {"type": "path", "default": "/"},
             "extlinux_path": {"type": "str", "default": "boot/extlinux/extlinux.conf"},
+            "efivars_path": {"type": "path", "default": "/sys/firmware/efi/efivars"},
             "read_kernel_log": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
@@ -207,6 +229,13 @@ def main() -> None:
     if swiotlb["source"] is None:
         notes.append("SWIOTLB pool size unknown (no debugfs, no kernel log line)")
 
+    try:
+        secure_boot, note = l4t.secure_boot_state(read_bytes(os.path.join(p["efivars_path"], l4t.SECURE_BOOT_VAR)))
+    except OSError as exc:
+        secure_boot, note = None, f"{l4t.SECURE_BOOT_VAR}: {exc}"
+    if note:
+        notes.append(note)
+
     result.update(
         is_jetson=is_jetson,
         reason=reason,
@@ -217,6 +246,7 @@ def main() -> None:
         boot=boot,
         swiotlb=swiotlb,
         carveouts=carveouts,
+        secure_boot=secure_boot,
     )
     if release is not None:
         result["l4t"] = release

@@ -126,6 +126,22 @@ def set_default(path: str, label: str) -> None:
     os.replace(tmp, path)
 
 
+def sign(argv: list[str], path: str) -> str | None:
+    """Run the UEFI Secure Boot signing hook on a rewritten boot file; the error, or None when <path>.sig exists.
+
+    Under Secure Boot L4TLauncher loads extlinux.conf only with a valid extlinux.conf.sig: a revert left unsigned
+    would boot the fallback instead of the entry it reverts to."""
+    try:
+        done = run([arg.replace("{file}", path) for arg in argv])
+    except OSError as exc:
+        return f"signing hook {argv[0]}: {exc}"
+    if done.returncode != 0:
+        return f"signing hook failed (rc {done.returncode}): {done.stderr.strip()[-300:]}"
+    if not os.path.isfile(path + ".sig") or os.path.getsize(path + ".sig") == 0:
+        return f"signing hook left no {path}.sig"
+    return None
+
+
 def boot_identity(argv: list[str] | None) -> str:
     """The identity of this boot as the controller computes it (same argv), so it can wait for the next one."""
     if argv:
@@ -164,6 +180,10 @@ def process(pending_dir: str = PENDING, results_dir: str = RESULTS) -> bool:
                   "boot_identity": boot_identity(pending.get("boot_id_command"))}  # fmt: skip
         if failures:
             set_default(pending["extlinux_path"], pending["previous_default"])
+            if pending.get("sign_command"):
+                error = sign(pending["sign_command"], pending["extlinux_path"])
+                if error:
+                    result["notes"] = [*notes, error]
             result["status"] = "reverted"
             result["reverted_to"] = pending["previous_default"]
             reboot = True

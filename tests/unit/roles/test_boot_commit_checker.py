@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import stat
@@ -112,3 +113,28 @@ def test_a_layer_on_another_boot_file_is_not_dragged_along(checker, boot, tmp_pa
     assert checker.process(str(pending), str(results)) is True
     assert json.loads((results / "carveouts.json").read_text())["status"] == "committed"
     assert "DEFAULT edgeslim" in other.read_text()
+
+
+def test_a_revert_is_signed_with_the_hook_of_the_pending_record(checker, boot, tmp_path):
+    """UEFI Secure Boot: the rewritten extlinux.conf gets a fresh .sig from the hook recorded at arm time."""
+    extlinux, pending, results = boot
+    signer = tmp_path / "sign.sh"
+    signer.write_text('#!/bin/sh\nsha256sum "$1" | cut -d" " -f1 > "$1.sig"\n')
+    signer.chmod(0o755)
+    _pending(pending, "swiotlb", extlinux, "false")
+    doc = json.loads((pending / "swiotlb.json").read_text())
+    (pending / "swiotlb.json").write_text(json.dumps({**doc, "sign_command": [str(signer), "{file}"]}))
+    assert checker.process(str(pending), str(results)) is True
+    sig = (tmp_path / "extlinux.conf.sig").read_text().strip()
+    assert "DEFAULT primary" in extlinux.read_text() and sig == hashlib.sha256(extlinux.read_bytes()).hexdigest()
+    assert json.loads((results / "swiotlb.json").read_text())["notes"] == []
+
+
+def test_a_revert_whose_signing_fails_says_so(checker, boot, tmp_path):
+    extlinux, pending, results = boot
+    _pending(pending, "swiotlb", extlinux, "false")
+    doc = json.loads((pending / "swiotlb.json").read_text())
+    (pending / "swiotlb.json").write_text(json.dumps({**doc, "sign_command": ["true", "{file}"]}))
+    assert checker.process(str(pending), str(results)) is True
+    verdict = json.loads((results / "swiotlb.json").read_text())
+    assert verdict["status"] == "reverted" and verdict["notes"] == [f"signing hook left no {extlinux}.sig"]

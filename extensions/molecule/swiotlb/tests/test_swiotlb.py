@@ -24,3 +24,19 @@ def test_rollback_restored_the_file_byte_identical(host):
 def test_journal_layer_cleared(host):
     journal = json.loads(host.file("/var/lib/edgeslim/journal.json").content_string)
     assert "swiotlb" not in journal["layers"]
+
+
+def _standin_sig(host, path: str) -> str:
+    digest = host.check_output(f"sha256sum {path} | cut -d' ' -f1")
+    return f"edgeslim-standin-signature sha256:{digest}\n"
+
+
+def test_secure_boot_the_slimmed_file_was_signed_before_it_was_armed(host):
+    # the .sig the stand-in hook wrote next to extlinux.conf matched the slimmed file (kept aside before rollback)
+    assert host.file("/root/extlinux.conf.slim.sig").content_string == _standin_sig(host, "/root/extlinux.conf.slim")
+
+
+def test_secure_boot_the_restored_file_is_signed_again(host):
+    sig = host.file("/boot/extlinux/extlinux.conf.sig")
+    assert sig.exists and sig.content_string == _standin_sig(host, "/boot/extlinux/extlinux.conf")
+    assert not host.file("/boot/extlinux/extlinux.conf.sig.edgeslim-prev").exists

@@ -43,6 +43,15 @@ def test_carveouts_drift_is_a_note_of_the_row():
     assert report.build_row("d", stats, "ok").notes == []
 
 
+def test_a_skipped_layer_carries_its_reason():
+    stats = host_stats(sw_status="skipped")
+    stats["layers"]["swiotlb"]["details"] = {"reason": "UEFI Secure Boot is on"}
+    row = report.build_row("r1", stats, "ok")
+    assert row.status == "ok" and row.layer_status["swiotlb"] == "skipped"
+    assert row.notes == ["swiotlb skipped: UEFI Secure Boot is on"]
+    assert json.loads(report.render_json([row]))["hosts"][0]["notes"] == row.notes
+
+
 def test_rolled_back_host_counts_as_failure_and_reclaims_nothing():
     row = report.build_row("r2", host_stats(services=None, status="rolled_back"), "failed")
     assert row.status == "rolled_back"

@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from ansible_collections.edgeslim.jetson.plugins.module_utils import l4t
 from ansible_collections.edgeslim.jetson.plugins.modules import jetson_info
 from conftest import FIXTURES
 from modhelper import run_module
@@ -41,7 +42,7 @@ def run(args: dict, dmesg: tuple = (0, (FIXTURES / "l4t" / "dmesg-stock.txt").re
 
 def test_orin_nano(tmp_path):
     root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "root=/dev/nvme0n1p1 console=ttyTCU0,115200")
-    res = run({"root": str(root), "devicetree_path": str(dtdir)})
+    res = run({"root": str(root), "devicetree_path": str(dtdir), "efivars_path": str(tmp_path / "no-efi")})
     assert res["is_jetson"] is True and res["reason"] == ""
     assert (res["soc"], res["module"]["module"], res["module"]["carrier"]) == ("t234", "p3767-0005", "p3768-0000")
     assert res["l4t"]["version"] == "36.4.7" and res["l4t"]["jetpack"] == "6.2.1"
@@ -77,5 +78,54 @@ def test_not_a_jetson(tmp_path):
 def test_corrupt_device_tree_fails_cleanly(tmp_path):
     root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "")
     (dtdir / "reserved-memory" / "#size-cells").write_bytes(b"\0\0")
-    res = run({"root": str(root), "devicetree_path": str(dtdir)})
+    res = run({"root": str(root), "devicetree_path": str(dtdir), "efivars_path": str(tmp_path / "no-efi")})
     assert res["failed"] and "whole number of 32-bit cells" in res["msg"]
+
+
+# efivarfs layout of SecureBoot-8be4df61-...: a little-endian u32 of attributes (BOOTSERVICE_ACCESS |
+# RUNTIME_ACCESS = 0x6, no NON_VOLATILE: the firmware recomputes it each boot), then the 1-byte value.
+SB_ON = b"\x06\x00\x00\x00\x01"
+SB_OFF = b"\x06\x00\x00\x00\x00"
+
+
+def secure_boot_of(tmp_path: Path, data: bytes | None) -> dict:
+    root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "")
+    efivars = tmp_path / "efivars"
+    efivars.mkdir()
+    # a neighbour with another GUID must not be taken for it
+    (efivars / "SecureBoot-00000000-0000-0000-0000-000000000000").write_bytes(SB_ON)
+    if data is not None:
+        (efivars / "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c").write_bytes(data)
+    return run({"root": str(root), "devicetree_path": str(dtdir), "efivars_path": str(efivars)})
+
+
+def test_secure_boot_on(tmp_path):
+    res = secure_boot_of(tmp_path, SB_ON)
+    assert res["secure_boot"] is True
+    assert not any("SecureBoot" in w for w in res["warnings_list"])
+
+
+def test_secure_boot_off(tmp_path):
+    assert secure_boot_of(tmp_path, SB_OFF)["secure_boot"] is False
+
+
+def test_secure_boot_variable_missing(tmp_path):
+    res = secure_boot_of(tmp_path, None)
+    assert res["secure_boot"] is None and "failed" not in res
+    assert not any("SecureBoot" in w for w in res["warnings_list"])
+
+
+def test_secure_boot_no_efivarfs(tmp_path):
+    root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "")
+    res = run({"root": str(root), "devicetree_path": str(dtdir), "efivars_path": str(tmp_path / "no-efi")})
+    assert res["secure_boot"] is None and "failed" not in res
+
+
+def test_secure_boot_truncated_or_odd_is_unknown(tmp_path):
+    res = secure_boot_of(tmp_path, SB_ON[:4])  # attributes only
+    assert res["secure_boot"] is None
+    assert any("4 bytes, expected 4 attribute bytes and a value byte" in w for w in res["warnings_list"])
+    state, note = l4t.secure_boot_state(b"")
+    assert state is None and "0 bytes" in note
+    state, note = l4t.secure_boot_state(b"\x06\x00\x00\x00\x02")
+    assert state is None and "neither 0 nor 1" in note
