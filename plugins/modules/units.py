@@ -21,12 +21,12 @@ description:
     RV(absent) and are not an error.
   - Every unit systemd would stop together with a unit of the plan (its reverse C(PartOf=), C(Requires=),
     C(Requisite=) and C(BindsTo=) dependencies, transitively, read with C(systemctl show -p
-    ConsistsOf,RequiredBy,RequisiteOf,BoundBy)) is part of the plan: when one is protected or kept the task fails
+    ConsistsOf,RequiredBy,RequisiteOf,BoundBy)) is part of the plan. When one is protected or kept the task fails
     before any change; otherwise it is journaled (so restore starts it again) and reported in RV(stopped_with),
     not in RV(stopped).
   - Protected units (under any of their alias names) are refused before any change, and so are running units
     that refuse a manual stop. A built-in core set is always protected, whatever O(protected) says (it only adds
-    to it): ssh/sshd (service and socket), dbus (service and socket), systemd-journald and its sockets,
+    to it) - ssh/sshd (service and socket), dbus (service and socket), systemd-journald and its sockets,
     systemd-logind, nv-l4t-bootloader-config, l4t-rootfs-validation-config, console gettys (nvgetty,
     serial-getty@*, getty@*) and the units carrying O(management_interface).
   - After applying, the final states are read back and verified; a mismatch fails the task (the journal still
@@ -175,15 +175,15 @@ kept:
   elements: str
 stopped:
   description:
-    - Canonical names of the units that were running and are stopped by this plan: the listed units, their
-      trigger companions and their C(PartOf=) parts. The memory they held is attributed to the plan.
+    - Canonical names of the units that were running and are stopped by this plan - the listed units, their
+      trigger companions and their C(PartOf=) parts; the memory they held is attributed to the plan.
   returned: always
   type: list
   elements: str
 stopped_with:
   description:
     - Running units that go down only because a unit of the plan stops (C(Requires=), C(Requisite=), C(BindsTo=)
-      it): the unit that takes each down and the directive. Journaled and restarted by restore; their memory is
+      it), with the unit that takes each down and the directive. Journaled and restarted by restore; their memory is
       not attributed to the plan.
   returned: always
   type: dict
