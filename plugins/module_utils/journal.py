@@ -12,6 +12,11 @@ over the journal (``os.replace`` or Ansible's ``module.atomic_move``), then an `
 rename itself survives a power cut -- a Jetson that loses power mid-write keeps either the old or the new journal,
 never a torn one. A sidecar ``<journal>.lock`` serialises concurrent writers (e.g. two plays on one device).
 
+A second copy, ``<journal>.prev``, is written (atomically, fsynced) just before the journal is replaced, so a
+journal damaged afterwards (truncated by a filesystem repair, zeroed by a bad flash, edited by hand) still has a
+readable copy of the same or the one-older generation. An empty or unparsable journal is never reset: writers
+refuse it; readers that restore (``load_journal_fallback``) fall back to the copy with a warning.
+
 Pure Python, no Ansible imports: the modules pass ``module.atomic_move`` as ``replace``.
 """
 
@@ -30,6 +35,8 @@ from typing import Any
 
 JOURNAL_VERSION = 1
 DEFAULT_JOURNAL_PATH = "/var/lib/edgeslim/journal.json"
+PREV_SUFFIX = ".prev"
+CORRUPT_SUFFIX = ".corrupt"
 KNOWN_LAYERS = ("services", "swiotlb", "carveouts")
 
 
@@ -67,9 +74,10 @@ def validate_journal(doc: Any, source: str = "journal") -> dict[str, Any]:
 
 
 def parse_journal(text: str, source: str = "journal") -> dict[str, Any]:
-    """Parse journal text. Empty text counts as an empty journal (a file created but never written)."""
+    """Parse journal text. Empty text is an error: every write puts a whole document in place (temp file + rename),
+    so an empty journal is a damaged one, and treating it as empty would lose the records of undone changes."""
     if not text.strip():
-        return empty_journal()
+        raise JournalError(f"{source}: the journal is empty ({len(text)} bytes)")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -77,17 +85,52 @@ def parse_journal(text: str, source: str = "journal") -> dict[str, Any]:
     return validate_journal(doc, source)
 
 
-def load_journal(path: str = DEFAULT_JOURNAL_PATH) -> dict[str, Any]:
-    """Read the journal; a missing file is an empty journal. Corrupt content raises ``JournalError``
-    (never silently replaced: it may be the only record of how to undo a change)."""
+def recovery_hint(path: str) -> str:
+    """What to do about an unreadable journal (docs/journal.md, "Recovery")."""
+    prev = path + PREV_SUFFIX
+    return (
+        f"It is never reset automatically: it may be the only record of how to undo a change. Recovery: "
+        f"edgeslim.jetson.units state=restore (playbooks/rollback.yml) reads the copy {prev} when it is valid; "
+        f"or inspect both files and restore the copy by hand (cp -p {prev} {path}); see docs/journal.md, Recovery"
+    )
+
+
+def _read_journal(path: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except FileNotFoundError:
         return empty_journal()
-    except OSError as exc:
-        raise JournalError(f"{path}: cannot read journal: {exc.strerror}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JournalError(f"{path}: cannot read journal: {getattr(exc, 'strerror', None) or exc}") from exc
     return parse_journal(text, path)
+
+
+def load_journal(path: str = DEFAULT_JOURNAL_PATH) -> dict[str, Any]:
+    """Read the journal; a missing file is an empty journal. Empty or corrupt content raises ``JournalError``
+    naming the file and the recovery path (never silently replaced: it may be the only record of how to undo
+    a change)."""
+    try:
+        return _read_journal(path)
+    except JournalError as exc:
+        raise JournalError(f"{exc}. {recovery_hint(path)}") from exc
+
+
+def load_journal_fallback(path: str = DEFAULT_JOURNAL_PATH) -> tuple[dict[str, Any], str | None]:
+    """For readers that restore: the journal, or -- when it is unreadable -- its copy ``<path>.prev`` with a
+    warning (second item). Raises ``JournalError`` when neither is readable."""
+    try:
+        return _read_journal(path), None
+    except JournalError as exc:
+        damaged = str(exc)
+    prev = path + PREV_SUFFIX
+    if not os.path.exists(prev):
+        raise JournalError(f"{damaged}; no copy {prev} exists. {recovery_hint(path)}")
+    try:
+        doc = _read_journal(prev)
+    except JournalError as exc:
+        raise JournalError(f"{damaged}; its copy is unreadable too: {exc}. {recovery_hint(path)}") from exc
+    return doc, f"{damaged}; using its copy {prev} (written just before the journal was last replaced)"
 
 
 def dump_journal(doc: dict[str, Any]) -> str:
@@ -113,8 +156,15 @@ def _fsync_dir(directory: str) -> None:
 def write_journal(
     path: str, doc: dict[str, Any], replace: Callable[[str, str], Any] | None = None, mode: int = 0o600
 ) -> None:
-    """Write ``doc`` atomically: temp file in the same directory + fsync + rename (+ fsync of the directory)."""
+    """Write ``doc`` atomically to ``<path>.prev`` and then to ``path``: each a temp file in the same directory +
+    fsync + rename (+ fsync of the directory). The copy lands first, so whichever file a damage hits, the other
+    holds this generation or the one before it."""
     text = dump_journal(doc)
+    _write_atomic(path + PREV_SUFFIX, text, None, mode)
+    _write_atomic(path, text, replace, mode)
+
+
+def _write_atomic(path: str, text: str, replace: Callable[[str, str], Any] | None, mode: int) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -176,16 +226,31 @@ def update_layer(
     layer: str,
     update: Callable[[dict[str, Any] | None], dict[str, Any] | None],
     replace: Callable[[str, str], Any] | None = None,
+    fallback: bool = False,
+    warnings: list[str] | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Locked read-modify-write of one layer. ``update(old) -> new`` (``None`` clears the layer).
 
     Returns ``(old, new)``. Nothing is written when the layer is unchanged, so repeated calls are idempotent.
+    An unreadable journal raises ``JournalError``; with ``fallback`` (a restore finishing) the copy
+    ``<path>.prev`` is the base instead, the damaged journal is kept as ``<path>.corrupt`` and the warning is
+    appended to ``warnings``.
     """
     with journal_lock(path):
-        doc = load_journal(path)
+        if fallback:
+            doc, warning = load_journal_fallback(path)
+        else:
+            doc, warning = load_journal(path), None
         old = get_layer(doc, layer)
         new = update(copy.deepcopy(old))
-        if new == old:
+        if new == old and warning is None:
             return old, new
+        if warning is not None:
+            try:
+                os.replace(path, path + CORRUPT_SUFFIX)
+            except OSError as exc:
+                raise JournalError(f"{path}: cannot keep the damaged journal aside: {exc.strerror}") from exc
+            if warnings is not None:
+                warnings.append(f"{warning}; the damaged journal is kept as {path + CORRUPT_SUFFIX}")
         write_journal(path, with_layer(doc, layer, new), replace=replace)
         return old, new

@@ -29,7 +29,20 @@ SHOW_PROPERTIES = (
     "FragmentPath",
     "TriggeredBy",
     "ConsistsOf",
+    "RequiredBy",
+    "RequisiteOf",
+    "BoundBy",
     "RefuseManualStop",
+)
+
+# Reverse dependencies along which systemd propagates a stop job (its UNIT_ATOM_PROPAGATE_STOP): stopping a unit
+# also stops every unit that is PartOf=, Requires=, Requisite= or BindsTo= it. Property on the stopped unit ->
+# the directive on the unit that goes down with it.
+STOP_PROPAGATION = (
+    ("ConsistsOf", "PartOf="),
+    ("RequiredBy", "Requires="),
+    ("RequisiteOf", "Requisite="),
+    ("BoundBy", "BindsTo="),
 )
 
 UNIT_SUFFIXES = (
@@ -55,6 +68,35 @@ MASKED_STATES = ("masked", "masked-runtime")
 RUNNING_STATES = ("active", "activating", "reloading", "deactivating", "refreshing")
 # Units that start others: restored before the units they trigger.
 TRIGGER_SUFFIXES = ("socket", "path", "timer")
+# Units no caller or profile can unprotect (``protected`` only adds to these): losing one cuts the device off
+# (ssh, the bus systemctl and logind talk over, logging, console gettys = the recovery path) or breaks the A/B boot
+# chain (NVIDIA's slot bookkeeping and rootfs validation). Patterns use the same matcher as ``protected``.
+CORE_PROTECTED = {
+    "ssh.service": "management access (sshd.service is its alias on Debian/Ubuntu)",
+    "sshd.service": "management access",
+    "ssh.socket": "socket-activated management access (Ubuntu 22.10+)",
+    "sshd.socket": "socket-activated management access",
+    "dbus.service": "system bus: systemctl, logind and most daemons need it",
+    "dbus.socket": "system bus socket: stopping it stops dbus.service and everything bound to the bus",
+    "systemd-journald.service": "logging core",
+    "systemd-journald*.socket": "journald sockets (stdout, /dev/log, audit); journald stops with them",
+    "systemd-logind.service": "sessions and SSH logins",
+    "nv-l4t-bootloader-config.service": "A/B slot bookkeeping; without it boot-chain fallback breaks",
+    "l4t-rootfs-validation-config.service": "rootfs A/B validation; without it a good slot is never committed",
+    "nvgetty.service": "serial console on ttyTHS0, the recovery path",
+    "serial-getty@*.service": "serial console gettys, the recovery path",
+    "getty@*.service": "console gettys, the local recovery path",
+}
+# Which units carry a link, by interface name (regex, same table as the preflight role): the units carrying the
+# management interface join the core set for the run. WWAN also under systemd's predictable names (wwp0s20f0u6i12).
+LINK_CARRIERS = (
+    (r"^(ww|ppp|cdc-wdm)", ("ModemManager.service", "NetworkManager.service")),
+    (r"^wl", ("wpa_supplicant.service", "NetworkManager.service", "iwd.service")),
+    (r"^(l4tbr|usb|rndis)", ("nv-l4t-usb-device-mode.service",)),
+    (r"^(eth|en|mgbe|eqos|br|bond|vlan)", ("NetworkManager.service", "systemd-networkd.service", "networking.service")),
+)
+# A default target other than these boots a Jetson into a state without ssh (rescue, emergency) or not at all.
+ALLOWED_DEFAULT_TARGETS = ("multi-user.target", "graphical.target")
 # Mask writes a /dev/null symlink into /etc/systemd/system; it cannot when the unit file itself lives there.
 UNMASKABLE_PREFIXES = ("/etc/systemd/system/", "/run/systemd/system/")
 
@@ -98,6 +140,25 @@ def normalize_protected(names: Any) -> list[str]:
         if unit not in out:
             out.append(unit)
     return out
+
+
+def link_carriers(interface: str | None) -> list[str]:
+    """The units that carry network interface ``interface`` (empty for no or an unknown interface)."""
+    if not interface:
+        return []
+    out: list[str] = []
+    for pattern, units in LINK_CARRIERS:
+        if re.search(pattern, interface):
+            out += [u for u in units if u not in out]
+    return out
+
+
+def core_protected(management_interface: str | None = None) -> dict[str, str]:
+    """The built-in core set (name or pattern -> why), plus the carriers of the management interface."""
+    core = dict(CORE_PROTECTED)
+    for unit in link_carriers(management_interface):
+        core.setdefault(unit, f"carries the management link on {management_interface}")
+    return core
 
 
 def protected_by(names: Any, protected: list[str]) -> list[str]:
@@ -159,6 +220,9 @@ class UnitState:
     triggered_by: list[str]
     refuse_manual_stop: bool
     consists_of: list[str] = field(default_factory=list)
+    required_by: list[str] = field(default_factory=list)
+    requisite_of: list[str] = field(default_factory=list)
+    bound_by: list[str] = field(default_factory=list)
 
     @classmethod
     def from_block(cls, requested: str, block: dict[str, str]) -> UnitState:
@@ -176,7 +240,20 @@ class UnitState:
             triggered_by=block.get("TriggeredBy", "").split(),
             refuse_manual_stop=block.get("RefuseManualStop", "no") == "yes",
             consists_of=block.get("ConsistsOf", "").split(),
+            required_by=block.get("RequiredBy", "").split(),
+            requisite_of=block.get("RequisiteOf", "").split(),
+            bound_by=block.get("BoundBy", "").split(),
         )
+
+    def stops_with_it(self) -> list[tuple[str, str]]:
+        """``(unit, directive)`` for every unit systemd stops together with this one (one level)."""
+        by_prop = {
+            "ConsistsOf": self.consists_of,
+            "RequiredBy": self.required_by,
+            "RequisiteOf": self.requisite_of,
+            "BoundBy": self.bound_by,
+        }
+        return [(unit, how) for prop, how in STOP_PROPAGATION for unit in by_prop[prop]]
 
     @property
     def exists(self) -> bool:
@@ -229,6 +306,7 @@ class UnitPlan:
     notes: list[str] = field(default_factory=list)
     companion_of: str | None = None
     block: str | None = None
+    via: str | None = None  # for a unit that stops with companion_of: the directive that takes it down (PartOf=, ...)
 
     @property
     def expected_after(self) -> dict[str, str]:
@@ -252,6 +330,7 @@ class UnitPlan:
             "notes": list(self.notes),
             "companion_of": self.companion_of,
             "block": self.block,
+            "via": self.via,
         }
 
 
@@ -297,18 +376,32 @@ def _all_names(state: UnitState) -> set[str]:
     return {state.requested, state.id, *state.names}
 
 
+def _why(hit: list[str], core: dict[str, str]) -> str:
+    """`` (core: why)`` when a core entry protects the unit: the caller cannot lift it with ``protected``."""
+    reasons = [f"{p}: {core[p]}" for p in hit if p in core]
+    return f" (core set, cannot be unprotected -- {'; '.join(reasons)})" if reasons else ""
+
+
 def validate_request(
-    disable: list[str], mask: list[str], protected: list[str], default_target: str | None
+    disable: list[str],
+    mask: list[str],
+    protected: list[str],
+    default_target: str | None,
+    core: dict[str, str] | None = None,
 ) -> list[str]:
     """Errors visible from the names alone (before asking systemd anything)."""
+    core = core or {}
     errors = []
     for unit in mask + disable:
         hit = protected_by(unit, protected)
         if hit:
             how = "" if hit == [unit] else f" (by {', '.join(hit)})"
-            errors.append(f"unit {unit} is protected{how} and must not be stopped, disabled or masked")
-    if default_target is not None and not default_target.endswith(".target"):
-        errors.append(f"default_target must name a .target unit, got {default_target!r}")
+            errors.append(f"unit {unit} is protected{how} and must not be stopped, disabled or masked{_why(hit, core)}")
+    if default_target is not None and default_target not in ALLOWED_DEFAULT_TARGETS:
+        errors.append(
+            f"default_target must be {' or '.join(ALLOWED_DEFAULT_TARGETS)}, got {default_target!r} "
+            "(any other target boots the device without ssh, or not at all)"
+        )
     return errors
 
 
@@ -323,13 +416,20 @@ def compute_plan(
     companions: dict[str, str] | None = None,
     blocks: dict[str, str] | None = None,
     stop: list[str] | None = None,
+    core: dict[str, str] | None = None,
+    via: dict[str, str] | None = None,
 ) -> Plan:
-    """Compute what to do. ``states`` covers every name in disable+mask (+ companions); ``companions`` maps a
-    companion unit to the unit it follows. Aliases collapse onto one canonical ``Id``; ``mask`` beats
-    ``disable``; ``keep`` beats both; a protected unit (under any of its names) is an error, not a skip."""
+    """Compute what to do. ``states`` covers every name in disable+mask (+ companions, + ``stop``); ``companions``
+    maps a companion unit (or a unit in ``stop``) to the unit it follows, ``via`` a unit in ``stop`` to the
+    directive that takes it down with that unit (``PartOf=``, ``Requires=``, ...). Aliases collapse onto one
+    canonical ``Id``; ``mask`` beats ``disable``; ``keep`` beats both; a protected unit (under any of its names)
+    is an error, not a skip, and so is a protected or kept unit that would stop with one of the plan."""
     companions = companions or {}
     blocks = blocks or {}
-    errors = validate_request(disable, mask, protected, default_target)
+    core = core or {}
+    via = via or {}
+    protected = list(protected) + [c for c in core if c not in protected]
+    errors = validate_request(disable, mask, protected, default_target, core)
     keep_set = set(keep)
     by_id: dict[str, UnitPlan] = {}
     absent: list[str] = []
@@ -342,8 +442,17 @@ def compute_plan(
             raise UnitsError(f"no state was read for {name}")
         names = _all_names(state)
         hit = protected_by(names, protected)
+        if want == "stop" and name in companions and (hit or names & keep_set) and state.exists:
+            what = "protected" if hit else "kept"
+            errors.append(
+                f"stopping {companions[name]} would also stop {what} unit {state.id} "
+                f"({via.get(name, 'PartOf=')} {companions[name]}){_why(hit, core)}; refusing"
+            )
+            continue
         if hit and not protected_by(name, protected):
-            errors.append(f"unit {name} is an alias of protected unit {', '.join(hit)}; refusing to touch it")
+            errors.append(
+                f"unit {name} is an alias of protected unit {', '.join(hit)}; refusing to touch it{_why(hit, core)}"
+            )
             continue
         if names & keep_set:
             kept.append(name)
@@ -359,6 +468,8 @@ def compute_plan(
             plan = UnitPlan(unit=state.id, requested=[name], want=want, before=state.record())
             plan.companion_of = companions.get(name)
             plan.block = blocks.get(name) or blocks.get(companions.get(name, ""))
+            if want == "stop" and name in companions:
+                plan.via = via.get(name, "PartOf=")
             by_id[state.id] = plan
         else:
             if name not in plan.requested:
@@ -369,12 +480,20 @@ def compute_plan(
         if name != state.id:
             plan.notes.append(f"{name} is an alias of {state.id}")
         if want == "stop" and name in companions:
-            plan.notes.append(f"part of {companions[name]} (PartOf=): stops with it, journaled so restore starts it")
+            how = via.get(name, "PartOf=")
+            if how == "PartOf=":
+                plan.notes.append(
+                    f"part of {companions[name]} (PartOf=): stops with it, journaled so restore starts it"
+                )
+            else:
+                plan.notes.append(f"{how}{companions[name]}: stops with it, journaled so restore starts it")
     for plan in by_id.values():
         state = next(s for s in states.values() if s.id == plan.unit)
         plan.actions = _unit_actions(state, plan)
     if default_target is not None and protected_by(default_target, protected):
         errors.append(f"default_target {default_target} is protected")
+    # Fewer errors than one per name: the same unit reached under two names reports once.
+    errors = list(dict.fromkeys(errors))
     after = default_target if default_target is not None else default_target_before
     return Plan(
         units=list(by_id.values()),
@@ -450,6 +569,7 @@ def merge_layer(
             "action": "mask" if "mask" in unit.actions else ("disable" if "disable" in unit.actions else "stop"),
             "companion_of": unit.companion_of,
             "block": unit.block,
+            "via": unit.via,
         }
     layer["units"] = units
     if (

@@ -19,8 +19,16 @@ description:
     C(PartOf=) a listed unit (systemd's C(ConsistsOf)) are stopped with it and journaled, so restore starts them
     again and RV(stopped) lists them for memory attribution; units that do not exist on the host are reported in
     RV(absent) and are not an error.
+  - Every unit systemd would stop together with a unit of the plan (its reverse C(PartOf=), C(Requires=),
+    C(Requisite=) and C(BindsTo=) dependencies, transitively, read with C(systemctl show -p
+    ConsistsOf,RequiredBy,RequisiteOf,BoundBy)) is part of the plan. When one is protected or kept the task fails
+    before any change; otherwise it is journaled (so restore starts it again) and reported in RV(stopped_with),
+    not in RV(stopped).
   - Protected units (under any of their alias names) are refused before any change, and so are running units
-    that refuse a manual stop.
+    that refuse a manual stop. A built-in core set is always protected, whatever O(protected) says (it only adds
+    to it) - ssh/sshd (service and socket), dbus (service and socket), systemd-journald and its sockets,
+    systemd-logind, nv-l4t-bootloader-config, l4t-rootfs-validation-config, console gettys (nvgetty,
+    serial-getty@*, getty@*) and the units carrying O(management_interface).
   - After applying, the final states are read back and verified; a mismatch fails the task (the journal still
     holds the previous states, so O(state=restore) undoes everything).
   - O(state=restore) brings every journaled unit and the default target back to the recorded state, verifies it
@@ -59,12 +67,22 @@ options:
       - Units that must never be stopped, disabled or masked. Naming one (or one of its aliases) in O(disable) or
         O(mask) fails the task before anything changes.
       - An entry may be a shell-style pattern (C(*), C(?), C([...])), e.g. C(serial-getty@*.service).
+      - Adds to the built-in core set, which cannot be lifted (see the description).
     type: list
     elements: str
     default: []
+  management_interface:
+    description:
+      - Network interface the controller reaches the device on (for example V(eth0), V(wlan0), V(wwp0s20f0u6i12)).
+      - The units that carry it join the protected core set for this run, by interface name
+        (C(ww*)/C(ppp*)/C(cdc-wdm*) WWAN -> ModemManager, NetworkManager; C(wl*) -> wpa_supplicant, NetworkManager,
+        iwd; C(l4tbr*)/C(usb*)/C(rndis*) -> nv-l4t-usb-device-mode; C(eth*)/C(en*)/C(mgbe*)/C(eqos*)/C(br*)/
+        C(bond*)/C(vlan*) -> NetworkManager, systemd-networkd, networking).
+    type: str
   default_target:
     description:
-      - Default target to set (for example V(multi-user.target) for headless). Omit to leave it alone.
+      - Default target to set, V(multi-user.target) (headless) or V(graphical.target). Omit to leave it alone.
+      - Any other target (rescue, emergency, poweroff, reboot, ...) is refused.
     type: str
   companions:
     description:
@@ -156,10 +174,20 @@ kept:
   type: list
   elements: str
 stopped:
-  description: Canonical names of the units that were running and are stopped by this plan.
+  description:
+    - Canonical names of the units that were running and are stopped by this plan - the listed units, their
+      trigger companions and their C(PartOf=) parts; the memory they held is attributed to the plan.
   returned: always
   type: list
   elements: str
+stopped_with:
+  description:
+    - Running units that go down only because a unit of the plan stops (C(Requires=), C(Requisite=), C(BindsTo=)
+      it), with the unit that takes each down and the directive. Journaled and restarted by restore; their memory is
+      not attributed to the plan.
+  returned: always
+  type: dict
+  sample: {avahi-daemon.service: {by: avahi-daemon.socket, via: Requires=}}
 default_target:
   description: Default target before and after.
   returned: always
@@ -174,6 +202,10 @@ journal_path:
   description: Journal file used.
   returned: always
   type: str
+journal_warning:
+  description: With O(state=restore), set when the journal was unreadable and its copy C(<journal>.prev) was used.
+  returned: when the copy was used
+  type: str
 restored:
   description: With O(state=restore), whether a journal layer existed and was restored and cleared.
   returned: when state is restore
@@ -186,7 +218,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import (
     JournalError,
-    load_journal,
+    load_journal_fallback,
     update_layer,
     utc_now,
 )
@@ -194,6 +226,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units impo
     UnitsError,
     compute_plan,
     compute_restore,
+    core_protected,
     diff_text,
     match_states,
     merge_layer,
@@ -255,29 +288,38 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
         blocks = {normalize_unit(k): str(v) for k, v in (p["blocks"] or {}).items()}
     except UnitsError as exc:
         module.fail_json(msg=str(exc))
+    core = core_protected(p["management_interface"])
     requested = mask + [u for u in disable if u not in mask]
-    # 1. one `systemctl show` for every requested unit, plus one for the units they bring along that the caller did
-    #    not list: trigger companions (TriggeredBy: sockets/paths/timers, same action) and PartOf= parts
-    #    (ConsistsOf: they stop with the unit; stopped and journaled so that restore starts them again).
+    # 1. one `systemctl show` for every requested unit, then one per level of the units they bring along that the
+    #    caller did not list: trigger companions (TriggeredBy: sockets/paths/timers, same action) and every unit
+    #    systemd stops with them (PartOf=/Requires=/Requisite=/BindsTo= them, transitively): those are stopped,
+    #    journaled so that restore starts them again, and refused when protected or kept.
     states = runner.states(requested)
     companions: dict[str, str] = {}
+    via: dict[str, str] = {}
     parts: list[str] = []
-    for name in requested:
-        state = states[name]
-        if not state.exists or (set(state.names) | {name}) & set(keep):
-            continue
-        extra = [(t, False) for t in state.triggered_by] if p["companions"] else []
-        extra += [(c, True) for c in state.consists_of]
-        for unit, is_part in extra:
-            if unit not in states and unit not in companions:
-                companions[unit] = name
-                if is_part:
+    frontier = list(requested)
+    while frontier:
+        known = set(states) | {s.id for s in states.values()}
+        found: dict[str, str] = {}
+        for name in frontier:
+            state = states[name]
+            if not state.exists or (set(state.names) | {name}) & set(keep):
+                continue
+            if name in requested and p["companions"]:
+                for unit in state.triggered_by:
+                    if unit not in known and unit not in found:
+                        found[unit] = name
+                        (mask if name in mask else disable).append(unit)
+            for unit, how in state.stops_with_it():
+                if unit not in known and unit not in found:
+                    found[unit] = name
+                    via[unit] = how
                     parts.append(unit)
-    if companions:
-        states.update(runner.states(list(companions)))
-        for unit, parent in companions.items():
-            if unit not in parts:
-                (mask if parent in mask else disable).append(unit)
+        if found:
+            states.update(runner.states(list(found)))
+            companions.update(found)
+        frontier = list(found)
     target_before = runner.default_target()
     plan = compute_plan(
         states,
@@ -290,10 +332,13 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
         companions=companions,
         blocks=blocks,
         stop=parts,
+        core=core,
+        via=via,
     )
     if plan.errors:
         _fail(module, runner, "refusing to change anything: " + "; ".join(plan.errors), errors=plan.errors)
     entries = [u.as_dict() for u in plan.units]
+    stopped = [e for e in entries if e["actions"] and e["before"] != e["after"] and _was_stopped(e)]
     commands = plan.commands(runner.systemctl)
     before_text, after_text = diff_text(entries, plan.default_target_before, plan.default_target_after)
     result: dict[str, Any] = {
@@ -301,7 +346,12 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
         "units": {e["unit"]: e for e in entries},
         "absent": plan.absent,
         "kept": plan.kept,
-        "stopped": [e["unit"] for e in entries if e["actions"] and e["before"] != e["after"] and _was_stopped(e)],
+        # Memory of the units the caller named (with their triggers and PartOf= parts) is attributed to the plan;
+        # units that only went down through Requires=/Requisite=/BindsTo= are reported apart, in stopped_with.
+        "stopped": [e["unit"] for e in stopped if e["via"] in (None, "PartOf=")],
+        "stopped_with": {
+            e["unit"]: {"by": e["companion_of"], "via": e["via"]} for e in stopped if e["via"] not in (None, "PartOf=")
+        },
         "default_target": {"before": plan.default_target_before, "after": plan.default_target_after},
         "commands": commands,
         "journal_path": p["journal_path"],
@@ -360,11 +410,23 @@ def _safe_states(runner: Runner, units: list[str]) -> dict[str, Any]:
 
 def restore(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     p = module.params
+    # A damaged journal is not the end of a rollback: its copy (<journal>.prev) holds the same generation.
     try:
-        layer = load_journal(p["journal_path"])["layers"].get(p["layer"])
+        doc, warning = load_journal_fallback(p["journal_path"])
     except JournalError as exc:
         module.fail_json(msg=f"cannot read the journal: {exc}")
-    base: dict[str, Any] = {"journal_path": p["journal_path"], "absent": [], "kept": [], "stopped": []}
+    layer = doc["layers"].get(p["layer"])
+    if warning:
+        module.warn(warning)
+    base: dict[str, Any] = {
+        "journal_path": p["journal_path"],
+        "absent": [],
+        "kept": [],
+        "stopped": [],
+        "stopped_with": {},
+    }
+    if warning:
+        base["journal_warning"] = warning
     if not layer:
         return {**base, "changed": False, "restored": False, "units": {}, "commands": [], "default_target": {}}
     names = sorted((layer.get("units") or {}).keys())
@@ -400,7 +462,17 @@ def restore(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     if problems:
         _fail(module, runner, "restore incomplete, journal layer kept: " + "; ".join(problems), units=result["units"])
     try:
-        update_layer(p["journal_path"], p["layer"], lambda _old: None, replace=module.atomic_move)
+        notes: list[str] = []
+        update_layer(
+            p["journal_path"],
+            p["layer"],
+            lambda _old: None,
+            replace=module.atomic_move,
+            fallback=warning is not None,
+            warnings=notes,
+        )
+        for note in notes:
+            module.warn(note)
     except JournalError as exc:
         _fail(module, runner, f"units restored but the journal layer could not be cleared: {exc}")
     result["systemctl_calls"] = runner.calls
@@ -420,6 +492,7 @@ def main() -> None:
             "blocks": {"type": "dict", "default": {}},
             "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
             "layer": {"type": "str", "default": "services"},
+            "management_interface": {"type": "str"},
             "verify_delay": {"type": "float", "default": 1.0},
         },
         supports_check_mode=True,

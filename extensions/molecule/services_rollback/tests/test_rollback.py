@@ -1,4 +1,5 @@
-"""After slim + rollback: every unit, alias and the default target exactly as prepare left them."""
+"""After slim + rollback (twice; the second time from the copy of a damaged journal): every unit, alias and the
+default target exactly as prepare left them; a block naming dbus.socket refused."""
 
 from __future__ import annotations
 
@@ -25,3 +26,16 @@ def test_journal_layer_cleared(host):
 
 def test_journald_dropin_removed(host):
     assert not host.file("/etc/systemd/journald.conf.d/60-edgeslim.conf").exists
+
+
+def test_core_units_never_stopped(host):
+    # converge also tried a block naming dbus.socket: refused before any change
+    for unit in ("dbus.socket", "dbus.service", "systemd-logind.service", "ssh.service"):
+        assert host.service(unit).is_running, unit
+
+
+def test_damaged_journal_kept_aside_after_restoring_from_its_copy(host):
+    # the last rollback of converge ran on a journal truncated to half: restored from journal.json.prev
+    assert host.file("/var/lib/edgeslim/journal.json.corrupt").exists
+    prev = json.loads(host.file("/var/lib/edgeslim/journal.json.prev").content_string)
+    assert prev == {"version": 1, "layers": {}}

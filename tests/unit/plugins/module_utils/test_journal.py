@@ -78,7 +78,7 @@ def test_failed_replace_leaves_old_journal_and_no_temp(tmp_path):
     with pytest.raises(j.JournalError, match="No space left"):
         j.write_journal(str(path), {"version": 1, "layers": {}}, replace=boom)
     assert json.loads(path.read_text())["layers"]["services"] == {"old": True}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.json", "journal.json.prev"]
 
 
 def test_layer_must_be_dict(tmp_path):
@@ -86,7 +86,13 @@ def test_layer_must_be_dict(tmp_path):
         j.update_layer(str(tmp_path / "j.json"), "services", lambda old: ["x"])
 
 
-def test_empty_file_is_empty_journal(tmp_path):
+@pytest.mark.parametrize("text", ["", "\n  \n"])
+def test_empty_file_is_refused_not_reset(tmp_path, text):
     path = tmp_path / "journal.json"
-    path.write_text("")
-    assert j.load_journal(str(path)) == j.empty_journal()
+    path.write_text(text)
+    with pytest.raises(j.JournalError, match="the journal is empty") as err:
+        j.load_journal(str(path))
+    assert str(path) in str(err.value) and "journal.json.prev" in str(err.value) and "docs/journal.md" in str(err.value)
+    with pytest.raises(j.JournalError, match="the journal is empty"):
+        j.update_layer(str(path), "services", lambda old: {"units": {}})
+    assert path.read_text() == text

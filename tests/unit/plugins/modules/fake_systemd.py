@@ -2,8 +2,9 @@
 
 It prints `systemctl show` blocks in systemd's shape (see tests/unit/fixtures/units/README.md) and models what
 matters here: aliases (`gdm3` -> `gdm.service`), static/enabled/disabled/indirect unit files, masking (and its
-refusal when the unit file lives in /etc/systemd/system), `--now`, RefuseManualStop, triggers, the default target
-and injected faults (a unit whose stop fails).
+refusal when the unit file lives in /etc/systemd/system), `--now`, RefuseManualStop, triggers, the default target,
+stop propagation to the units PartOf=/Requires=/Requisite=/BindsTo= a stopped unit (transitively, as systemd's
+UNIT_ATOM_PROPAGATE_STOP), and injected faults (a unit whose stop fails).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class FakeUnit:
     stop_fails: bool = False
     masked: bool = False
     consists_of: tuple[str, ...] = ()
+    required_by: tuple[str, ...] = ()
+    requisite_of: tuple[str, ...] = ()
+    bound_by: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # what `enable` brings back: an indirect unit (enabled through Also=) returns to indirect
@@ -68,6 +72,9 @@ class FakeSystemd:
                 "UnitFileState": "",
                 "TriggeredBy": "",
                 "ConsistsOf": "",
+                "RequiredBy": "",
+                "RequisiteOf": "",
+                "BoundBy": "",
                 "RefuseManualStop": "no",
             }
         else:
@@ -76,6 +83,9 @@ class FakeSystemd:
                 "Names": " ".join((unit.id, *unit.aliases)),
                 "TriggeredBy": " ".join(unit.triggered_by),
                 "ConsistsOf": " ".join(unit.consists_of),
+                "RequiredBy": " ".join(unit.required_by),
+                "RequisiteOf": " ".join(unit.requisite_of),
+                "BoundBy": " ".join(unit.bound_by),
                 "LoadState": "masked" if unit.masked else "loaded",
                 "ActiveState": unit.active,
                 "SubState": "running" if unit.active == "active" else "dead",
@@ -97,10 +107,15 @@ class FakeSystemd:
         if unit.stop_fails:
             return f"Job for {unit.id} failed.\n"
         unit.active = "inactive"
-        for part in unit.consists_of:  # PartOf= propagates the stop
-            if self.units[part].active == "active":
-                self.units[part].active = "inactive"
+        self._propagate_stop(unit)
         return None
+
+    def _propagate_stop(self, unit: FakeUnit) -> None:
+        for name in (*unit.consists_of, *unit.required_by, *unit.requisite_of, *unit.bound_by):
+            dep = self.units.get(name)
+            if dep is not None and dep.active == "active":
+                dep.active = "inactive"
+                self._propagate_stop(dep)
 
     # -- the runner interface: argv -> (rc, stdout, stderr)
     def __call__(self, argv: list[str]) -> tuple[int, str, str]:

@@ -133,9 +133,9 @@ def test_check_mode_and_diff_change_nothing(tmp_path):
     ("args", "message"),
     [
         ({"disable": ["sshd"]}, "unit sshd.service is protected"),
-        ({"mask": ["ssh"], "protected": ["sshd.service"]}, "alias of protected unit sshd.service"),
+        ({"disable": ["gdm3"], "protected": ["display-manager"]}, "alias of protected unit display-manager.service"),
         ({"disable": ["not a unit!"]}, "invalid unit name"),
-        ({"default_target": "multi-user.service"}, "default_target must name a .target unit"),
+        ({"default_target": "multi-user.service"}, "default_target must be multi-user.target or graphical.target"),
     ],
 )
 def test_bad_input_refused_before_any_change(tmp_path, args, message):

@@ -1,0 +1,79 @@
+"""reboot_policy_errors: a reboot policy is a strict boolean, refused otherwise (roles/slim/tasks/reboot_policy.yml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+from ansible_collections.edgeslim.jetson.plugins.filter.reboot_policy import reboot_policy_errors
+
+ROOT = Path(__file__).resolve().parents[4]
+
+
+@pytest.mark.parametrize(
+    "value", [True, False, "true", "False", "YES", "no", "1", "0", 1, 0, None, ""], ids=lambda v: repr(v)
+)
+def test_accepted_or_unset(value):
+    assert reboot_policy_errors({"edgeslim_reboot_ok": value}) == []
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("maybe", "'maybe' (str)"),
+        ("on", "'on' (str)"),
+        ("y", "'y' (str)"),
+        (2, "2 (int)"),
+        (1.0, "1.0 (float)"),
+        (["true"], "['true'] (list)"),
+        ({"a": 1}, "{'a': 1} (dict)"),
+    ],
+)
+def test_refused(value, shown):
+    errors = reboot_policy_errors({"swiotlb_reboot_ok": value, "edgeslim_reboot_ok": True})
+    assert errors == [f"swiotlb_reboot_ok must be true or false (or yes/no, 1/0), got {shown}; nothing was changed"]
+
+
+def test_input_must_be_a_map():
+    with pytest.raises(AnsibleFilterError):
+        reboot_policy_errors(["maybe"])
+
+
+PLAY = """
+- hosts: localhost
+  gather_facts: false
+  connection: local
+  tasks:
+    - ansible.builtin.import_tasks: {tasks}
+    - ansible.builtin.debug: {{msg: {marker}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "refused"),
+    [
+        ({"edgeslim_reboot_ok": "maybe"}, "edgeslim_reboot_ok must be true or false"),
+        ({"edgeslim_reboot_ok": True, "carveouts_reboot_ok": "on"}, "carveouts_reboot_ok must be true or false"),
+        ({"edgeslim_reboot_ok": "true", "swiotlb_reboot_ok": "no"}, None),
+    ],
+)
+def test_slim_task_refuses_before_any_change(tmp_path, extra, refused):
+    marker = "first-change-would-run-here"
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY.format(tasks=ROOT / "roles/slim/tasks/reboot_policy.yml", marker=marker))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(extra)],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if refused:
+        assert res.returncode != 0 and refused in res.stdout + res.stderr, res.stdout + res.stderr
+        assert marker not in res.stdout
+    else:
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert marker in res.stdout
