@@ -29,8 +29,8 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-SLOT_BYTES = 2048  # IO_TLB_SHIFT = 11 [KERNEL include/linux/swiotlb.h]
-SEGSIZE = 128  # IO_TLB_SEGSIZE: swiotlb= is rounded up to a multiple of it [KERNEL kernel/dma/swiotlb.c]
+# 2 KiB slots, swiotlb= rounded up to IO_TLB_SEGSIZE (128): the device-side helpers own the kernel's arithmetic.
+from ansible_collections.edgeslim.jetson.plugins.module_utils.swiotlb import SLOT_BYTES, mib_to_slots
 
 
 def swiotlb_slots(mib) -> int:
@@ -39,8 +39,7 @@ def swiotlb_slots(mib) -> int:
     value = int(mib)
     if value <= 0:
         raise AnsibleFilterError("swiotlb_slots: size must be > 0 (never swiotlb=0)")
-    slots = value * 1024 * 1024 // SLOT_BYTES
-    return -(-slots // SEGSIZE) * SEGSIZE
+    return mib_to_slots(value)
 
 
 def swiotlb_mib(slots) -> float:

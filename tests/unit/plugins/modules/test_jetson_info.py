@@ -79,3 +79,14 @@ def test_corrupt_device_tree_fails_cleanly(tmp_path):
     (dtdir / "reserved-memory" / "#size-cells").write_bytes(b"\0\0")
     res = run({"root": str(root), "devicetree_path": str(dtdir)})
     assert res["failed"] and "whole number of 32-bit cells" in res["msg"]
+
+
+def test_pool_from_a_debugfs_directory(tmp_path):
+    root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "swiotlb=2048")
+    pool = tmp_path / "debugfs-swiotlb"
+    pool.mkdir()
+    (pool / "io_tlb_nslabs").write_text("2048\n")
+    (pool / "io_tlb_used").write_text("0\n")
+    res = run({"root": str(root), "devicetree_path": str(dtdir), "swiotlb_debugfs_path": str(pool)})
+    pool_read = res["swiotlb"]
+    assert (pool_read["pool_slots"], pool_read["pool_mib"], pool_read["source"]) == (2048, 4.0, "debugfs")
