@@ -67,7 +67,7 @@ def read_counters(path: str = DEBUGFS_PATH) -> dict:
 
 
 def sample(path: str, window: float, interval: float, sleep=time.sleep, clock=time.monotonic) -> dict:
-    """Read the counters every ``interval`` seconds for ``window`` seconds (one reading when the window is 0).
+    """Read the counters at 0, ``interval``, 2 x ``interval``, ... up to ``window`` seconds (once when it is 0).
 
     Returns the last reading plus ``samples``, ``used_max`` and ``used_min`` over the readings.
     """
@@ -75,8 +75,9 @@ def sample(path: str, window: float, interval: float, sleep=time.sleep, clock=ti
         raise SwiotlbError(f"window must be >= 0 and interval > 0 (got window={window}, interval={interval})")
     start = clock()
     readings = [read_counters(path)]
-    while clock() - start + interval <= window:
-        sleep(interval)
+    # Readings at start + k * interval, so the count (window // interval + 1) does not drift with the read time.
+    for k in range(1, int(window // interval) + 1):
+        sleep(max(0.0, start + k * interval - clock()))
         readings.append(read_counters(path))
     used = [r["used"] for r in readings if r["used"] is not None]
     last = dict(readings[-1])

@@ -136,3 +136,17 @@ def test_recommend_floor_and_saturation():
         tlb.recommend(12, 32768, "5.15", 6, factor=0.5)
     with pytest.raises(tlb.SwiotlbError):
         tlb.recommend(12, 32768, "5.15", 6, floor_mib=0)
+
+
+def test_sampling_count_does_not_drift_with_slow_reads(tmp_path, monkeypatch):
+    path = debugfs(tmp_path, nslabs=2048, used=0)
+    now = [0.0]
+    real_read = tlb.read_counters
+
+    def slow_read(p):
+        now[0] += 0.3  # a read on a busy device takes time
+        return real_read(p)
+
+    monkeypatch.setattr(tlb, "read_counters", slow_read)
+    r = tlb.sample(path, window=2, interval=1, sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+    assert r["samples"] == 3
