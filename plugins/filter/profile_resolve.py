@@ -10,6 +10,7 @@ Pure: no I/O, PyYAML only (always present with ansible-core).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from typing import Any
@@ -43,7 +44,7 @@ options:
     type: list
     elements: str
   extra_protected:
-    description: Units protected in addition to the protected list.
+    description: Units (or shell-style patterns) protected in addition to the protected list.
     type: list
     elements: str
 """
@@ -60,14 +61,15 @@ _value:
 
 _UNIT_SUFFIXES = ("service", "socket", "target", "timer", "path", "mount", "automount", "swap", "device", "slice")
 _UNIT_RE = re.compile(r"^[A-Za-z0-9:_.\\@-]+$")
+_PATTERN_RE = re.compile(r"^[A-Za-z0-9:_.\\@*?\[\]!-]+$")  # protected entries may be fnmatch patterns
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 BLOCK_KEYS = {"name", "description", "services", "swiotlb", "carveouts", "journald"}
 CLASS_KEYS = {"name", "description", "blocks", "swiotlb", "carveouts"}
 UNIT_KEYS = {"name", "why", "source", "mask", "companions", "estimate_mb"}
 
 
-def _unit(name: Any) -> str | None:
-    if not isinstance(name, str) or not name.strip() or not _UNIT_RE.match(name.strip()):
+def _unit(name: Any, pattern: bool = False) -> str | None:
+    if not isinstance(name, str) or not name.strip() or not (_PATTERN_RE if pattern else _UNIT_RE).match(name.strip()):
         return None
     name = name.strip()
     if "." not in name or name.rsplit(".", 1)[1] not in _UNIT_SUFFIXES:
@@ -184,7 +186,7 @@ def resolve_profile(
             errors.append(f"{what} must be a list of strings, got {value!r}")
     if errors:
         return {"errors": errors, "profile": None}
-    bad = [u for u in keep_units + extra_protected if _unit(u) is None]
+    bad = [u for u in keep_units if _unit(u) is None] + [u for u in extra_protected if _unit(u, True) is None]
     if bad:
         errors.append(f"not systemd unit names: {', '.join(map(str, bad))}")
     for block in extra_blocks:
@@ -195,11 +197,11 @@ def resolve_profile(
     pdata = _parse(protected_path, catalog.get("protected"), errors)
     protected: list[str] = []
     plist = pdata.get("protected") if isinstance(pdata, dict) else None
-    if not isinstance(plist, list) or not all(isinstance(p, dict) and _unit(p.get("name")) for p in plist):
-        errors.append(f"{protected_path}: must be {{protected: [{{name: <unit>, why: <text>}}, ...]}}")
+    if not isinstance(plist, list) or not all(isinstance(p, dict) and _unit(p.get("name"), True) for p in plist):
+        errors.append(f"{protected_path}: must be {{protected: [{{name: <unit or pattern>, why: <text>}}, ...]}}")
     else:
-        protected = [_unit(p["name"]) for p in plist]
-    protected += [_unit(u) for u in extra_protected if _unit(u)]
+        protected = [_unit(p["name"], True) for p in plist]
+    protected += [_unit(u, True) for u in extra_protected if _unit(u, True)]
     # -- class
     class_path = os.path.join(classes_dir, name + ".yml")
     cdata = _parse(class_path, classes_text[name], errors)
@@ -233,6 +235,7 @@ def resolve_profile(
     swiotlb_from = None
     recipes: list[str] = []
     journald: dict[str, str] = {}
+    volatile_from: list[str] = []
     for block in blocks:
         path = os.path.join(blocks_dir, block + ".yml")
         data = _check_block(path, block, _parse(path, blocks_text[block], errors), errors)
@@ -246,8 +249,10 @@ def resolve_profile(
             main = _unit(unit["name"])
             companions = [_unit(c) for c in unit.get("companions", []) if isinstance(c, str) and _unit(c)]
             for uname in [main, *companions]:
-                if uname in protected:
-                    errors.append(f"block {block!r} names protected unit {uname}; remove it from {path}")
+                hit = [p for p in protected if fnmatch.fnmatchcase(uname, p)]
+                if hit:
+                    by = "" if hit == [uname] else f" (protected by {', '.join(hit)})"
+                    errors.append(f"block {block!r} names protected unit {uname}{by}; remove it from {path}")
                     continue
                 per_block[block].append(uname)
                 info = units_info.setdefault(
@@ -270,6 +275,8 @@ def resolve_profile(
             recipes += [r for r in data["carveouts"].get("recipes", []) if r not in recipes]
         if isinstance(data.get("journald"), dict):
             journald.update(data["journald"])
+            if str(data["journald"].get("Storage", "")).lower() == "volatile":
+                volatile_from.append(block)
     if len(set(targets.values())) > 1:
         errors.append(f"blocks disagree on the default target: {targets}")
     for uname, info in units_info.items():
@@ -277,6 +284,15 @@ def resolve_profile(
             continue
         (mask if info["mask"] else disable).append(uname)
     per_block = {block: [u for u in units if u not in keep] for block, units in per_block.items()}
+    # A volatile journal lives in /run (tmpfs, RAM): it costs memory. It only pays off by replacing rsyslog's second
+    # copy of every log line, so a block that keeps logs in RAM must also stop rsyslog.
+    for block in volatile_from:
+        if "rsyslog.service" not in per_block.get(block, []):
+            errors.append(
+                f"block {block!r} keeps the journal in RAM (journald Storage=volatile), which saves memory only with "
+                "rsyslog.service disabled in the same block, and rsyslog.service is not (kept by profile_keep_units, "
+                "or not listed); drop the block or the keep"
+            )
     # class-level sections override the blocks' (null switches a layer off for this class)
     if "swiotlb" in cdata:
         swiotlb = dict(cdata["swiotlb"]) if isinstance(cdata["swiotlb"], dict) else None

@@ -7,6 +7,8 @@ short_description: SWIOTLB pool size in MiB to the kernel's swiotlb= slot count
 description:
   - One slot is 2 KiB (IO_TLB_SHIFT 11); the kernel rounds the count up to a multiple of 128 (IO_TLB_SEGSIZE).
   - Refuses zero, negative, fractional and boolean sizes (a pool of 0 breaks devices that bypass the IOMMU).
+  - Refuses more than 1024 MiB (524288 slots): the pool is one boot-time allocation from low memory, 64 MiB by
+    default; the extlinux module enforces the same bound on C(swiotlb=) (docs/reliability.md).
 author: edgeslim maintainers (@edgeslim)
 options:
   _input:
@@ -32,6 +34,8 @@ from ansible.errors import AnsibleFilterError
 # 2 KiB slots, swiotlb= rounded up to IO_TLB_SEGSIZE (128): the device-side helpers own the kernel's arithmetic.
 from ansible_collections.edgeslim.jetson.plugins.module_utils.swiotlb import SLOT_BYTES, mib_to_slots
 
+MAX_MIB = 1024  # = SWIOTLB_MAX_SLOTS of module_utils/extlinux.py (524288 slots); docs/reliability.md
+
 
 def swiotlb_slots(mib) -> int:
     if isinstance(mib, bool) or not isinstance(mib, (int, str)) or not str(mib).strip().isdigit():
@@ -39,6 +43,9 @@ def swiotlb_slots(mib) -> int:
     value = int(mib)
     if value <= 0:
         raise AnsibleFilterError("swiotlb_slots: size must be > 0 (never swiotlb=0)")
+    if value > MAX_MIB:
+        raise AnsibleFilterError(f"swiotlb_slots: {value} MiB refused, at most {MAX_MIB} MiB (the pool is allocated "
+                                 "at boot from low memory; the kernel default is 64 MiB)")  # fmt: skip
     return mib_to_slots(value)
 
 

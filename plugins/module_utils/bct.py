@@ -179,6 +179,40 @@ class Plan:
     carveouts: dict[str, int]
     auxp_disabled: list[int]
     ast_deleted: list[int]
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+
+
+_NUMBER_RE = re.compile(r"(0x[0-9a-fA-F]+|[0-9]+)[uUlL]*")
+_NAME_RE = re.compile(r"[A-Za-z_]\w*")
+
+
+def resolve_carveout(name: str, macros: dict[str, str]) -> tuple[int, list[str]]:
+    """The numeric ID of carveout macro ``name``, following aliases (``#define A B``); also the chain of names.
+
+    Headers define IDs as numbers (``20``, ``0x14``, ``20U``, ``(20)``) or as another carveout's name. Anything else
+    (an expression, a cycle, a name the headers do not define) is refused: we would not know which carveout it is.
+    """
+    chain = [name]
+    while True:
+        value = macros[chain[-1]].strip()
+        while value.startswith("(") and value.endswith(")"):
+            value = value[1:-1].strip()
+        number = _NUMBER_RE.fullmatch(value)
+        if number:
+            return int(number.group(1), 0), chain
+        if not _NAME_RE.fullmatch(value):
+            raise BctError(
+                f"{name}: {chain[-1]} is defined as {macros[chain[-1]]!r}, neither a carveout ID number nor another "
+                "carveout's name -- refusing"
+            )
+        if value in chain:
+            raise BctError(f"{name}: alias cycle {' -> '.join([*chain, value])} in the BSP's headers -- refusing")
+        if value not in macros:
+            raise BctError(
+                f"{name} is an alias of {value} ({' -> '.join([*chain, value])}), which the BSP's headers do not "
+                "define -- refusing"
+            )
+        chain.append(value)
 
 
 def plan(mb1: Path, mb2: Path, recipes: list[Recipe], include_dirs: list[Path]) -> Plan:
@@ -195,17 +229,29 @@ def plan(mb1: Path, mb2: Path, recipes: list[Recipe], include_dirs: list[Path]) 
             f"the BSP's headers for {mb1.name} do not define {', '.join(missing)}; this BSP does not match the "
             "validated recipe (check the carveout names against its BCT header) -- refusing"
         )
-    numbers = {c: int(_cells(macros[c])[0]) for c in carveouts}
-    # EDK2 makes CARVEOUT_DISP_EARLY_BOOT_FB an alias of CARVEOUT_CCPLEX_SMMU_PTW on T234 (jetson-facts §3.2): where
-    # a BSP header gives a recipe carveout the ID of a carveout outside the recipe, zeroing one zeroes both.
-    others = {}
-    for name, value in macros.items():
-        cells = _cells(value) if name.startswith("CARVEOUT_") else []
-        if len(cells) == 1 and name not in numbers:
-            others.setdefault(cells[0], []).append(name)
-    shared = {c: others[n] for c, n in numbers.items() if n in others}
-    if shared:
-        detail = ", ".join(f"{c} = {'/'.join(v)} ({numbers[c]})" for c, v in shared.items())
+    resolved = {c: resolve_carveout(c, macros) for c in carveouts}
+    numbers = {c: num for c, (num, _) in resolved.items()}
+    canonical = {c: chain[-1] for c, (_, chain) in resolved.items()}
+    # A header may name one carveout twice: EDK2's T234 header has ``#define CARVEOUT_DISP_EARLY_BOOT_FB
+    # CARVEOUT_CCPLEX_SMMU_PTW`` [EDK2-T234-CARVEOUTS]. Names that resolve to the same number-defined macro are that
+    # one carveout (reported as aliases); a different name that merely has the same number is refused, since zeroing
+    # one would silently zero a carveout outside the recipe.
+    aliases: dict[str, list[str]] = {c: [] for c in carveouts}
+    collisions: dict[str, list[str]] = {}
+    for name in sorted(macros):
+        if not name.startswith("CARVEOUT_") or name in numbers:
+            continue
+        try:
+            num, chain = resolve_carveout(name, macros)
+        except BctError:
+            continue  # not a carveout ID (or broken) and not used by the recipe
+        for c in carveouts:
+            if chain[-1] == canonical[c]:
+                aliases[c].append(name)
+            elif num == numbers[c]:
+                collisions.setdefault(c, []).append(name)
+    if collisions:
+        detail = ", ".join(f"{c} = {'/'.join(v)} ({numbers[c]})" for c, v in collisions.items())
         raise BctError(
             f"{mb1.name}: recipe carveouts share an ID with carveouts outside the recipe: {detail} -- refusing"
         )
@@ -217,7 +263,11 @@ def plan(mb1: Path, mb2: Path, recipes: list[Recipe], include_dirs: list[Path]) 
         raise BctError(f"{mb1.name}: expected one 'carveout' node, found {len(carveout_nodes)}")
     zero = ["pref_base = <0x0 0x0>;", "size = <0x0 0x0>;", "alignment = <0x0 0x0>;"]
     body1: list[str] = []
+    emitted: set[int] = set()
     for c in carveouts:
+        if numbers[c] in emitted:
+            continue  # two recipe names for one carveout: a second aux_info@<same id> would be a duplicate node
+        emitted.add(numbers[c])
         body1 += [f"aux_info@{c} {{", *("\t" + z for z in zero), "};"]
     mb1_text = with_block(mb1.read_text(), _nested(carveout_nodes[0].path, body1), recipes)
 
@@ -246,7 +296,7 @@ def plan(mb1: Path, mb2: Path, recipes: list[Recipe], include_dirs: list[Path]) 
                   "};"]  # fmt: skip
     body2 += [f"/delete-node/ auxp_ast_config@{i};" for i in ast_delete]
     mb2_text = with_block(mb2.read_text(), _nested(parent, body2), recipes)
-    return Plan(mb1_text, mb2_text, numbers, auxp, ast_delete)
+    return Plan(mb1_text, mb2_text, numbers, auxp, ast_delete, {c: v for c, v in aliases.items() if v})
 
 
 def compile_text(path: Path, text: str, include_dirs: list[Path]) -> Node:
@@ -266,9 +316,12 @@ def check_patched(path: Path, text: str, include_dirs: list[Path], verify) -> No
 
 def verify_mb1(carveouts: dict[str, int]):
     def _verify(tree: Node) -> None:
-        nodes = {basename(n.path): n for n in walk(tree)}
+        # cpp leaves the header's spelling in the unit address (aux_info@39, aux_info@0x27, aux_info@39U)
+        nodes = {re.sub(r"[uUlL]+$", "", basename(n.path)): n for n in walk(tree)}
         for name, num in carveouts.items():
-            node = nodes.get(f"aux_info@{num}") or nodes.get(f"aux_info@{num:x}")
+            node = next(
+                (nodes[k] for k in (f"aux_info@{num}", f"aux_info@{num:x}", f"aux_info@0x{num:x}") if k in nodes), None
+            )
             if node is None or any(_cells(node.props.get(k, "<1>")) != [0, 0] for k in ("size", "pref_base")):
                 raise BctError(f"compiled MB1 tree does not zero {name} (aux_info@{num})")
 

@@ -87,6 +87,24 @@ def parse_slots(text: str) -> dict:
     return out
 
 
+# nvbootctrl's "Capsule update status" after a capsule boot [NVDOCS-UPDATE-REDUNDANCY "Manually Trigger the Capsule
+# Update"; jetpack-nixos README repeats the same table].
+CAPSULE_UPDATE_STATUS = {
+    0: "no capsule update",
+    1: "capsule update successful",
+    2: "capsule installed but booting the new firmware failed",
+    3: "capsule install failed",
+}
+
+
+def capsule_update_failure(status: int | None) -> str | None:
+    """Why the capsule boot did not update the firmware (None = success, or nothing reported to judge)."""
+    if status is None or status == 1:
+        return None
+    meaning = CAPSULE_UPDATE_STATUS.get(status, "a value NVIDIA does not document")
+    return f"nvbootctrl capsule update status {status}: {meaning}"
+
+
 def unsafe_reasons(bootloader: dict | None, rootfs: dict | None, rootfs_synced: bool) -> list[str]:
     """Why a capsule must not be armed now (empty = safe). ``rootfs`` None = rootfs A/B not enabled."""
     reasons = []

@@ -51,7 +51,9 @@ RECIPES: dict[tuple[str, str], Recipe] = {
         "t264",
         ("CARVEOUT_DCE", "CARVEOUT_TSEC_DCE", "CARVEOUT_HPSE_DCE", "CARVEOUT_DISP_EARLY_BOOT_FB"),
         ("DCE",),
-        ("nvidia,tegra264-display",),
+        # DCE is its own node on Thor; NVIDIA's UEFI disables both together when display is fused off
+        # [EDK2-T264-FLOORSWEEP], and the DCE driver must not probe once its firmware is no longer loaded.
+        ("nvidia,tegra264-display", "nvidia,tegra264-dce"),
         "display output (HDMI/DP), the UEFI splash and menu on screen; serial and SSH keep working",
     ),
     ("t264", "no_camera"): Recipe(

@@ -278,6 +278,18 @@ def verify_merged(base: bytes, merged: bytes, p: Plan) -> None:
         raise OverlayError(f"merged DTB changes more than the planned status properties, at {changed[:5]}")
 
 
+def verify_overlaid(base: bytes, overlaid: bytes) -> None:
+    """``base`` with the entry's own overlays applied (e.g. jetson-io's camera overlay), the base of a merged DTB: the
+    same board and every node of ``base`` still there (an overlay adds or changes, it never removes nodes). What the
+    overlays change is theirs, applied by fdtoverlay as L4TLauncher would at boot; it is not judged here."""
+    before, after = _flatten(parse_fdt(base)), _flatten(parse_fdt(overlaid))
+    if before.get("/", {}).get("compatible") != after.get("/", {}).get("compatible"):
+        raise OverlayError("the FDT with the entry's overlays applied is for another board (root compatible differs)")
+    lost = sorted(set(before) - set(after))
+    if lost:
+        raise OverlayError(f"the FDT with the entry's overlays applied lost nodes of the base FDT: {lost[:5]}")
+
+
 def disabled_report(root: str, paths: list[str]) -> dict:
     """Post-reboot check: which of ``paths`` the live tree shows disabled, still enabled, or lacks."""
     report: dict[str, list[str]] = {"disabled": [], "enabled": [], "missing": []}

@@ -14,6 +14,7 @@ inserts only the lines it must, so an unchanged file round-trips byte-identical.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 KEYS = ("MENU LABEL", "MENU TITLE", "TIMEOUT", "DEFAULT", "LABEL", "LINUX", "INITRD", "FDT", "APPEND", "OVERLAYS")
@@ -161,6 +162,26 @@ class ExtlinuxConfig:
     def _eol(self) -> str:
         return self.lines[0].eol or "\n" if self.lines else "\n"
 
+    def _insert(self, at: int, lines: list[Line]) -> None:
+        """Insert whole lines at ``at``; a last line without its newline gets one first, so the new line is not
+        glued onto it (e.g. ``FDT`` after an APPEND that ended the file)."""
+        if at > 0 and not self.lines[at - 1].eol:
+            prev = self.lines[at - 1]
+            self.lines[at - 1] = Line(prev.text, self._eol(), prev.key, prev.value)
+            if at == len(self.lines):
+                # The file ended without a newline: so does the new last line (a removal then restores it exactly).
+                lines = [*lines[:-1], Line(lines[-1].text, "", lines[-1].key, lines[-1].value)]
+        self.lines[at:at] = lines
+
+    def _delete(self, start: int, end: int) -> None:
+        """Delete lines [start, end); when they ended a file without a final newline, the new last line loses its
+        newline too, so an insert followed by its removal gives back the same bytes."""
+        unterminated = end >= len(self.lines) and not self.lines[-1].eol
+        del self.lines[start:end]
+        if unterminated and self.lines and start == len(self.lines):
+            last = self.lines[-1]
+            self.lines[-1] = Line(last.text, "", last.key, last.value)
+
     def _set_line(self, index: int, key: str, value: str) -> None:
         line = self.lines[index]
         indent = line.text[: len(line.text) - len(line.text.lstrip())]
@@ -177,7 +198,14 @@ class ExtlinuxConfig:
             self._set_line(self.globals[key], key, value)
         else:
             at = self.globals.get("TIMEOUT", -1) + 1
-            self.lines.insert(at, Line(f"{key} {value}", self._eol(), key, value))
+            self._insert(at, [Line(f"{key} {value}", self._eol(), key, value)])
+        self._index()
+        return True
+
+    def remove_global(self, key: str) -> bool:
+        if key not in self.globals:
+            return False
+        self._delete(self.globals[key], self.globals[key] + 1)
         self._index()
         return True
 
@@ -190,7 +218,7 @@ class ExtlinuxConfig:
         if value is None:
             if index is None:
                 return False
-            del self.lines[index]
+            self._delete(index, index + 1)
         else:
             check_value(value)
             if index is not None:
@@ -198,7 +226,7 @@ class ExtlinuxConfig:
                     return False
                 self._set_line(index, key, value)
             else:
-                self.lines.insert(entry.end, Line(f"{self._indent_of(entry)}{key} {value}", self._eol(), key, value))
+                self._insert(entry.end, [Line(f"{self._indent_of(entry)}{key} {value}", self._eol(), key, value)])
         self._index()
         return True
 
@@ -215,7 +243,7 @@ class ExtlinuxConfig:
         indent = block[0].text[: len(block[0].text) - len(block[0].text.lstrip())]
         block[0] = Line(f"{indent}LABEL {label}", block[0].eol, "LABEL", label)
         blank = Line("", self._eol())
-        self.lines[src.start : src.start] = [*block, blank]
+        self._insert(src.start, [*block, blank])
         self._index()
         if menu_label is not None:
             self.set_key(label, "MENU LABEL", menu_label)
@@ -228,7 +256,7 @@ class ExtlinuxConfig:
         end = entry.end
         if end < len(self.lines) and not self.lines[end].text.strip():
             end += 1  # the blank separator clone_entry added
-        del self.lines[entry.start : end]
+        self._delete(entry.start, end)
         self._index()
         return True
 
@@ -248,15 +276,97 @@ def split_overlays(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
+def merge_overlays(existing: list[str], ours: list[str]) -> list[str]:
+    """OVERLAYS keeping every overlay already in the entry (in order, first occurrence) with ``ours`` appended last.
+
+    L4TLauncher applies the comma-separated list in order on top of FDT (EDK2 L4TLauncher, r36.2+), so an overlay
+    another tool put there (e.g. jetson-io's camera overlay) must stay; ours goes last so that it wins. A list that
+    already ends with ``ours`` comes back unchanged; one that has ours elsewhere gets it moved to the end."""
+    out: list[str] = []
+    for path in existing:
+        if path not in ours and path not in out:
+            out.append(path)
+    return out + [path for i, path in enumerate(ours) if path not in ours[:i]]
+
+
 # ---- kernel command line ---------------------------------------------------------------------------------------
+# What the kernel's parser takes as one parameter [KERNEL-CMDLINE]: a name up to '=' and a value up to the next
+# whitespace outside double quotes; '--' ends the kernel's part (the rest goes to init). Names are letters, digits,
+# '_', '-' and '.' (module.param); '-' and '_' are the same to the kernel.
+_ARG_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+# Which boot the device makes: changing these from a playbook can leave it unbootable, or booting another system.
+PROTECTED_ARGS = ("root", "init", "rdinit", "nfsroot")
+# swiotlb=<slots>[,<nareas>][,force]: decimal only, as the kernel reads the count with base 0 (010 is octal 8).
+SWIOTLB_SLOT_BYTES = 2048
+SWIOTLB_MAX_SLOTS = 524288  # 1 GiB of pool, from low memory at boot [KERNEL]; docs/reliability.md
+_SWIOTLB = re.compile(r"([1-9][0-9]*)(,[1-9][0-9]*)?(,force)?\Z")
+
+
+def _bad_char(value: str) -> str | None:
+    """The first character that would end or split a kernel argument, or hide a line break."""
+    for ch in value:
+        if ch.isspace() or ch == '"' or unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Zs"):
+            return ch
+    return None
+
+
+def check_cmdline_arg(key: str, value: str | None) -> None:
+    """``key[=value]`` is exactly one kernel argument; raises ExtlinuxError naming what is wrong."""
+    if not isinstance(key, str) or not _ARG_NAME.match(key):
+        raise ExtlinuxError(f"kernel argument name {key!r} refused: a name is letters, digits, '_', '-' and '.' "
+                            "(no '=', no spaces), as the kernel's command-line parser reads it")  # fmt: skip
+    if value is None:
+        return
+    ch = _bad_char(value)
+    if ch is not None:
+        raise ExtlinuxError(f"kernel argument {key}={value!r} refused: the value contains {ch!r} (U+{ord(ch):04X}); "
+                            "whitespace, quotes and control or line-separator characters would split it into "
+                            "several arguments or cut the APPEND line")  # fmt: skip
+    check_value(f"{key}={value}")
+
+
+def check_swiotlb(value: str | None) -> int:
+    """A ``swiotlb=`` value the stock kernels read as intended, with 1..SWIOTLB_MAX_SLOTS slots; returns the slots."""
+    m = _SWIOTLB.match(value or "")
+    if m is None:
+        shown = "swiotlb" if value is None else f"swiotlb={value}"
+        raise ExtlinuxError(f"{shown} refused: expected <slots>[,<nareas>][,force] with a decimal slot count > 0 "
+                            "(never 0, noforce or a bare flag: no pool breaks devices that cannot use the IOMMU; a "
+                            "leading 0 or 0x is read as octal or hex)")  # fmt: skip
+    slots = int(m.group(1))
+    if slots > SWIOTLB_MAX_SLOTS:
+        raise ExtlinuxError(f"swiotlb={value} refused: {slots} slots is {slots * SWIOTLB_SLOT_BYTES >> 20} MiB of "
+                            f"bounce buffer; at most {SWIOTLB_MAX_SLOTS} slots "
+                            f"({SWIOTLB_MAX_SLOTS * SWIOTLB_SLOT_BYTES >> 20} MiB), allocated at boot from low "
+                            "memory")  # fmt: skip
+    return slots
+
+
+def check_kernel_arg(key: str, value: str | None, allow_root_change: bool = False, removing: bool = False) -> None:
+    """What a caller may set (or remove) in APPEND: one well-formed argument, no change of which system boots
+    unless allowed, a bounded SWIOTLB pool."""
+    check_cmdline_arg(key, None if removing else value)
+    if key.replace("-", "_") in PROTECTED_ARGS and not allow_root_change:
+        raise ExtlinuxError(f"refusing to {'remove' if removing else 'set'} {key}= in APPEND: it decides which "
+                            "system boots; set allow_root_change to change it")  # fmt: skip
+    if key == "swiotlb" and not removing:
+        check_swiotlb(value)
+
+
 def split_cmdline(cmdline: str) -> list[str]:
     return cmdline.split()
+
+
+def _kernel_part(tokens: list[str]) -> int:
+    """Index of '--' (the kernel's arguments end there; the rest is init's), else len(tokens)."""
+    return tokens.index("--") if "--" in tokens else len(tokens)
 
 
 def get_cmdline_arg(cmdline: str, key: str) -> str | bool | None:
     """Last occurrence wins, as the kernel parses early params; None = bare flag; False = absent."""
     value: str | bool | None = False
-    for token in split_cmdline(cmdline):
+    tokens = split_cmdline(cmdline)
+    for token in tokens[: _kernel_part(tokens)]:
         k, sep, v = token.partition("=")
         if k == key:
             value = v if sep else None
@@ -264,11 +374,14 @@ def get_cmdline_arg(cmdline: str, key: str) -> str | bool | None:
 
 
 def set_cmdline_arg(cmdline: str, key: str, value: str | None) -> str:
-    """Set ``key=value`` (or a bare flag for None): replace the first occurrence, drop later duplicates."""
+    """Set ``key=value`` (or a bare flag for None): replace the first occurrence, drop later duplicates; a new
+    argument goes before a '--' so the kernel, not init, gets it."""
+    check_cmdline_arg(key, value)
     token = key if value is None else f"{key}={value}"
-    check_value(token)
+    tokens = split_cmdline(cmdline)
+    cut = _kernel_part(tokens)
     out, done = [], False
-    for t in split_cmdline(cmdline):
+    for t in tokens[:cut]:
         if t.partition("=")[0] == key:
             if not done:
                 out.append(token)
@@ -277,11 +390,14 @@ def set_cmdline_arg(cmdline: str, key: str, value: str | None) -> str:
         out.append(t)
     if not done:
         out.append(token)
-    return " ".join(out)
+    return " ".join(out + tokens[cut:])
 
 
 def remove_cmdline_arg(cmdline: str, key: str) -> str:
-    return " ".join(t for t in split_cmdline(cmdline) if t.partition("=")[0] != key)
+    check_cmdline_arg(key, None)
+    tokens = split_cmdline(cmdline)
+    cut = _kernel_part(tokens)
+    return " ".join([t for t in tokens[:cut] if t.partition("=")[0] != key] + tokens[cut:])
 
 
 def parse_extlinux(text: str, source: str = "extlinux.conf") -> ExtlinuxConfig:

@@ -79,6 +79,9 @@ def build_row(host: str, data: dict[str, Any] | None, outcome: str) -> Row:
             row.total_mb += mb
         row.pending_reboot |= status == "pending_reboot"
         row.rolled_back |= status == "rolled_back"
+        drift = layer.get("drift")
+        if isinstance(drift, list):  # what the device shows differently from what the layer applied
+            row.notes.extend(f"{name} drift: {sentence}" for sentence in drift)
     row.total_mb = round(row.total_mb, 1)
     if outcome == "unreachable":
         row.status = "unreachable"

@@ -14,6 +14,7 @@ Why the rules below (facts from /work/shared/jetson-facts.md section 2):
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,37 @@ def normalize_unit(name: Any) -> str:
     if len(name) > 255 or not _UNIT_RE.match(name) or name.startswith("-"):
         raise UnitsError(f"invalid unit name {name!r}")
     return name
+
+
+# A protected entry may be a shell-style pattern over unit names (fnmatch: ``*``, ``?``, ``[...]``), e.g.
+# ``serial-getty@*.service``: the serial console getty is named after the console, which differs per chip.
+_PATTERN_RE = re.compile(r"^[A-Za-z0-9:_.\\\-*?\[\]!]+(@[A-Za-z0-9:_.\\\-*?\[\]!]*)?\.(%s)$" % "|".join(UNIT_SUFFIXES))  # noqa: UP031
+
+
+def normalize_protected(names: Any) -> list[str]:
+    """Protected unit names or patterns (``nvgetty`` -> ``nvgetty.service``; ``serial-getty@*`` kept a pattern)."""
+    if names is None:
+        return []
+    if not isinstance(names, (list, tuple)):
+        raise UnitsError(f"protected must be a list of unit names or patterns, got {type(names).__name__}")
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise UnitsError(f"protected unit name must be a non-empty string, got {name!r}")
+        unit = name.strip()
+        if "." not in unit or unit.rsplit(".", 1)[1] not in UNIT_SUFFIXES:
+            unit += ".service"
+        if len(unit) > 255 or not _PATTERN_RE.match(unit) or unit.startswith("-"):
+            raise UnitsError(f"invalid protected unit name or pattern {unit!r}")
+        if unit not in out:
+            out.append(unit)
+    return out
+
+
+def protected_by(names: Any, protected: list[str]) -> list[str]:
+    """The protected entries (names or patterns) matching any of ``names`` (a unit name or a set of its names)."""
+    names = {names} if isinstance(names, str) else set(names)
+    return sorted(p for p in protected if any(fnmatch.fnmatchcase(n, p) for n in names))
 
 
 def normalize_units(names: Any, what: str) -> list[str]:
@@ -271,8 +303,10 @@ def validate_request(
     """Errors visible from the names alone (before asking systemd anything)."""
     errors = []
     for unit in mask + disable:
-        if unit in protected:
-            errors.append(f"unit {unit} is protected and must not be stopped, disabled or masked")
+        hit = protected_by(unit, protected)
+        if hit:
+            how = "" if hit == [unit] else f" (by {', '.join(hit)})"
+            errors.append(f"unit {unit} is protected{how} and must not be stopped, disabled or masked")
     if default_target is not None and not default_target.endswith(".target"):
         errors.append(f"default_target must name a .target unit, got {default_target!r}")
     return errors
@@ -296,7 +330,7 @@ def compute_plan(
     companions = companions or {}
     blocks = blocks or {}
     errors = validate_request(disable, mask, protected, default_target)
-    protected_set, keep_set = set(protected), set(keep)
+    keep_set = set(keep)
     by_id: dict[str, UnitPlan] = {}
     absent: list[str] = []
     kept: list[str] = []
@@ -307,8 +341,8 @@ def compute_plan(
         if state is None:
             raise UnitsError(f"no state was read for {name}")
         names = _all_names(state)
-        hit = sorted(names & protected_set)
-        if hit and name not in protected_set:
+        hit = protected_by(names, protected)
+        if hit and not protected_by(name, protected):
             errors.append(f"unit {name} is an alias of protected unit {', '.join(hit)}; refusing to touch it")
             continue
         if names & keep_set:
@@ -339,7 +373,7 @@ def compute_plan(
     for plan in by_id.values():
         state = next(s for s in states.values() if s.id == plan.unit)
         plan.actions = _unit_actions(state, plan)
-    if default_target is not None and default_target in protected_set:
+    if default_target is not None and protected_by(default_target, protected):
         errors.append(f"default_target {default_target} is protected")
     after = default_target if default_target is not None else default_target_before
     return Plan(

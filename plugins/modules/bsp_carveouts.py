@@ -89,6 +89,13 @@ carveouts:
   returned: when recipes are given
   type: dict
   sample: {CARVEOUT_DCE: 20}
+carveout_aliases:
+  description:
+    - Other macro names the BSP's headers give the same carveout (C(#define A B) chains), per recipe carveout.
+      Zeroing the recipe carveout zeroes them too; they are one carveout, not a conflict.
+  returned: when recipes are given
+  type: dict
+  sample: {CARVEOUT_DISP_EARLY_BOOT_FB: [CARVEOUT_CCPLEX_SMMU_PTW]}
 auxp_disabled:
   description: Indices of the auxp_controls clusters switched off.
   returned: when recipes are given
@@ -148,7 +155,12 @@ def main() -> None:
                 (mb1, plan.mb1_text, bct.verify_mb1(plan.carveouts)),
                 (mb2, plan.mb2_text, bct.verify_mb2(plan.auxp_disabled, plan.ast_deleted)),
             ]
-            result.update(carveouts=plan.carveouts, auxp_disabled=plan.auxp_disabled, ast_deleted=plan.ast_deleted)
+            result.update(
+                carveouts=plan.carveouts,
+                carveout_aliases=plan.aliases,
+                auxp_disabled=plan.auxp_disabled,
+                ast_deleted=plan.ast_deleted,
+            )
         else:
             targets = [(f, bct.strip_block(f.read_text()), None) for f in (mb1, mb2)]
         # Check everything before writing anything: a refusal leaves every file untouched.

@@ -19,6 +19,10 @@ description:
     here or on the controller and passed in O(merged_b64)), for boot chains that should not apply OVERLAYS at boot
     (FDT then points at the merged DTB). It is checked against O(fdt) before it is installed (same board, same nodes
     and properties except C(status = "disabled") on exactly the planned nodes).
+  - The merged DTB keeps the overlays the boot entry already applies (O(overlays), e.g. a camera overlay from
+    jetson-io); they are applied to O(fdt) first, in order, and ours last, as L4TLauncher applies an OVERLAYS list.
+  - O(dest), O(merged_dest), O(fdt) and O(overlays) must resolve (after C(..) and symlinks) inside O(boot_root);
+    anything else is refused before any change, so no file or directory is written or removed outside it.
   - Referencing the overlay from extlinux.conf (OVERLAYS, which needs FDT) is the job of M(edgeslim.jetson.extlinux).
 version_added: 0.1.0
 author: edgeslim maintainers (@edgeslim)
@@ -63,15 +67,33 @@ options:
       - Where to install O(fdt) with the overlay applied (absolute, C(.dtb)). Unset = no merged DTB.
       - With O(state=absent) it is removed too.
     type: path
+  overlays:
+    description:
+      - Overlays on the device (absolute C(.dtbo) paths) the boot entry applies today, applied to O(fdt) in this order
+        before ours when making O(merged_dest), so the merged DTB boots what the entry booted plus our change.
+    type: list
+    elements: path
+    default: []
+  overlaid_b64:
+    description:
+      - O(fdt) with O(overlays) applied, made elsewhere (base64), e.g. by C(fdtoverlay) on the controller. Required
+        with O(merged_b64) when O(overlays) is not empty; O(merged_b64) is checked against it.
+    type: str
   merged_b64:
-    description: The merged DTB made elsewhere (base64), e.g. by C(fdtoverlay) on the controller. When unset,
-      O(fdtoverlay) makes it here.
+    description: The merged DTB made elsewhere (base64), e.g. by C(fdtoverlay) on the controller (O(fdt), then
+      O(overlays), then ours). When unset, O(fdtoverlay) makes it here.
     type: str
   fdtoverlay:
     description: argv prefix of C(fdtoverlay) on the device (used with O(merged_dest) when O(merged_b64) is unset).
     type: list
     elements: str
     default: [fdtoverlay]
+  boot_root:
+    description:
+      - Directory the boot files live in (what L4TLauncher reads); O(dest), O(merged_dest), O(fdt) and O(overlays)
+        must resolve inside it. Change it only for an offline root filesystem or tests.
+    type: path
+    default: /boot
 attributes:
   check_mode:
     description: Plans, compiles into a temporary directory and compares, without installing.
@@ -103,6 +125,13 @@ EXAMPLES = r"""
   edgeslim.jetson.dt_overlay:
     recipes: [headless, no_camera]
     fdt: /boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb
+    merged_dest: /boot/edgeslim/carveouts.dtb
+
+- name: Merged DTB for an entry that already applies a camera overlay (kept, applied before ours)
+  edgeslim.jetson.dt_overlay:
+    recipes: [headless]
+    fdt: /boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb
+    overlays: [/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo]
     merged_dest: /boot/edgeslim/carveouts.dtb
 
 - name: Remove the overlay file
@@ -191,14 +220,18 @@ def decode_option(params: dict, name: str) -> bytes:
         raise ov.OverlayError(f"{name} is not base64: {exc}") from None
 
 
-def run_tool(module: AnsibleModule, tool: str, args: list[str], data: bytes, hint: str) -> bytes:
-    """Run the device's ``tool`` (dtc or fdtoverlay: argv prefix from its option) on ``data`` in a private temporary
-    directory: ``args`` name the input "IN" and the output "OUT". Returns the output; fails the module otherwise."""
+def run_tool(module: AnsibleModule, tool: str, args: list[str], inputs: dict, hint: str) -> bytes:
+    """Run the device's ``tool`` (dtc or fdtoverlay: argv prefix from its option) in a private temporary directory:
+    ``inputs`` maps argument names to the bytes written for them ("IN", "BASE"), "OUT" names the output. Returns the
+    output; fails the module otherwise."""
     with tempfile.TemporaryDirectory(prefix=f"edgeslim-{tool}.") as work:
-        src, out = os.path.join(work, "in"), os.path.join(work, "out")
-        with open(src, "wb") as handle:
-            handle.write(data)
-        argv = [*module.params[tool], *[{"IN": src, "OUT": out}.get(a, a) for a in args]]
+        names = {"OUT": os.path.join(work, "out")}
+        for name, data in inputs.items():
+            names[name] = os.path.join(work, name.lower())
+            with open(names[name], "wb") as handle:
+                handle.write(data)
+        out = names["OUT"]
+        argv = [*module.params[tool], *[names.get(a, a) for a in args]]
         if module.get_bin_path(argv[0]) is None and not os.access(argv[0], os.X_OK):
             rc, err = 127, f"{argv[0]}: not found"
         else:
@@ -210,15 +243,28 @@ def run_tool(module: AnsibleModule, tool: str, args: list[str], data: bytes, hin
 
 
 def compile_here(module: AnsibleModule, dts: str) -> bytes:
-    return run_tool(module, "dtc", ["-q", "-I", "dts", "-O", "dtb", "-o", "OUT", "IN"], dts.encode("utf-8"),
+    return run_tool(module, "dtc", ["-q", "-I", "dts", "-O", "dtb", "-o", "OUT", "IN"], {"IN": dts.encode("utf-8")},
                     "install device-tree-compiler on the device, or compile on the controller and pass dtbo_b64 "
                     "(the carveouts role does that by default)")  # fmt: skip
 
 
-def merge_here(module: AnsibleModule, fdt: str, dtbo: bytes) -> bytes:
-    return run_tool(module, "fdtoverlay", ["-i", fdt, "-o", "OUT", "IN"], dtbo,
-                    "install device-tree-compiler on the device, or merge on the controller and pass merged_b64 "
-                    "(the carveouts role does that by default)")  # fmt: skip
+def merge_here(module: AnsibleModule, base: bytes, overlays: list[str], ours: bytes | None = None) -> bytes:
+    """fdtoverlay: ``base`` with the device's ``overlays`` applied in order, then ``ours`` when given."""
+    inputs = {"BASE": base}
+    if ours is not None:
+        inputs["IN"] = ours
+    return run_tool(module, "fdtoverlay", ["-i", "BASE", "-o", "OUT", *overlays, *(["IN"] if ours is not None else [])],
+                    inputs, "install device-tree-compiler on the device, or merge on the controller and pass "
+                    "merged_b64 (the carveouts role does that by default)")  # fmt: skip
+
+
+def confine(path: str, boot_root: str, what: str) -> None:
+    """``path``'s real path (``..`` and symlinks resolved) must be inside ``boot_root``: the module writes, removes
+    and reads boot files only, and creates directories only there."""
+    boot = os.path.realpath(boot_root)
+    real = os.path.realpath(path)
+    if real != boot and not real.startswith(boot.rstrip(os.sep) + os.sep):
+        raise ov.OverlayError(f"{what} {path} refused: it resolves to {real}, outside {boot_root}")
 
 
 def main() -> None:
@@ -233,9 +279,12 @@ def main() -> None:
             "fdt": {"type": "path"},
             "merged_dest": {"type": "path"},
             "merged_b64": {"type": "str"},
+            "overlays": {"type": "list", "elements": "path", "default": []},
+            "overlaid_b64": {"type": "str"},
             "fdtoverlay": {"type": "list", "elements": "str", "default": ["fdtoverlay"]},
+            "boot_root": {"type": "path", "default": "/boot"},
         },
-        required_by={"merged_b64": "merged_dest"},
+        required_by={"merged_b64": "merged_dest", "overlaid_b64": "merged_b64"},
         supports_check_mode=True,
     )
     p = module.params
@@ -251,6 +300,24 @@ def main() -> None:
             module.fail_json(msg="merged_dest needs fdt: the board's kernel DTB to merge the overlay into")
         if p["fdt"] and os.path.realpath(merged_dest) == os.path.realpath(p["fdt"]):
             module.fail_json(msg=f"merged_dest {merged_dest} is the base fdt itself; the stock DTB is never rewritten")
+        bad = [o for o in p["overlays"] if not os.path.isabs(o) or not o.endswith(".dtbo")]
+        if bad:
+            module.fail_json(msg=f"overlays must be absolute paths ending in .dtbo, got {bad}")
+        if p["state"] != "absent" and p["overlays"] and p["merged_b64"] and not p["overlaid_b64"]:
+            module.fail_json(msg="merged_b64 with overlays needs overlaid_b64 (fdt with the overlays applied), to "
+                             "check the merged DTB against")  # fmt: skip
+    elif p["overlays"] and p["state"] == "present":
+        module.fail_json(msg="overlays are applied only into a merged DTB: set merged_dest (and fdt)")
+    try:
+        confine(dest, p["boot_root"], "dest")
+        if merged_dest is not None:
+            confine(merged_dest, p["boot_root"], "merged_dest")
+        if p["fdt"] and p["state"] != "absent":
+            confine(p["fdt"], p["boot_root"], "fdt")
+        for overlay in p["overlays"] if p["state"] != "absent" else []:
+            confine(overlay, p["boot_root"], "overlay")
+    except ov.OverlayError as exc:
+        module.fail_json(msg=str(exc))
     result: dict = {"changed": False, "dest": dest}
     if merged_dest is not None:
         result["merged_dest"] = merged_dest
@@ -289,8 +356,17 @@ def main() -> None:
             base = read(p["fdt"])
             if base is None:
                 raise ov.OverlayError(f"fdt {p['fdt']}: no such file (the board's kernel DTB to merge into)")
-            merged = decode_option(p, "merged_b64") if p["merged_b64"] else merge_here(module, p["fdt"], blob)
-            ov.verify_merged(base, merged, plan)
+            missing = [o for o in p["overlays"] if not os.path.isfile(o)]
+            if missing:
+                raise ov.OverlayError(f"overlays {missing}: no such file (the entry's overlays to keep in the merge)")
+            overlaid = base
+            if p["overlays"]:
+                overlaid = (
+                    decode_option(p, "overlaid_b64") if p["merged_b64"] else merge_here(module, base, p["overlays"])
+                )
+                ov.verify_overlaid(base, overlaid)
+            merged = decode_option(p, "merged_b64") if p["merged_b64"] else merge_here(module, overlaid, [], blob)
+            ov.verify_merged(overlaid, merged, plan)
     except ov.OverlayError as exc:
         module.fail_json(msg=str(exc), **result)
 

@@ -10,9 +10,17 @@ description:
     entry cloned from the stock one that is made DEFAULT while the stock entry stays as the fallback.
   - Follows L4TLauncher's grammar (C(#) anywhere starts a comment, at most 10 entries, DEFAULT else the first entry)
     and keeps every line it does not change byte-identical.
-  - Refuses, leaving the file untouched, a malformed file, a value containing C(#) or a newline, a managed entry past
-    the 10-entry limit, and a result whose LINUX, INITRD, FDT or OVERLAYS files do not exist.
-  - Writes atomically, with an optional backup.
+  - Refuses, leaving the file untouched, a malformed, binary or non-UTF-8 file, a value containing C(#) or a newline,
+    a managed entry past the 10-entry limit, and a result whose LINUX, INITRD, FDT or OVERLAYS files do not exist.
+  - Refuses a kernel argument that is not exactly one argument (a name other than letters, digits, C(_), C(-), C(.);
+    a value with whitespace, quotes, control or line-separator characters), a change of C(root=), C(init=),
+    C(rdinit=) or C(nfsroot=) unless O(allow_root_change), and a C(swiotlb=) other than 1 to 524288 slots (1 GiB).
+  - Refuses an O(fdt) or O(overlays) path that is not absolute or whose real path (after C(..) and symlinks) is outside
+    C(/boot) under O(root).
+  - Warns when DEFAULT names no entry (L4TLauncher then boots the first one); the rollback restores that DEFAULT line
+    as it was.
+  - Writes atomically (temporary file, fsync, rename, fsync of the directory), with a bounded number of backups; a
+    full C(/boot) (ENOSPC, EFBIG) fails clearly and leaves no temporary file or partial backup.
 version_added: 0.1.0
 author: edgeslim maintainers (@edgeslim)
 options:
@@ -46,7 +54,9 @@ options:
   kernel_args:
     description:
       - Arguments to set in APPEND; a null value sets a bare flag.
-      - An existing value is replaced, never duplicated.
+      - An existing value is replaced, never duplicated. A new argument goes before a C(--) (after it, init gets it).
+      - Each key and value must form exactly one kernel argument; C(swiotlb) must be C(<slots>[,<nareas>][,force])
+        with 1 to 524288 slots.
     type: dict
     default: {}
   kernel_args_absent:
@@ -55,14 +65,24 @@ options:
     elements: str
     default: []
   fdt:
-    description: FDT path to set (absolute). Empty string removes the FDT line.
+    description: FDT path to set (absolute, inside C(/boot) after resolving symlinks). Empty string removes the FDT
+      line.
     type: str
   overlays:
     description:
-      - OVERLAYS to set (absolute .dtbo paths; L4TLauncher applies them only with an FDT line).
-      - An empty list removes the line.
+      - OVERLAYS to set (absolute .dtbo paths inside C(/boot) after resolving symlinks; L4TLauncher applies them only
+        with an FDT line).
+      - An empty list removes the line (unless O(overlays_keep_existing)).
     type: list
     elements: str
+  overlays_keep_existing:
+    description:
+      - With O(overlays), keep every overlay the entry already has (in order, e.g. a camera overlay jetson-io
+        added) and append O(overlays) last, without duplicates; a list that already ends with them is unchanged.
+      - When the entry has no OVERLAYS line but the journal recorded the OVERLAYS this layer's first change found
+        (an earlier run removed the line), those are the entry's overlays.
+    type: bool
+    default: false
   make_default:
     description: Point DEFAULT at the managed (or edited) entry.
     type: bool
@@ -71,9 +91,23 @@ options:
     description: With O(state=absent), the label DEFAULT returns to.
     type: str
   backup:
-    description: Keep a timestamped copy of the file before changing it.
+    description:
+      - Keep a timestamped copy of the file before changing it, next to it
+        (C(extlinux.conf.edgeslim-<UTC time>.bak)).
     type: bool
     default: true
+  backup_keep:
+    description:
+      - How many of those backups to keep; older ones are removed after a successful write (C(/boot) is small, and a
+        backup is made on every change). Other files (e.g. NVIDIA's own backups) are never touched.
+    type: int
+    default: 3
+  allow_root_change:
+    description:
+      - Allow O(kernel_args) or O(kernel_args_absent) to set or remove C(root), C(init), C(rdinit) or C(nfsroot),
+        which decide which system boots. Refused by default.
+    type: bool
+    default: false
   journal_path:
     description:
       - On-device journal (docs/journal.md). When set, the first change records the previous DEFAULT, the managed
@@ -155,6 +189,14 @@ owned_before:
   returned: when state is present
   type: dict
   sample: {fdt: /boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb, overlays: null}
+overlays_existing:
+  description:
+    - The overlays the (managed) entry has before this change, in order (see O(overlays_keep_existing) for an entry
+      whose line an earlier run removed). A caller merging its own DTB applies these first.
+  returned: when state is present
+  type: list
+  elements: str
+  sample: [/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo]
 shared_with:
   description: Other journal layers still using the managed entry (state absent then restores only this layer).
   returned: when state is absent and the entry is shared
@@ -166,13 +208,134 @@ backup_file:
   type: str
 """
 
+import contextlib
+import datetime
+import errno
 import hashlib
 import os
+import re
+import stat
 import tempfile
+from typing import Callable
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux as x
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
+
+BACKUP_PREFIX = ".edgeslim-"
+BACKUP_SUFFIX = ".bak"
+
+
+def read_conf(path: str) -> str:
+    """The file as text, refusing what is not an extlinux.conf L4TLauncher could read (binary, non-UTF-8)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise x.ExtlinuxError(f"{path} contains a NUL byte (offset {nul}): not a text extlinux.conf; refusing to "
+                              "edit it")  # fmt: skip
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise x.ExtlinuxError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                              "refusing to edit a binary or differently encoded extlinux.conf") from None  # fmt: skip
+
+
+def confine_to_boot(path: str, root: str, what: str) -> None:
+    """``path`` (as named in the file) must be absolute and its real path, under ``root``, inside /boot: the boot
+    chain reads these files from the boot partition's /boot, and a playbook must not point the kernel at another
+    file through ``..`` or a symlink."""
+    if not path.startswith("/"):
+        raise x.ExtlinuxError(f"{what} {path!r} refused: it must be an absolute path inside /boot")
+    real_root = os.path.realpath(root)
+    boot = os.path.realpath(os.path.join(real_root, "boot"))
+    real = os.path.realpath(os.path.join(real_root, path.lstrip("/")))
+    if real != boot and not real.startswith(boot.rstrip(os.sep) + os.sep):
+        shown = "/" + os.path.relpath(real, real_root) if real.startswith(real_root) else real
+        raise x.ExtlinuxError(f"{what} {path!r} refused: it resolves to {shown}, outside /boot")
+
+
+def write_bytes(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def durable_temp(directory: str, prefix: str, data: bytes, mode: int) -> str:
+    """A fsynced temporary file holding ``data`` in ``directory``; removed again when writing it fails."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    try:
+        try:
+            write_bytes(fd, data)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_conf(module: AnsibleModule, p: dict, before: str, after: str, journal: Callable[[], None]) -> str | None:
+    """Backup (when asked), new file, journal, atomic rename, directory fsync, backup pruning. Until the rename
+    nothing is visible: on any failure the temporary file and the new backup are removed and the file is as it was.
+    Returns the backup's path."""
+    path = p["path"]
+    directory = os.path.dirname(path) or "."
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    created: list[str] = []
+    backup_file = None
+    try:
+        try:
+            if p["backup"]:
+                stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                backup_file = f"{path}{BACKUP_PREFIX}{stamp}{BACKUP_SUFFIX}"
+                tmp_backup = durable_temp(directory, ".extlinux.bak.", before.encode("utf-8"), mode)
+                created.append(tmp_backup)
+                os.rename(tmp_backup, backup_file)
+                created[-1] = backup_file
+            tmp = durable_temp(directory, ".extlinux.", after.encode("utf-8"), mode)
+            created.append(tmp)
+        except OSError as exc:
+            full = {errno.ENOSPC: "the file system is full", errno.EFBIG: "the file is too large for it",
+                    errno.EDQUOT: "the disk quota is exhausted"}  # fmt: skip
+            module.fail_json(msg=f"cannot write {path}: {full.get(exc.errno, exc.strerror)} "
+                             f"({errno.errorcode.get(exc.errno, exc.errno)}, in {directory}); nothing was changed and "
+                             "no temporary file or backup is left"
+                             + (" -- free space in /boot and re-run" if exc.errno in full else ""))  # fmt: skip
+        journal()
+        module.atomic_move(tmp, path)
+        created.clear()  # the change is made: the backup stays
+    finally:
+        for leftover in created:
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+    # The rename is durable only once the directory entry is on disk (a power cut right after the play must not
+    # bring back the old file, or neither).
+    try:
+        fsync_dir(directory)
+        if p["backup"]:
+            prune_backups(path, p["backup_keep"])
+    except OSError as exc:  # the new file is in place; say what could not be finished
+        module.warn(f"{path} was written, but syncing {directory} or removing old backups failed: {exc}")
+    return backup_file
+
+
+def prune_backups(path: str, keep: int) -> None:
+    directory, name = os.path.split(path)
+    pattern = re.compile(re.escape(name + BACKUP_PREFIX) + r"\d{8}T\d{12}Z" + re.escape(BACKUP_SUFFIX) + r"\Z")
+    backups = sorted(f for f in os.listdir(directory or ".") if pattern.match(f))
+    for old in backups[: max(len(backups) - keep, 0)]:
+        os.unlink(os.path.join(directory, old))
 
 
 def check_files(conf: x.ExtlinuxConfig, label: str, root: str) -> list[str]:
@@ -200,9 +363,12 @@ def main() -> None:
             "kernel_args_absent": {"type": "list", "elements": "str", "default": []},
             "fdt": {"type": "str"},
             "overlays": {"type": "list", "elements": "str"},
+            "overlays_keep_existing": {"type": "bool", "default": False},
             "make_default": {"type": "bool", "default": True},
             "default_label": {"type": "str"},
             "backup": {"type": "bool", "default": True},
+            "backup_keep": {"type": "int", "default": 3},
+            "allow_root_change": {"type": "bool", "default": False},
             "journal_path": {"type": "path"},
             "journal_layer": {"type": "str", "default": "swiotlb"},
             "check_mode_assume_files": {"type": "list", "elements": "str", "default": []},
@@ -212,15 +378,29 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
+    if p["backup_keep"] < 1:
+        module.fail_json(msg=f"backup_keep must be at least 1, got {p['backup_keep']} (use backup: false for none)")
+    result: dict = {"changed": False}
     try:
-        with open(p["path"], encoding="utf-8", newline="") as handle:
-            before = handle.read()
+        for key, value in p["kernel_args"].items():
+            x.check_kernel_arg(key, None if value is None else str(value), p["allow_root_change"])
+        for key in p["kernel_args_absent"]:
+            x.check_kernel_arg(key, None, p["allow_root_change"], removing=True)
+        if p["fdt"]:
+            confine_to_boot(p["fdt"], p["root"], "fdt")
+        for overlay in p["overlays"] or []:
+            confine_to_boot(overlay, p["root"], "overlay")
+        before = read_conf(p["path"])
     except OSError as exc:
         module.fail_json(msg=f"cannot read {p['path']}: {exc.strerror}")
-    result: dict = {"changed": False}
+    except x.ExtlinuxError as exc:
+        module.fail_json(msg=str(exc))
     try:
         conf = x.parse_extlinux(before, p["path"])
         result["previous_default"] = conf.default_label
+        if conf.default_label is not None and conf.entry(conf.default_label) is None:
+            module.warn(f"{p['path']}: DEFAULT {conf.default_label!r} names no entry L4TLauncher reads; it boots the "
+                        f"first entry, {conf.entries[0].label!r}")  # fmt: skip
         journaled, sharers = None, []
         if p["journal_path"]:
             doc = j.load_journal(p["journal_path"])
@@ -238,12 +418,17 @@ def main() -> None:
                     conf.set_global("DEFAULT", p["default_label"])
                 result["shared_with"] = sharers
             else:
+                ours = conf.default_label == label
                 conf.remove_entry(label)
-                target = p["default_label"] or (journaled or {}).get("previous_default") or conf.entries[0].label
-                if conf.entry(target) is None:
-                    raise x.ExtlinuxError(f"default_label {target!r} is not an entry of {p['path']}")
-                if conf.default_label == label or p["default_label"]:
-                    conf.set_global("DEFAULT", target)
+                if ours and not p["default_label"] and "default_line" in (journaled or {}):
+                    # The DEFAULT line exactly as this layer found it (absent, or naming a missing label).
+                    restore_default(conf, journaled["default_line"])
+                else:
+                    target = p["default_label"] or (journaled or {}).get("previous_default") or conf.entries[0].label
+                    if conf.entry(target) is None:
+                        raise x.ExtlinuxError(f"default_label {target!r} is not an entry of {p['path']}")
+                    if ours or p["default_label"]:
+                        conf.set_global("DEFAULT", target)
         else:
             if p["managed_label"]:
                 label = p["managed_label"]
@@ -258,6 +443,8 @@ def main() -> None:
             entry = conf.entry(label)
             append = conf.get(entry, "APPEND") or ""
             result["owned_before"] = owned_values(conf, entry, p)
+            existing = existing_overlays(conf, entry, journaled)
+            result["overlays_existing"] = existing
             result["append_before"] = append
             for key, value in p["kernel_args"].items():
                 append = x.set_cmdline_arg(append, key, None if value is None else str(value))
@@ -268,7 +455,8 @@ def main() -> None:
             if p["fdt"] is not None:
                 conf.set_key(label, "FDT", p["fdt"] or None)
             if p["overlays"] is not None:
-                conf.set_key(label, "OVERLAYS", ",".join(p["overlays"]) or None)
+                wanted = x.merge_overlays(existing, p["overlays"]) if p["overlays_keep_existing"] else p["overlays"]
+                conf.set_key(label, "OVERLAYS", ",".join(wanted) or None)
             if conf.get(conf.entry(label), "OVERLAYS") and not conf.get(conf.entry(label), "FDT"):
                 raise x.ExtlinuxError("OVERLAYS needs an FDT line: L4TLauncher applies overlays only to a loaded FDT")
             if p["make_default"]:
@@ -289,16 +477,14 @@ def main() -> None:
         if module._diff:
             result["diff"] = {"before": before, "after": after, "before_header": p["path"], "after_header": p["path"]}
         if not module.check_mode:
-            if p["journal_path"]:
-                record_journal(module, p, before, result, journaled)
-            if p["backup"]:
-                result["backup_file"] = module.backup_local(p["path"])
-            fd, tmp = tempfile.mkstemp(prefix=".extlinux.", dir=os.path.dirname(p["path"]))
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-                handle.write(after)
-                handle.flush()
-                os.fsync(handle.fileno())
-            module.atomic_move(tmp, p["path"])
+
+            def journal() -> None:
+                if p["journal_path"]:
+                    record_journal(module, p, before, result, journaled)
+
+            backup_file = write_conf(module, p, before, after, journal)
+            if backup_file:
+                result["backup_file"] = backup_file
     elif p["state"] == "absent" and p["journal_path"] and journaled is not None and not module.check_mode:
         record_journal(module, p, before, result, journaled)
         result["changed"] = True
@@ -334,6 +520,15 @@ def stock_label(conf: x.ExtlinuxConfig, p: dict, sharers: list[str]) -> str:
     if not others:
         raise x.ExtlinuxError(f"{p['path']}: only the managed entry {current!r} exists; no stock entry to fall back to")
     return others[0]
+
+
+def existing_overlays(conf: x.ExtlinuxConfig, entry: x.Entry, journaled: dict | None) -> list[str]:
+    """The entry's overlays; when it has no OVERLAYS line, the ones this layer's first change found (journaled), so a
+    run that removed the line (merged DTB) does not lose another tool's overlays for the next run."""
+    value = conf.get(entry, "OVERLAYS")
+    if value is None:
+        value = ((journaled or {}).get("owned") or {}).get("overlays")
+    return x.split_overlays(value)
 
 
 def owned_values(conf: x.ExtlinuxConfig, entry: x.Entry, p: dict) -> dict:
@@ -374,6 +569,24 @@ def restore_owned(conf: x.ExtlinuxConfig, label: str, owned: dict) -> None:
         raise x.ExtlinuxError("OVERLAYS needs an FDT line: L4TLauncher applies overlays only to a loaded FDT")
 
 
+def default_line(p: dict, result: dict) -> dict:
+    """The DEFAULT value as found (None: no line), when it is the stock one -- not our managed entry made DEFAULT by
+    another layer -- so the rollback can restore it exactly, even when it names no entry."""
+    found = result.get("previous_default")
+    if p["managed_label"] and found == p["managed_label"]:
+        return {}
+    return {"default_line": found}
+
+
+def restore_default(conf: x.ExtlinuxConfig, line: str | None) -> None:
+    """DEFAULT back to the journaled value: None = the file had no DEFAULT line."""
+    if line is None:
+        conf.remove_global("DEFAULT")
+    else:
+        x.check_value(line)
+        conf.set_global("DEFAULT", line)
+
+
 def record_journal(module: AnsibleModule, p: dict, before: str, result: dict, journaled: dict | None) -> None:
     """Journal before writing: the first change keeps the stock state; a removal clears the layer."""
 
@@ -392,6 +605,7 @@ def record_journal(module: AnsibleModule, p: dict, before: str, result: dict, jo
             "previous_default": result.get("stock_default") if p["managed_label"] else result.get("previous_default"),
             "sha256_before": hashlib.sha256(before.encode()).hexdigest(),
             "owned": owned,
+            **default_line(p, result),
         }
 
     try:

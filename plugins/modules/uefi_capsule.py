@@ -114,6 +114,12 @@ capsule_staged:
   description: Whether O(capsule_path) exists.
   returned: when capsule_path is given
   type: bool
+capsule_update_failure:
+  description: Why nvbootctrl's "Capsule update status" says the last capsule boot did not update the firmware
+    (2 booting the new firmware failed, 3 install failed, 0 no capsule processed); null for 1 (success) or when
+    nvbootctrl does not print the status. Judge it right after a capsule boot only.
+  returned: with state checked or requested
+  type: str
 capsule:
   description: The capsule's headers (capsule_guid, flags, size, image_types, payload_count).
   returned: with state inspected or requested
@@ -205,6 +211,8 @@ def main() -> None:
             module.exit_json(**result)
 
         result.update(slots(module))
+        boot = result["bootloader"] or {}
+        result["capsule_update_failure"] = c.capsule_update_failure(boot.get("capsule_update_status"))
         result["esrt"] = c.read_esrt(p["esrt_path"])
         result["unsafe"] = c.unsafe_reasons(result["bootloader"], result["rootfs"], p["rootfs_ab_synced"])
         if result.get("nvbootctrl_error"):

@@ -58,6 +58,7 @@ options:
     description:
       - Units that must never be stopped, disabled or masked. Naming one (or one of its aliases) in O(disable) or
         O(mask) fails the task before anything changes.
+      - An entry may be a shell-style pattern (C(*), C(?), C([...])), e.g. C(serial-getty@*.service).
     type: list
     elements: str
     default: []
@@ -196,6 +197,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units impo
     diff_text,
     match_states,
     merge_layer,
+    normalize_protected,
     normalize_unit,
     normalize_units,
     parse_show,
@@ -248,7 +250,7 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
         disable = normalize_units(p["disable"], "disable")
         mask = normalize_units(p["mask"], "mask")
         keep = normalize_units(p["keep"], "keep")
-        protected = normalize_units(p["protected"], "protected")
+        protected = normalize_protected(p["protected"])
         default_target = normalize_unit(p["default_target"]) if p["default_target"] else None
         blocks = {normalize_unit(k): str(v) for k, v in (p["blocks"] or {}).items()}
     except UnitsError as exc:

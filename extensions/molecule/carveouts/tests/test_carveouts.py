@@ -11,6 +11,9 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.dt_overlay import 
 
 NODES = ["/bus@0/dce@d800000", "/bus@0/display@13800000"]  # headless on T234, found by compatible
 DTB = "/boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb"
+# The host is a jetson-io-configured device (prepare): DEFAULT JetsonIO = primary + this camera overlay.
+CAMERA = "/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo"
+OURS = "/boot/edgeslim/carveouts.dtbo"
 
 
 def entry(text: str, label: str) -> str:
@@ -20,12 +23,13 @@ def entry(text: str, label: str) -> str:
 def test_committed_boot_had_the_overlay_in_the_managed_entry(host):
     slim = host.file("/root/extlinux.conf.slim").content_string
     stock = host.file("/root/extlinux.conf.stock").content_string
-    assert "DEFAULT edgeslim\n" in slim
+    assert "DEFAULT edgeslim\n" in slim and "DEFAULT JetsonIO\n" in stock
     managed = entry(slim, "edgeslim")
     assert f"FDT {DTB}\n" in managed
-    assert "OVERLAYS /boot/edgeslim/carveouts.dtbo\n" in managed
-    # The stock entry is kept byte-identical as the fallback.
-    assert entry(stock, "primary") in slim
+    # Cloned from jetson-io's entry: the camera overlay still boots, ours is applied after it.
+    assert f"OVERLAYS {CAMERA},{OURS}\n" in managed, managed
+    # Both entries are kept byte-identical as the fallbacks.
+    assert entry(stock, "primary") in slim and entry(stock, "JetsonIO") in slim
 
 
 def test_overlay_file_was_a_dtb_disabling_exactly_the_recipe_nodes(host):
@@ -59,13 +63,20 @@ def test_merged_method_booted_a_copy_of_the_stock_dtb_with_only_the_recipe_nodes
     merged_conf = host.file("/root/extlinux.conf.merged").content_string
     managed = entry(merged_conf, "edgeslim")
     assert "FDT /boot/edgeslim/carveouts.dtb\n" in managed and "OVERLAYS" not in managed, managed
-    assert entry(host.file("/root/extlinux.conf.stock").content_string, "primary") in merged_conf
+    assert entry(host.file("/root/extlinux.conf.stock").content_string, "JetsonIO") in merged_conf
     stock, merged = (
         flat(parse_fdt(host.file(DTB).content)),
         flat(parse_fdt(host.file("/root/carveouts.dtb.merged").content)),
     )
-    assert set(stock) == set(merged)
+    # The camera overlay the entry booted is in the merged DTB (its node added, its property set) ...
+    assert set(merged) - set(stock) == {"/cam_i2cmux"}
+    assert merged["/cam_i2cmux"]["compatible"] == b"i2c-mux-gpio\0"
+    vi = "/bus@0/host1x@13e00000/vi@15c00000"
+    assert merged[vi].pop("edgeslim-test-camera") == b"imx219-dual\0"
+    # ... and otherwise the stock DTB with exactly the recipe nodes disabled.
     for path, props in merged.items():
+        if path == "/cam_i2cmux":
+            continue
         if path in NODES:
             assert props["status"] == b"disabled\0", path
             props = {k: v for k, v in props.items() if k != "status"}
@@ -79,13 +90,14 @@ def test_merged_method_booted_a_copy_of_the_stock_dtb_with_only_the_recipe_nodes
 
 def test_switch_back_to_overlays_uses_the_stock_dtb_and_removes_the_merged_one(host):
     managed = entry(host.file("/root/extlinux.conf.switched").content_string, "edgeslim")
-    assert f"FDT {DTB}\n" in managed and "OVERLAYS /boot/edgeslim/carveouts.dtbo\n" in managed, managed
+    # The merged run removed the OVERLAYS line; the camera overlay comes back from the journal, ahead of ours.
+    assert f"FDT {DTB}\n" in managed and f"OVERLAYS {CAMERA},{OURS}\n" in managed, managed
     assert host.file("/root/merged-left.switched").content_string.strip() == "False"
 
 
 def test_failing_health_check_reverted_and_failed_the_host(host):
     verdict = json.loads(host.file("/root/verdict-revert.json").content_string)
-    assert verdict["status"] == "reverted" and verdict["reverted_to"] == "primary"
+    assert verdict["status"] == "reverted" and verdict["reverted_to"] == "JetsonIO"
     assert any("health command failed" in f for f in verdict["failures"])
     outcome = host.file("/root/play-outcome").content_string
     assert outcome.startswith("failed:") and "did not commit" in outcome and "boot entry restored" in outcome
@@ -99,3 +111,12 @@ def test_rescue_restored_the_stock_state(host):
     assert not host.file("/var/lib/edgeslim/pending/carveouts.json").exists
     journal = json.loads(host.file("/var/lib/edgeslim/journal.json").content_string)
     assert "carveouts" not in journal["layers"]
+
+
+def test_staged_layer_then_rollback_gave_the_jetson_io_file_back_byte_identical(host):
+    managed = entry(host.file("/root/extlinux.conf.staged").content_string, "edgeslim")
+    assert f"OVERLAYS {CAMERA},{OURS}\n" in managed, managed
+    before = host.file("/root/extlinux.conf.sha256").content_string.strip()
+    assert host.file("/root/extlinux.conf.sha256.rolled_back").content_string.strip() == before
+    assert host.file("/boot/extlinux/extlinux.conf").sha256sum == before
+    assert host.file(CAMERA).exists  # the user's overlay is never touched

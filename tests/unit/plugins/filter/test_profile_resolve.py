@@ -154,6 +154,28 @@ def test_bad_input_messages(kwargs, overrides, message):
     assert any(message in e for e in res["errors"]), res["errors"]
 
 
+def test_serial_console_gettys_are_protected_by_pattern():
+    block = "name: bad\nservices:\n  units:\n    - {name: serial-getty@ttyTCU0, why: x, source: y}\n"
+    res = resolve_profile(catalog({"blocks": {"bad": block}}), "devkit", extra_blocks=["bad"])
+    assert res["profile"] is None
+    assert (
+        "block 'bad' names protected unit serial-getty@ttyTCU0.service (protected by serial-getty@*.service)"
+        in " ".join(res["errors"])
+    )
+    p = ok(catalog(), "devkit", extra_protected=["foo@*"])
+    assert "foo@*.service" in p["protected"] and "nv-load-display-modules.service" in p["protected"]
+
+
+def test_volatile_journal_without_rsyslog_off_is_refused():
+    res = resolve_profile(catalog(), "devkit", extra_blocks=["journal_volatile"], keep_units=["rsyslog"])
+    assert res["profile"] is None
+    assert "saves memory only with rsyslog.service disabled" in " ".join(res["errors"]), res["errors"]
+    block = "name: bad\njournald: {Storage: volatile}\n"
+    res = resolve_profile(catalog({"blocks": {"bad": block}}), "devkit", extra_blocks=["bad"])
+    assert "block 'bad' keeps the journal in RAM" in " ".join(res["errors"]), res["errors"]
+    assert ok(catalog(), "devkit", extra_blocks=["journal_volatile"])["journald"]["Storage"] == "volatile"
+
+
 def test_extra_protected_refuses_a_block_unit():
     res = resolve_profile(catalog(), "warehouse_robot", extra_protected=["bluetooth"])
     assert "block 'lean_network' names protected unit bluetooth.service" in " ".join(res["errors"])

@@ -13,7 +13,11 @@ def test_slots(mib, slots):
     assert swiotlb_slots(mib) % 128 == 0
 
 
-@pytest.mark.parametrize("bad", [0, -4, "0", 2.5, "4.5", True, None, "four"])
+def test_upper_bound_is_the_modules():
+    assert swiotlb_slots(1024) == 524288  # SWIOTLB_MAX_SLOTS, 1 GiB
+
+
+@pytest.mark.parametrize("bad", [0, -4, "0", 2.5, "4.5", True, None, "four", 1025, 100000000])
 def test_refused(bad):
     with pytest.raises(AnsibleFilterError):
         swiotlb_slots(bad)

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 EXT = FIXTURES / "extlinux"
-FILES = ["r36-stock.conf", "r35-stock.conf", "r38-thor.conf", "user-edited.conf", "crlf.conf"]
+FILES = [
+    "r36-stock.conf",
+    "r35-stock.conf",
+    "r38-thor.conf",
+    "user-edited.conf",
+    "r36-jetson-io-camera.conf",
+    "crlf.conf",
+]
 
 
 def read(name: str) -> str:
@@ -144,7 +151,7 @@ def test_property_set_then_remove_restores_append_and_set_is_idempotent(text, ke
     conf = x.parse_extlinux(text)
     entry = conf.default_entry()
     append = conf.get(entry, "APPEND") or ""
-    key = "k" + key.replace("=", "")
+    key = "k" + "".join(c for c in key if c.isalnum() or c in "_-.")  # a kernel parameter name
     once = x.set_cmdline_arg(append, key, value)
     assert x.set_cmdline_arg(once, key, value) == once
     assert x.get_cmdline_arg(once, key) == value
@@ -172,3 +179,30 @@ def test_only_ten_entries_are_read():
     summary = x.parse_extlinux(many).summary()
     assert summary["labels"] == [f"e{i}" for i in range(10)] and summary["ignored_entries"] == ["e10", "e11"]
     assert summary["boot_entry"]["label"] == "e0"  # no DEFAULT: the first entry boots
+
+
+CAMERA = "/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo"
+OURS = "/boot/edgeslim/carveouts.dtbo"
+
+
+def test_jetson_io_entry_boots_with_its_camera_overlay():
+    conf = x.parse_extlinux(read("r36-jetson-io-camera.conf"))
+    summary = conf.summary()
+    assert summary["boot_label"] == "JetsonIO" and summary["labels"] == ["primary", "JetsonIO"]
+    assert summary["boot_entry"]["overlays"] == [CAMERA] and summary["boot_entry"]["fdt"]
+
+
+@pytest.mark.parametrize(
+    ("existing", "ours", "merged"),
+    [
+        ([], [OURS], [OURS]),
+        ([CAMERA], [OURS], [CAMERA, OURS]),  # the user's overlay stays, ours last
+        ([CAMERA, OURS], [OURS], [CAMERA, OURS]),  # already ends with ours: unchanged (idempotent)
+        ([OURS, CAMERA], [OURS], [CAMERA, OURS]),  # ours moved last, not duplicated
+        (["/boot/a.dtbo", CAMERA, "/boot/a.dtbo"], [OURS], ["/boot/a.dtbo", CAMERA, OURS]),  # order kept, deduped
+        ([CAMERA], [OURS, OURS], [CAMERA, OURS]),
+    ],
+)
+def test_merge_overlays_keeps_the_entrys_overlays_and_appends_ours_last(existing, ours, merged):
+    assert x.merge_overlays(existing, ours) == merged
+    assert x.merge_overlays(merged, ours) == merged

@@ -33,6 +33,16 @@ def test_ok_host_row():
     assert not row.rebooted_between_snapshots
 
 
+def test_carveouts_drift_is_a_note_of_the_row():
+    stats = host_stats()
+    stats["layers"]["carveouts"] = {"status": "drift", "reclaimed_mb": None, "drift": ["carveout X present again"]}
+    row = report.build_row("d", stats, "ok")
+    assert row.layer_status["carveouts"] == "drift" and row.status == "ok"
+    assert row.notes == ["carveouts drift: carveout X present again"]
+    stats["layers"]["carveouts"]["drift"] = None  # no baseline: nothing claimed either way
+    assert report.build_row("d", stats, "ok").notes == []
+
+
 def test_rolled_back_host_counts_as_failure_and_reclaims_nothing():
     row = report.build_row("r2", host_stats(services=None, status="rolled_back"), "failed")
     assert row.status == "rolled_back"

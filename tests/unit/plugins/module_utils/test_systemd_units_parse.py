@@ -130,6 +130,31 @@ def test_protected_alias_refused():
     assert plan.errors and "alias of protected unit gdm.service" in plan.errors[0]
 
 
+def test_protected_pattern_refuses_every_matching_name():
+    states = orin_states()
+    plan = su.compute_plan(states, [], ["display-manager.service"], [], ["gd?.service"], "graphical.target", None)
+    assert plan.errors and "alias of protected unit gd?.service" in plan.errors[0]
+    errors = su.validate_request(["serial-getty@ttyUTC0.service"], [], ["serial-getty@*.service"], None)
+    assert errors == [
+        "unit serial-getty@ttyUTC0.service is protected (by serial-getty@*.service) and must not be stopped, "
+        "disabled or masked"
+    ]
+    assert su.validate_request(["getty@tty1.service"], [], ["serial-getty@*.service"], None) == []
+
+
+def test_protected_names_and_patterns_are_normalized():
+    assert su.normalize_protected(["nvgetty", "serial-getty@*", "sshd.service"]) == [
+        "nvgetty.service",
+        "serial-getty@*.service",
+        "sshd.service",
+    ]
+    for bad in (["a b"], ["-x"], [""], "ssh"):
+        with pytest.raises(su.UnitsError):
+            su.normalize_protected(bad)
+    with pytest.raises(su.UnitsError):
+        su.normalize_units(["serial-getty@*"], "disable")  # a pattern is only a protection, never a target
+
+
 def test_restore_plan_orders_unmask_before_start():
     states = su.match_states(
         ["gdm.service"],

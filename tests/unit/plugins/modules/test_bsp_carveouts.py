@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from ansible_collections.edgeslim.jetson.plugins.module_utils import bct
 from ansible_collections.edgeslim.jetson.plugins.modules import bsp_carveouts
 from modhelper import run_module
 
@@ -55,7 +56,7 @@ def compiles(path: Path, root: Path) -> None:
 @pytest.mark.parametrize(("module", "recipes"), CASES)
 def test_golden_edit_compiles_and_is_idempotent(bsp, module, recipes):
     res = run({"bsp_path": str(bsp), "module": module, "recipes": recipes})
-    assert res["changed"] is True, res
+    assert res["changed"] is True, res.get("msg")
     golden = GOLDEN / f"{module}-{'+'.join(recipes)}"
     for entry in res["files"]:
         path = Path(entry["path"])
@@ -110,18 +111,97 @@ def test_missing_bsp_files_are_refused(bsp):
 
 def test_carveout_unknown_to_the_bsp_headers_is_refused(bsp):
     header = bsp / "bootloader/generic/include/tegra234-carveout-ids.h"
-    header.write_text(header.read_text().replace("#define CARVEOUT_DCE_TSEC\t\t43\n", ""))
+    header.write_text(header.read_text().replace("#define CARVEOUT_DCE_TSEC\t\t100\n", ""))
     before = digest(bsp)
     res = run({"bsp_path": str(bsp), "module": "p3767-0005", "recipes": ["headless"]})
     assert res["failed"] and "do not define CARVEOUT_DCE_TSEC" in res["msg"], res
     assert digest(bsp) == before
 
 
-def test_alias_is_refused(bsp):
-    header = bsp / "bootloader/generic/include/tegra234-carveout-ids.h"
-    header.write_text(header.read_text().replace("CARVEOUT_DISP_EARLY_BOOT_FB\t57", "CARVEOUT_DISP_EARLY_BOOT_FB\t39"))
+T234_IDS = Path("bootloader/generic/include/tegra234-carveout-ids.h")
+FB_ALIAS = "#define CARVEOUT_DISP_EARLY_BOOT_FB\tCARVEOUT_CCPLEX_SMMU_PTW\n"
+
+
+def edit_header(bsp: Path, old: str, new: str) -> None:
+    header = bsp / T234_IDS
+    text = header.read_text()
+    assert old in text
+    header.write_text(text.replace(old, new))
+
+
+def test_header_alias_is_the_same_carveout(bsp):
+    # The fixture header has EDK2's shape: DISP_EARLY_BOOT_FB defined as the name CCPLEX_SMMU_PTW (39).
     res = run({"bsp_path": str(bsp), "module": "p3767-0005", "recipes": ["headless"]})
-    assert res["failed"] and "CARVEOUT_CCPLEX_SMMU_PTW" in res["msg"], res
+    assert res["changed"] is True, res.get("msg")
+    assert res["carveouts"]["CARVEOUT_DISP_EARLY_BOOT_FB"] == 39
+    assert res["carveout_aliases"] == {"CARVEOUT_DISP_EARLY_BOOT_FB": ["CARVEOUT_CCPLEX_SMMU_PTW"]}
+
+
+def test_alias_of_an_alias_resolves(bsp):
+    edit_header(
+        bsp,
+        FB_ALIAS,
+        "#define CARVEOUT_FB_OLD CARVEOUT_CCPLEX_SMMU_PTW\n#define CARVEOUT_DISP_EARLY_BOOT_FB CARVEOUT_FB_OLD\n",
+    )
+    res = run({"bsp_path": str(bsp), "module": "p3767-0005", "recipes": ["headless"]})
+    assert res["changed"] is True, res.get("msg")
+    assert res["carveouts"]["CARVEOUT_DISP_EARLY_BOOT_FB"] == 39
+    assert sorted(res["carveout_aliases"]["CARVEOUT_DISP_EARLY_BOOT_FB"]) == [
+        "CARVEOUT_CCPLEX_SMMU_PTW",
+        "CARVEOUT_FB_OLD",
+    ]
+
+
+def test_two_recipe_names_for_one_carveout_emit_one_node(bsp):
+    # If a header made DCE_TSEC a name of TSEC_DCE, a second aux_info@42 would be a duplicate node for dtc.
+    edit_header(bsp, "#define CARVEOUT_DCE_TSEC\t\t100\n", "#define CARVEOUT_DCE_TSEC CARVEOUT_TSEC_DCE\n")
+    mb1 = bsp / BCT / "tegra234-mb1-bct-misc-p3767-0000.dts"  # such a BSP lists the carveout once
+    stock = mb1.read_text()
+    start = stock.index("\t\t\taux_info@CARVEOUT_DCE_TSEC {")
+    mb1.write_text(stock[:start] + stock[stock.index("};\n", start) + 3 :])
+    res = run({"bsp_path": str(bsp), "module": "p3767-0005", "recipes": ["headless"]})
+    assert res["changed"] is True, res.get("msg")
+    assert res["carveouts"]["CARVEOUT_DCE_TSEC"] == res["carveouts"]["CARVEOUT_TSEC_DCE"] == 42
+    block = mb1.read_text().split(bct.BEGIN)[1]
+    assert block.count("aux_info@CARVEOUT_DCE_TSEC") + block.count("aux_info@CARVEOUT_TSEC_DCE") == 1
+
+
+def test_suffixed_ids_are_understood(bsp):
+    edit_header(bsp, "#define CARVEOUT_DCE\t\t\t20\n", "#define CARVEOUT_DCE\t\t\t20U\n")
+    res = run({"bsp_path": str(bsp), "module": "p3767-0005", "recipes": ["headless"]})
+    assert res["changed"] is True, res.get("msg")
+    assert res["carveouts"]["CARVEOUT_DCE"] == 20
+
+
+@pytest.mark.parametrize(
+    ("replacement", "message"),
+    [
+        (
+            "#define CARVEOUT_DISP_EARLY_BOOT_FB CARVEOUT_NOT_THERE\n",
+            "CARVEOUT_DISP_EARLY_BOOT_FB is an alias of CARVEOUT_NOT_THERE",
+        ),
+        (
+            "#define CARVEOUT_DISP_EARLY_BOOT_FB CARVEOUT_FB_A\n#define CARVEOUT_FB_A CARVEOUT_DISP_EARLY_BOOT_FB\n",
+            "alias cycle CARVEOUT_DISP_EARLY_BOOT_FB -> CARVEOUT_FB_A -> CARVEOUT_DISP_EARLY_BOOT_FB",
+        ),
+        ("#define CARVEOUT_DISP_EARLY_BOOT_FB (CARVEOUT_CCPLEX_SMMU_PTW + 1)\n", "neither a carveout ID number"),
+    ],
+)
+def test_unresolvable_alias_is_refused(bsp, replacement, message):
+    edit_header(bsp, FB_ALIAS, replacement)
+    before = digest(bsp)
+    res = run({"bsp_path": str(bsp), "module": "p3767-0005", "recipes": ["headless"]})
+    assert res["failed"] and message in res["msg"], res
+    assert digest(bsp) == before
+
+
+def test_same_number_under_another_name_is_refused(bsp):
+    # Not declared as an alias: zeroing DCE (20) would also zero whatever else the BSP numbers 20.
+    edit_header(bsp, "#define CARVEOUT_DCE\t\t\t20\n", "#define CARVEOUT_DCE\t\t\t20\n#define CARVEOUT_VPR\t20\n")
+    before = digest(bsp)
+    res = run({"bsp_path": str(bsp), "module": "p3767-0005", "recipes": ["headless"]})
+    assert res["failed"] and "CARVEOUT_DCE = CARVEOUT_VPR (20)" in res["msg"], res
+    assert digest(bsp) == before
 
 
 def test_unmarked_cluster_is_refused(bsp):

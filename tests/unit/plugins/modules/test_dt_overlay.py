@@ -44,7 +44,7 @@ EXPECTED = {
         "t264",
         "p3834-0008",
         {
-            "headless": ["/bus@0/display@8800000000"],
+            "headless": ["/bus@0/dce@8808000000", "/bus@0/display@8800000000"],
             "no_camera": [
                 "/bus@0/host1x@8180000000/isp@8180800000",
                 "/bus@0/host1x@8180000000/nvcsi@8188000000",
@@ -175,8 +175,19 @@ def test_verify_rejects_a_foreign_or_widened_overlay(trees, tmp_path):
 
 
 # ---- the module -------------------------------------------------------------------------------------------------
+BOOT_ROOT: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def boot_root(tmp_path):
+    """Each test's files live under its tmp_path, which stands for /boot."""
+    BOOT_ROOT[:] = [str(tmp_path)]
+    yield tmp_path
+    BOOT_ROOT.clear()
+
+
 def run(args: dict, check: bool = False) -> dict:
-    return run_module(dt_overlay.main, args, check=check, diff=True)
+    return run_module(dt_overlay.main, {"boot_root": BOOT_ROOT[0], **args}, check=check, diff=True)
 
 
 @needs_dtc
@@ -230,6 +241,39 @@ def test_module_refusals_change_nothing(trees, tmp_path):
         res = run({**base, **args})
         assert res["failed"] and msg in res["msg"], res
     assert not dest.exists()
+
+
+@pytest.mark.parametrize("state", ["present", "planned", "absent"])
+def test_files_outside_the_boot_root_refused_before_any_change(trees, tmp_path, state):
+    """dest, merged_dest, fdt and overlays resolve (.., symlinks) inside boot_root, else nothing is read, written,
+    removed, or created (no directory either)."""
+    boot, outside = tmp_path / "boot", tmp_path / "etc"
+    boot.mkdir()
+    outside.mkdir()
+    victim = outside / "victim.dtbo"
+    victim.write_bytes(b"keep")
+    os.symlink("../etc", boot / "link")
+    (boot / "kernel.dtb").write_bytes(b"x")
+    base = {"path": str(trees["orin-nano-8gb"]), "recipes": ["headless"], "boot_root": str(boot), "state": state,
+            "dest": str(boot / "edgeslim/carveouts.dtbo"), "dtc": ["/nonexistent/dtc"]}  # fmt: skip
+    for args, msg in (
+        ({"dest": str(boot / "../etc/new/carveouts.dtbo")}, f"resolves to {outside}/new/carveouts.dtbo, outside"),
+        ({"dest": str(boot / "link/victim.dtbo")}, f"dest {boot}/link/victim.dtbo refused: it resolves to {victim}"),
+        ({"dest": str(victim)}, "outside"),
+        ({"fdt": str(boot / "kernel.dtb"), "merged_dest": str(boot / "link/merged.dtb")}, "merged_dest"),
+    ):
+        res = run({**base, **args})
+        assert res["failed"] and msg in res["msg"], (args, res)
+    if state != "absent":
+        for args, msg in (
+            ({"fdt": str(boot / "link/victim.dtb"), "merged_dest": str(boot / "m.dtb")}, "fdt "),
+            ({"fdt": str(boot / "kernel.dtb"), "merged_dest": str(boot / "m.dtb"), "overlays": [str(victim)]},
+             "overlay "),
+        ):  # fmt: skip
+            res = run({**base, **args})
+            assert res["failed"] and msg in res["msg"] and "outside" in res["msg"], (args, res)
+    assert victim.read_bytes() == b"keep" and sorted(os.listdir(outside)) == ["victim.dtbo"]
+    assert sorted(os.listdir(boot)) == ["kernel.dtb", "link"]
 
 
 # ---- merged DTB (FDT without OVERLAYS) ----------------------------------------------------------------------------
@@ -320,3 +364,67 @@ def test_merged_dtb_made_on_the_controller_is_checked_against_the_stock_dtb(tree
         res = run({**args, **extra})
         assert res["failed"] and msg in res["msg"], (extra, res)
     assert fdt.read_bytes() == stock and merged.read_bytes() == good
+
+
+# A camera overlay in jetson-io's style (target-path fragments): enables the VI node and adds a sensor node.
+CAMERA_DTS = """/dts-v1/;
+/plugin/;
+/ {
+    fragment@0 {
+        target-path = "/bus@0/host1x@13e00000/vi@15c00000";
+        __overlay__ { status = "okay"; edgeslim-test-camera = "imx219-dual"; };
+    };
+    fragment@1 {
+        target-path = "/";
+        __overlay__ { cam_i2cmux { compatible = "i2c-mux-gpio"; status = "okay"; }; };
+    };
+};
+"""
+
+
+def flat(blob: bytes) -> dict:
+    return ov._flatten(ov.parse_fdt(blob))
+
+
+@needs_fdtoverlay
+def test_merged_dtb_keeps_the_entrys_camera_overlay_before_ours(trees, tmp_path):
+    fdt = board_dtb("orin-nano-8gb", tmp_path)
+    camera = tmp_path / "tegra234-p3767-camera-p3768-imx219-dual.dtbo"
+    camera.write_bytes(compile_dts(CAMERA_DTS, tmp_path))
+    dest, merged = tmp_path / "carveouts.dtbo", tmp_path / "carveouts.dtb"
+    args = {"path": str(trees["orin-nano-8gb"]), "recipes": ["headless"], "dest": str(dest), "dtc": [DTC],
+            "fdt": str(fdt), "merged_dest": str(merged), "overlays": [str(camera)]}  # fmt: skip
+    res = run(args)
+    assert res["changed"] and res["merged_changed"], res
+    after = flat(merged.read_bytes())
+    assert after["/bus@0/host1x@13e00000/vi@15c00000"]["edgeslim-test-camera"] == b"imx219-dual\0"
+    assert after["/cam_i2cmux"]["compatible"] == b"i2c-mux-gpio\0"
+    assert all(after[n]["status"] == b"disabled\0" for n in res["paths"])
+    assert run(args)["changed"] is False
+    # Without the camera overlay the merge would drop it: that is a different DTB.
+    assert run({**args, "overlays": []})["merged_changed"] is True and "/cam_i2cmux" not in flat(merged.read_bytes())
+    # Controller-made: merged_b64 needs the overlaid base to be checked against, and a foreign one is refused.
+    run(args)
+    good, b64 = merged.read_bytes(), base64.b64encode
+    blob = dest.read_bytes()
+    overlaid = tmp_path / "overlaid.dtb"
+    subprocess.run([FDTOVERLAY, "-i", str(fdt), "-o", str(overlaid), str(camera)], check=True)
+    ctl = {**args, "dtbo_b64": b64(blob).decode(), "merged_b64": b64(good).decode(), "fdtoverlay": ["/nonexistent"]}
+    res = run(ctl)
+    assert res["failed"] and "needs overlaid_b64" in res["msg"]
+    res = run({**ctl, "overlaid_b64": b64(overlaid.read_bytes()).decode()})
+    assert not res.get("failed") and res["merged_changed"] is False, res
+    thor = board_dtb("agx-thor", tmp_path).read_bytes()
+    res = run({**ctl, "overlaid_b64": b64(thor).decode()})
+    assert res["failed"] and "another board" in res["msg"]
+    # The stock DTB as the "overlaid" base: the merge carries more changes than ours, refused.
+    res = run({**ctl, "overlaid_b64": b64(fdt.read_bytes()).decode()})
+    assert res["failed"] and "differs from the base FDT in its nodes" in res["msg"], res
+    for extra, msg in (
+        ({"overlays": [str(tmp_path / "gone.dtbo")]}, "no such file"),
+        ({"overlays": ["relative.dtbo"]}, "absolute paths ending in .dtbo"),
+        ({"merged_dest": None, "fdt": None}, "only into a merged DTB"),
+    ):
+        res = run({**args, **extra})
+        assert res["failed"] and msg in res["msg"], (extra, res)
+    assert merged.read_bytes() == good

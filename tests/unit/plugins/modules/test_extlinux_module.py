@@ -16,7 +16,7 @@ from modhelper import run_module
 @pytest.fixture
 def rootfs(tmp_path) -> Path:
     for f in ("boot/Image", "boot/initrd", "boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb",
-              "boot/edgeslim/display-off.dtbo"):  # fmt: skip
+              "boot/edgeslim/display-off.dtbo", "boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo"):  # fmt: skip
         (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / f).write_text("x")
     (tmp_path / "boot/extlinux").mkdir()
@@ -167,3 +167,66 @@ def test_check_mode_may_assume_a_file_an_earlier_task_installs(rootfs):
     assert run(rootfs, args, check=True)["changed"] is True and digest(rootfs) == before
     res = run(rootfs, args)  # outside check mode the file must really exist
     assert res["failed"] and "do not exist: /boot/edgeslim/carveouts.dtbo" in res["msg"]
+
+
+CAMERA = "/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo"
+OURS = "/boot/edgeslim/display-off.dtbo"
+KEEP = {**CARVEOUTS, "overlays": [OURS], "overlays_keep_existing": True}
+
+
+@pytest.fixture
+def jetson_io(rootfs) -> Path:
+    shutil.copy(FIXTURES / "extlinux" / "r36-jetson-io-camera.conf", rootfs / "boot/extlinux/extlinux.conf")
+    return rootfs
+
+
+def test_managed_entry_cloned_from_jetson_io_keeps_the_camera_overlay(jetson_io, tmp_path):
+    journal = tmp_path / "journal.json"
+    conf = jetson_io / "boot/extlinux/extlinux.conf"
+    original = conf.read_bytes()
+    args = {**KEEP, "journal_path": str(journal), "journal_layer": "carveouts"}
+    res = run(jetson_io, args)
+    assert res["changed"] and res["stock_default"] == "JetsonIO" and res["overlays_existing"] == [CAMERA]
+    assert res["summary"]["boot_label"] == "edgeslim" and res["summary"]["labels"] == ["primary", "edgeslim",
+                                                                                       "JetsonIO"]  # fmt: skip
+    assert res["summary"]["boot_entry"]["overlays"] == [CAMERA, OURS]
+    assert f"\tOVERLAYS {CAMERA},{OURS}\n" in conf.read_text()
+    assert res["summary"]["entries"][2]["overlays"] == [CAMERA]  # jetson-io's entry stays as the fallback
+    again = run(jetson_io, args)
+    assert again["changed"] is False and again["overlays_existing"] == [CAMERA, OURS]
+    back = run(jetson_io, {"state": "absent", "managed_label": "edgeslim", "journal_path": str(journal),
+                           "journal_layer": "carveouts"})  # fmt: skip
+    assert back["changed"] and back["summary"]["default_label"] == "JetsonIO"
+    assert conf.read_bytes() == original
+
+
+def test_without_keep_the_overlays_are_replaced(jetson_io):
+    res = run(jetson_io, {**CARVEOUTS, "overlays": [OURS]})
+    assert res["summary"]["boot_entry"]["overlays"] == [OURS]
+
+
+def test_a_removed_overlays_line_comes_back_from_the_journal(jetson_io, tmp_path):
+    """A merged-DTB run removes OVERLAYS from the managed entry; a later OVERLAYS run must still keep the camera."""
+    journal = tmp_path / "journal.json"
+    conf = jetson_io / "boot/extlinux/extlinux.conf"
+    original = conf.read_bytes()
+    layer = {"journal_path": str(journal), "journal_layer": "carveouts"}
+    merged = run(jetson_io, {**CARVEOUTS, "overlays": [], **layer})
+    assert merged["overlays_existing"] == [CAMERA] and merged["summary"]["boot_entry"]["overlays"] == []
+    assert json.loads(journal.read_text())["layers"]["carveouts"]["owned"]["overlays"] == CAMERA
+    res = run(jetson_io, {**KEEP, **layer})
+    assert res["overlays_existing"] == [CAMERA] and res["summary"]["boot_entry"]["overlays"] == [CAMERA, OURS]
+    run(jetson_io, {"state": "absent", "managed_label": "edgeslim", **layer})
+    assert conf.read_bytes() == original
+
+
+def test_shared_entry_rollback_restores_the_exact_overlays_line(jetson_io, tmp_path):
+    journal = tmp_path / "journal.json"
+    conf = jetson_io / "boot/extlinux/extlinux.conf"
+    run(jetson_io, {**SWIOTLB, "journal_path": str(journal), "journal_layer": "swiotlb"})
+    with_swiotlb = conf.read_text()
+    assert f"OVERLAYS {CAMERA}\n" in with_swiotlb.split("LABEL edgeslim", 1)[1]
+    run(jetson_io, {**KEEP, "journal_path": str(journal), "journal_layer": "carveouts"})
+    back = run(jetson_io, {"state": "absent", "managed_label": "edgeslim", "journal_path": str(journal),
+                           "journal_layer": "carveouts"})  # fmt: skip
+    assert back["shared_with"] == ["swiotlb"] and conf.read_text() == with_swiotlb

@@ -176,6 +176,8 @@ def test_request_idempotent_check_mode_and_cancel(device, bsp):
     info = run(device, {"state": "checked", "capsule_path": str(staged)})
     assert info["unsafe"] == [] and info["rootfs_ab"] is False and info["capsule_staged"] is True
     assert info["bootloader"]["current"] == "A" and info["capsule_requested"] is False
+    # status 0 before any capsule boot: only meaningful right after one (the role judges it there)
+    assert info["capsule_update_failure"] == "nvbootctrl capsule update status 0: no capsule update"
     args = {"state": "requested", "capsule_path": str(staged), "chip": "t234"}
     res = run(device, args, check=True)
     assert res["changed"] and not var(device).exists()
