@@ -31,8 +31,9 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-SLOT_BYTES = 2048  # IO_TLB_SHIFT = 11 [KERNEL include/linux/swiotlb.h]
-SEGSIZE = 128  # IO_TLB_SEGSIZE: swiotlb= is rounded up to a multiple of it [KERNEL kernel/dma/swiotlb.c]
+# 2 KiB slots, swiotlb= rounded up to IO_TLB_SEGSIZE (128): the device-side helpers own the kernel's arithmetic.
+from ansible_collections.edgeslim.jetson.plugins.module_utils.swiotlb import SLOT_BYTES, mib_to_slots
+
 MAX_MIB = 1024  # = SWIOTLB_MAX_SLOTS of module_utils/extlinux.py (524288 slots); docs/reliability.md
 
 
@@ -45,8 +46,7 @@ def swiotlb_slots(mib) -> int:
     if value > MAX_MIB:
         raise AnsibleFilterError(f"swiotlb_slots: {value} MiB refused, at most {MAX_MIB} MiB (the pool is allocated "
                                  "at boot from low memory; the kernel default is 64 MiB)")  # fmt: skip
-    slots = value * 1024 * 1024 // SLOT_BYTES
-    return -(-slots // SEGSIZE) * SEGSIZE
+    return mib_to_slots(value)
 
 
 def swiotlb_mib(slots) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import get_cmdline_arg
+from ansible_collections.edgeslim.jetson.plugins.module_utils.swiotlb import SLOT_BYTES
 
 # L4T release -> JetPack [OE4T release notes]
 JETPACK = {
@@ -115,9 +116,6 @@ def swiotlb_from_log(log: str) -> dict:
         "pool_mib": int(m.group(3)) if m else None,
         "buffer_full": "swiotlb buffer is full" in log,
     }
-
-
-SLOT_BYTES = 2048  # IO_TLB_SHIFT = 11 [KERNEL]
 
 
 def swiotlb_setting(cmdline: str) -> dict | None:

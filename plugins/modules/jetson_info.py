@@ -37,6 +37,12 @@ options:
     description: Read the kernel log (C(dmesg)) for the SWIOTLB pool line when debugfs is not readable.
     type: bool
     default: true
+  swiotlb_debugfs_path:
+    description:
+      - The kernel's SWIOTLB debugfs directory (C(io_tlb_nslabs) is read from it; root only). Simulated devices
+        point it at a prepared directory. M(edgeslim.jetson.swiotlb_info) reads the pool's use from the same place.
+    type: path
+    default: /sys/kernel/debug/swiotlb
 attributes:
   check_mode:
     description: Read-only.
@@ -131,6 +137,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devicetree as dt
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux, l4t
+from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
 
 
 def read_text(path: str) -> str | None:
@@ -157,6 +164,7 @@ def main() -> None:
             "extlinux_path": {"type": "str", "default": "boot/extlinux/extlinux.conf"},
             "efivars_path": {"type": "path", "default": "/sys/firmware/efi/efivars"},
             "read_kernel_log": {"type": "bool", "default": True},
+            "swiotlb_debugfs_path": {"type": "path", "default": tlb.DEBUGFS_PATH},
         },
         supports_check_mode=True,
     )
@@ -214,9 +222,9 @@ def main() -> None:
         "buffer_full": None,
         "source": None,
     }
-    nslabs = read_text("/sys/kernel/debug/swiotlb/io_tlb_nslabs")
-    if nslabs and nslabs.strip().isdigit():
-        swiotlb.update(pool_slots=int(nslabs), pool_mib=int(nslabs) * l4t.SLOT_BYTES / 1048576, source="debugfs")
+    nslabs = tlb.read_counters(p["swiotlb_debugfs_path"])["nslabs"]
+    if nslabs is not None:
+        swiotlb.update(pool_slots=nslabs, pool_mib=nslabs * tlb.SLOT_BYTES / tlb.MIB, source="debugfs")
     if p["read_kernel_log"]:
         rc, out, err = module.run_command(["dmesg"])
         if rc == 0:

@@ -129,3 +129,14 @@ def test_secure_boot_truncated_or_odd_is_unknown(tmp_path):
     assert state is None and "0 bytes" in note
     state, note = l4t.secure_boot_state(b"\x06\x00\x00\x00\x02")
     assert state is None and "neither 0 nor 1" in note
+
+
+def test_pool_from_a_debugfs_directory(tmp_path):
+    root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "swiotlb=2048")
+    pool = tmp_path / "debugfs-swiotlb"
+    pool.mkdir()
+    (pool / "io_tlb_nslabs").write_text("2048\n")
+    (pool / "io_tlb_used").write_text("0\n")
+    res = run({"root": str(root), "devicetree_path": str(dtdir), "swiotlb_debugfs_path": str(pool)})
+    pool_read = res["swiotlb"]
+    assert (pool_read["pool_slots"], pool_read["pool_mib"], pool_read["source"]) == (2048, 4.0, "debugfs")
