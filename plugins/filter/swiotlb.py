@@ -7,8 +7,8 @@ short_description: SWIOTLB pool size in MiB to the kernel's swiotlb= slot count
 description:
   - One slot is 2 KiB (IO_TLB_SHIFT 11); the kernel rounds the count up to a multiple of 128 (IO_TLB_SEGSIZE).
   - Refuses zero, negative, fractional and boolean sizes (a pool of 0 breaks devices that bypass the IOMMU).
-  - Refuses more than 1024 MiB (524288 slots): the pool is one boot-time allocation from low memory, 64 MiB by
-    default; the extlinux module enforces the same bound on C(swiotlb=) (docs/reliability.md).
+  - Refuses more than 1024 MiB (524288 slots), because the pool is one boot-time allocation from low memory (64 MiB
+    by default); the extlinux module enforces the same bound on C(swiotlb=) (docs/reliability.md).
 author: edgeslim maintainers (@edgeslim)
 options:
   _input:

@@ -230,8 +230,8 @@ def plan(mb1: Path, mb2: Path, recipes: list[Recipe], include_dirs: list[Path]) 
             "validated recipe (check the carveout names against its BCT header) -- refusing"
         )
     resolved = {c: resolve_carveout(c, macros) for c in carveouts}
-    numbers = {c: num for c, (num, _) in resolved.items()}
-    canonical = {c: chain[-1] for c, (_, chain) in resolved.items()}
+    numbers = {c: num_chain[0] for c, num_chain in resolved.items()}
+    canonical = {c: num_chain[1][-1] for c, num_chain in resolved.items()}
     # A header may name one carveout twice: EDK2's T234 header has ``#define CARVEOUT_DISP_EARLY_BOOT_FB
     # CARVEOUT_CCPLEX_SMMU_PTW`` [EDK2-T234-CARVEOUTS]. Names that resolve to the same number-defined macro are that
     # one carveout (reported as aliases); a different name that merely has the same number is refused, since zeroing

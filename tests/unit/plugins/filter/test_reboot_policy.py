@@ -15,9 +15,7 @@ from ansible_collections.edgeslim.jetson.plugins.filter.reboot_policy import reb
 ROOT = Path(__file__).resolve().parents[4]
 
 
-@pytest.mark.parametrize(
-    "value", [True, False, "true", "False", "YES", "no", "1", "0", 1, 0, None, ""], ids=lambda v: repr(v)
-)
+@pytest.mark.parametrize("value", [True, False, "true", "False", "YES", "no", "1", "0", 1, 0, None, ""], ids=repr)
 def test_accepted_or_unset(value):
     assert reboot_policy_errors({"edgeslim_reboot_ok": value}) == []
 
