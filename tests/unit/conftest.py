@@ -20,3 +20,14 @@ if str(LINK_PARENT) not in sys.path:
     sys.path.insert(0, str(LINK_PARENT))
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def swiotlb_debugfs(tmp_path: Path, **counters: int) -> str:
+    """A debugfs ``swiotlb`` directory in the kernel's format ("%llu\\n" per file), e.g. nslabs=2048, used=0."""
+    from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
+
+    path = tmp_path / "swiotlb"
+    path.mkdir()
+    for key, value in counters.items():
+        (path / tlb.COUNTERS[key]).write_text(f"{value}\n")
+    return str(path)

@@ -11,14 +11,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
-
-
-def debugfs(tmp_path, **counters) -> str:
-    path = tmp_path / "swiotlb"
-    path.mkdir()
-    for key, value in counters.items():
-        (path / tlb.COUNTERS[key]).write_text(f"{value}\n")
-    return str(path)
+from conftest import swiotlb_debugfs as debugfs
 
 
 def test_read_6x_counters(tmp_path):

@@ -8,6 +8,7 @@ from collections import namedtuple
 import pytest
 from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
 from ansible_collections.edgeslim.jetson.plugins.modules import swiotlb_info
+from conftest import swiotlb_debugfs as debugfs
 from modhelper import run_module
 
 Uname = namedtuple("Uname", "sysname nodename release version machine")
@@ -21,14 +22,6 @@ def device(monkeypatch):
     monkeypatch.setattr(swiotlb_info, "read_text", lambda path: state[files[path]])
     monkeypatch.setattr(swiotlb_info.os, "uname", lambda: Uname("Linux", "jetson", state["release"], "#1", "aarch64"))
     return state
-
-
-def debugfs(tmp_path, **counters) -> str:
-    path = tmp_path / "swiotlb"
-    path.mkdir()
-    for key, value in counters.items():
-        (path / tlb.COUNTERS[key]).write_text(f"{value}\n")
-    return str(path)
 
 
 def test_r36_stock_pool_idle(tmp_path, device):
