@@ -138,3 +138,162 @@ def test_a_revert_whose_signing_fails_says_so(checker, boot, tmp_path):
     assert checker.process(str(pending), str(results)) is True
     verdict = json.loads((results / "swiotlb.json").read_text())
     assert verdict["status"] == "reverted" and verdict["notes"] == [f"signing hook left no {extlinux}.sig"]
+
+
+# The checker fails safe: a hang, a crash, a damaged record or a read-only /var never leaves the device on the
+# managed entry with nothing reverting it.
+
+THREE_ENTRIES = "TIMEOUT 30\nDEFAULT edgeslim\n\nLABEL edgeslim\n  LINUX /boot/Image\n\nLABEL primary\n" \
+    "  LINUX /boot/Image\n\nLABEL backup\n  LINUX /boot/Image\n"  # fmt: skip
+
+
+def _record(pending: Path, layer: str, **changes) -> None:
+    doc = json.loads((pending / f"{layer}.json").read_text())
+    doc.update(changes)
+    (pending / f"{layer}.json").write_text(json.dumps(doc))
+
+
+def _verdict(results: Path, layer: str) -> dict:
+    return json.loads((results / f"{layer}.json").read_text())
+
+
+def test_a_hanging_check_times_out_and_counts_as_failed(checker, boot):
+    extlinux, pending, results = boot
+    _pending(pending, "swiotlb", extlinux, "sleep 30")
+    _record(pending, "swiotlb", checks={"command": "sleep 30", "timeout": 1})
+    import time
+
+    start = time.monotonic()
+    assert checker.process(str(pending), str(results)) is True
+    assert time.monotonic() - start < 10
+    verdict = _verdict(results, "swiotlb")
+    assert verdict["status"] == "reverted"
+    assert verdict["failures"] == ["health command timed out after 1 s: sleep 30"]
+    assert "DEFAULT primary" in extlinux.read_text()
+
+
+def test_the_check_timeout_has_a_default_and_the_unit_outlasts_it(checker, boot, monkeypatch):
+    extlinux, pending, results = boot
+    assert checker.CHECK_TIMEOUT == 120
+    monkeypatch.setattr(checker, "CHECK_TIMEOUT", 1)  # the default applies when the record sets none
+    _pending(pending, "swiotlb", extlinux, "sleep 30")
+    assert checker.process(str(pending), str(results)) is True
+    assert _verdict(results, "swiotlb")["failures"] == ["health command timed out after 1 s: sleep 30"]
+    unit = (CHECKER.parent / "edgeslim-boot-commit.service").read_text()
+    assert "\nTimeoutStartSec=15min\n" in unit
+
+
+def test_max_boots_is_tested_before_the_checks(checker, boot, tmp_path):
+    """A check that hangs at every boot must not keep the change from being reverted after max_boots."""
+    extlinux, pending, results = boot
+    marker = tmp_path / "checked"
+    _pending(pending, "swiotlb", extlinux, f"touch {marker}")
+    _record(pending, "swiotlb", boots=3)
+    assert checker.process(str(pending), str(results)) is True
+    assert not marker.exists()
+    verdict = _verdict(results, "swiotlb")
+    assert verdict["status"] == "reverted" and verdict["failures"] == ["booted 4 times without committing"]
+    assert "DEFAULT primary" in extlinux.read_text()
+
+
+def test_an_unexpected_error_reverts_that_change_and_the_others_are_still_processed(checker, boot, monkeypatch):
+    extlinux, pending, results = boot
+    other = extlinux.parent / "other.conf"
+    other.write_text(extlinux.read_text())
+    _pending(pending, "carveouts", other, "true")
+    _pending(pending, "swiotlb", extlinux, "true")
+    real = checker.checks
+
+    def checks(record):
+        if record["layer"] == "swiotlb":
+            raise KeyError("surprise")
+        return real(record)
+
+    monkeypatch.setattr(checker, "checks", checks)
+    assert checker.process(str(pending), str(results)) is True
+    assert _verdict(results, "swiotlb")["status"] == "reverted"
+    assert _verdict(results, "swiotlb")["failures"] == ["checker error: KeyError: 'surprise'"]
+    assert _verdict(results, "carveouts")["status"] == "committed"
+    assert "DEFAULT primary" in extlinux.read_text() and "DEFAULT edgeslim" in other.read_text()
+
+
+def test_main_never_raises_without_attempting_a_revert(checker, boot, monkeypatch):
+    extlinux, pending = boot[:2]
+    _pending(pending, "swiotlb", extlinux, "true")
+    monkeypatch.setattr(checker, "PENDING", str(pending))
+    monkeypatch.setattr(checker, "process", lambda: 1 / 0)
+    calls = []
+    monkeypatch.setattr(checker.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    assert checker.main() == 1
+    assert "DEFAULT primary" in extlinux.read_text() and calls == [["systemctl", "reboot"]]
+    assert not list(pending.iterdir())  # or the same error would revert and reboot at every boot
+
+
+@pytest.mark.parametrize(("recorded", "expected"), [
+    ({"previous_default": "backup"}, "backup"),
+    ({"previous_default": "gone", "stock_default": "backup"}, "backup"),
+    ({"previous_default": "gone"}, "primary"),
+])  # fmt: skip
+def test_a_revert_only_targets_an_existing_label(checker, boot, recorded, expected):
+    extlinux, pending, results = boot
+    extlinux.write_text(THREE_ENTRIES)
+    _pending(pending, "swiotlb", extlinux, "false")
+    _record(pending, "swiotlb", **recorded)
+    assert checker.process(str(pending), str(results)) is True
+    assert f"\nDEFAULT {expected}\n" in extlinux.read_text()
+    assert _verdict(results, "swiotlb")["reverted_to"] == expected
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("", "unreadable"),
+    ('{"layer": "swiotlb", "extlinux_', "unreadable"),
+    ("not json", "unreadable"),
+    (b"\xff\xfe{}", "unreadable"),
+    ("[]", "is not a JSON object"),
+    ('{"layer": "swiotlb", "boots": 0}', "lacks extlinux_path, previous_default"),
+    ('{"layer": "swiotlb", "extlinux_path": "/boot/extlinux/extlinux.conf", "previous_default": "primary", '
+     '"max_boots": "three"}', "invalid"),
+    ('{"layer": "swiotlb", "extlinux_path": "/boot/extlinux/extlinux.conf", "previous_default": "primary", '
+     '"checks": {"timeout": 0}}', "invalid: checks.timeout must be a positive number"),
+])  # fmt: skip
+def test_a_damaged_pending_record_reverts_to_the_first_non_managed_entry(checker, boot, monkeypatch, content, reason):
+    extlinux, pending, results = boot
+    extlinux.write_text(THREE_ENTRIES)
+    monkeypatch.setattr(checker, "EXTLINUX", str(extlinux))
+    record = pending / "swiotlb.json"
+    if isinstance(content, bytes):
+        record.write_bytes(content)
+    else:
+        record.write_text(content.replace("/boot/extlinux/extlinux.conf", str(extlinux)))
+    assert checker.process(str(pending), str(results)) is True
+    verdict = _verdict(results, "swiotlb")
+    assert verdict["status"] == "reverted" and verdict["reverted_to"] == "primary"
+    assert reason in verdict["failures"][0] and "reverting to an existing non-managed entry" in verdict["failures"][0]
+    assert "\nDEFAULT primary\n" in extlinux.read_text() and not list(pending.iterdir())
+
+
+def test_a_read_only_var_still_reverts(checker, boot, monkeypatch, capsys):
+    extlinux, pending, results = boot
+    _pending(pending, "swiotlb", extlinux, "false")
+
+    def read_only(path, doc):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(checker, "write_json", read_only)
+    assert checker.process(str(pending), str(results)) is True
+    assert "DEFAULT primary" in extlinux.read_text()
+    assert f"cannot write {results / 'swiotlb.json'}: [Errno 30] Read-only file system" in capsys.readouterr().err
+
+
+def test_a_full_var_leaves_no_half_written_pending_record(checker, boot, monkeypatch):
+    extlinux, pending = boot[:2]
+    _pending(pending, "swiotlb", extlinux, "true")
+    before = (pending / "swiotlb.json").read_text()
+
+    def full(doc, handle, **kw):
+        handle.write('{"layer": "sw')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checker.json, "dump", full)
+    assert checker.try_write_json(str(pending / "swiotlb.json"), {"layer": "swiotlb", "boots": 1}) is False
+    assert [p.name for p in pending.iterdir()] == ["swiotlb.json"] and (pending / "swiotlb.json").read_text() == before
