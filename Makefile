@@ -14,7 +14,7 @@ COLLECTION_LINK := .collections/ansible_collections/edgeslim/jetson
 SIM_SCALE ?= 0.1
 export EDGESLIM_SIM_SCALE ?= $(SIM_SCALE)
 
-.PHONY: help check venv host link lint ruff ansible-lint device-compat sanity unit unit-device molecule test demo image fleet-up fleet-down build clean \
+.PHONY: help check venv host link lint ruff ansible-lint device-compat sanity unit unit-device molecule publish-check test demo image fleet-up fleet-down build clean \
 	boot-host boot-image test-boot test-boot-ci test-boot-repeat
 
 help:
@@ -76,7 +76,12 @@ image: venv host
 molecule: venv host image
 	bash tests/molecule.sh
 
-test: lint sanity unit molecule
+# Galaxy / Automation Hub readiness (docs/publishing.md): changelog, docs site, tarball, galaxy-importer,
+# antsibull-docs; its tools in their own venv (.cache/publish-venv).
+publish-check:
+	bash tests/publish-check.sh
+
+test: lint sanity unit molecule publish-check
 
 # The inner loop before each commit (target: under 5 minutes): lint, the unit tests on every device Python, and one
 # container scenario (facts: every simulated variant boots and its modules run on its release's Python).
