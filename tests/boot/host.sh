@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Prepare this machine for the emulated-boot lane (tests/boot, docs/emulated-boot.md): Debian packages for
-# building an arm64 guest with debootstrap + qemu-user-static and booting it with QEMU TCG + U-Boot.
+# building an arm64 guest with mmdebstrap + qemu-user-static and booting it with QEMU TCG + U-Boot.
 # Idempotent; called by `make test-boot`. Package list: docs/emulated-boot.md (emulated image).
 set -euo pipefail
 
 PACKAGES=(
   qemu-system-arm      # qemu-system-aarch64 (TCG: no arm64 KVM on x86 hosts)
   qemu-utils           # qemu-img: overlays, qcow2 conversion
-  qemu-user-static     # runs the arm64 debootstrap second stage in a chroot (binfmt_misc)
+  qemu-user-static     # runs the arm64 maintainer scripts in the build chroot (binfmt_misc)
   binfmt-support       # update-binfmts
   u-boot-qemu          # /usr/lib/u-boot/qemu_arm64/u-boot.bin: the bootloader that reads extlinux.conf
   u-boot-tools         # mkenvimage: U-Boot environment with fdt_addr_r (trap 1)
-  debootstrap
+  mmdebstrap           # arm64 rootfs: host apt resolves and downloads, only dpkg runs under qemu-user
+  arch-test            # mmdebstrap checks that binfmt runs arm64 binaries before it starts
   device-tree-compiler # dtc
   fdisk                # sfdisk: GPT
   e2fsprogs            # mkfs.ext4 -d (no loop device needed)
@@ -41,7 +42,7 @@ fi
 if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
   update-binfmts --enable qemu-aarch64 || die "cannot register qemu-aarch64 with binfmt_misc"
 fi
-for f in qemu-system-aarch64 qemu-img mkenvimage sfdisk mkfs.ext4 dtc debootstrap; do
+for f in qemu-system-aarch64 qemu-img mkenvimage sfdisk mkfs.ext4 dtc mmdebstrap; do
   command -v "$f" >/dev/null || die "$f missing after install"
 done
 [ -r /usr/lib/u-boot/qemu_arm64/u-boot.bin ] || die "u-boot.bin for qemu_arm64 missing"
