@@ -10,6 +10,8 @@ description:
     C(ansible.builtin.set_stats) (per host) and Ansible's own per-host outcome (ok, failed, unreachable).
   - Prints one row per host (model, profile, MemTotal and MemAvailable before/after, MB reclaimed per layer and in
     total, status) and fleet totals. Rolled-back and failed hosts are reported as such.
+  - A layer with status C(planned) (a C(--check) run computed its change and wrote nothing) is a plan, not a change
+    and never a pending reboot - its host counts as ok, its megabytes are not counted, and the row says C(planned).
   - Writes the report as JSON, Markdown (for a pull-request comment) and JUnit XML (one test case per host) when
     O(output_dir) is set.
   - Stays silent in runs where no host published C(edgeslim) stats.

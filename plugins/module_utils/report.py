@@ -17,6 +17,8 @@ from xml.etree import ElementTree as ET
 LAYERS = ("services", "swiotlb", "carveouts")
 # Host status, worst first: the first that applies wins.
 STATUS_ORDER = ("unreachable", "rolled_back", "failed", "pending_reboot", "ok", "not_run")
+# Layer statuses whose megabytes are not counted: undone, failed, or a plan (check mode changed nothing).
+NOT_COUNTED = ("rolled_back", "failed", "planned")
 
 
 def _num(value: Any) -> float | None:
@@ -49,6 +51,7 @@ class Row:
     total_mb: float = 0.0
     pending_reboot: bool = False
     rolled_back: bool = False
+    planned: list[str] = field(default_factory=list)  # layers check mode planned (the host counts as ok)
     rebooted_between_snapshots: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -75,9 +78,12 @@ def build_row(host: str, data: dict[str, Any] | None, outcome: str) -> Row:
         row.layer_status[name] = status
         mb = _num(layer.get("reclaimed_mb"))
         row.reclaimed_mb[name] = None if mb is None else round(mb, 1)
-        if mb is not None and status not in ("rolled_back", "failed"):
+        if mb is not None and status not in NOT_COUNTED:
             row.total_mb += mb
         row.pending_reboot |= status == "pending_reboot"
+        if status == "planned":
+            row.planned.append(name)
+            row.notes.append(f"{name} planned (check mode: nothing changed)")
         details = layer.get("details")
         reason = details.get("reason") if isinstance(details, dict) else None
         if status == "skipped" and reason:
@@ -112,7 +118,7 @@ def totals(rows: list[Row]) -> dict[str, Any]:
     for r in rows:
         by_status[r.status] = by_status.get(r.status, 0) + 1
         for name, mb in r.reclaimed_mb.items():
-            if mb is not None and r.layer_status.get(name) not in ("rolled_back", "failed"):
+            if mb is not None and r.layer_status.get(name) not in NOT_COUNTED:
                 per_layer[name] += mb
     return {
         "hosts": len(rows),
@@ -142,7 +148,7 @@ def _cells(r: Row) -> list[str]:
         _pair(r.memavailable_before_mb, r.memavailable_after_mb),
         *[_fmt(r.reclaimed_mb.get(name)) for name in LAYERS],
         _fmt(r.total_mb),
-        r.status + (" (rebooted)" if r.rebooted_between_snapshots else ""),
+        r.status + (" (rebooted)" if r.rebooted_between_snapshots else "") + (" (planned)" if r.planned else ""),
     ]
 
 

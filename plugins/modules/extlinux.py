@@ -43,8 +43,12 @@ options:
     description: Label of the managed entry. When set, it is cloned from O(clone_from) if missing.
     type: str
   managed_menu_label:
-    description: MENU LABEL of the managed entry.
+    description:
+      - MENU LABEL of the managed entry, set on every V(present) call.
+      - The entry is shared (the SWIOTLB and carveouts layers boot through ONE entry), so its identity must not
+        depend on which layer wrote last; callers sharing an entry leave this at its default, or all pass the same.
     type: str
+    default: "edgeslim: slimmed boot entry"
   clone_from:
     description: Entry the managed entry is cloned from. Default is the entry that boots now (DEFAULT, else the first).
     type: str
@@ -146,7 +150,6 @@ EXAMPLES = r"""
 - name: Managed entry with a 4 MiB SWIOTLB pool, stock entry kept as fallback
   edgeslim.jetson.extlinux:
     managed_label: edgeslim
-    managed_menu_label: "edgeslim: slimmed kernel command line"
     kernel_args:
       swiotlb: "2048"
 
@@ -223,6 +226,9 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux as
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
 
 BACKUP_PREFIX = ".edgeslim-"
+# One identity for the managed entry whichever layers share it and whichever wrote last: a label naming the last
+# writer made every re-run of two layers rewrite the file twice (and re-arm, and reboot).
+MANAGED_MENU_LABEL = "edgeslim: slimmed boot entry"
 BACKUP_SUFFIX = ".bak"
 
 
@@ -356,7 +362,7 @@ def main() -> None:
             "root": {"type": "path", "default": "/"},
             "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
             "managed_label": {"type": "str"},
-            "managed_menu_label": {"type": "str"},
+            "managed_menu_label": {"type": "str", "default": MANAGED_MENU_LABEL},
             "clone_from": {"type": "str"},
             "label": {"type": "str"},
             "kernel_args": {"type": "dict", "default": {}},

@@ -1,5 +1,6 @@
-"""Apply -> reboot -> commit on the device; then the rollback entry point restored the stock file and removed the
-boot-time checker. The container runs the host's kernel, so the layer must say "unverified_container"."""
+"""slim with both boot layers -> one reboot -> commit on the device; a re-run (Molecule's idempotence step) changed
+nothing and did not reboot; then the rollback entry point restored the stock file and removed the boot-time checker.
+The container runs the host's kernel, so the SWIOTLB layer must say "unverified_container"."""
 
 from __future__ import annotations
 
@@ -19,13 +20,29 @@ def test_role_reported_unverified_not_applied(host):
     assert result == {"status": "unverified_container", "reclaimed_mb": None}
 
 
+def test_rerun_with_reboots_allowed_did_not_reboot(host):
+    """Two runs of the converge play: the first rebooted once into the managed entry, the second (idempotence, with
+    edgeslim_reboot_ok true) started and ended in that same boot."""
+    runs = [line.split() for line in host.file("/root/converge-boots").content_string.splitlines()]
+    assert [kind for kind, _ in runs] == ["start", "end", "start", "end"], runs
+    (_, first_start), (_, first_end), (_, second_start), (_, second_end) = runs
+    assert first_start != first_end  # the first run rebooted
+    assert first_end == second_start == second_end  # the re-run did not
+    # One boot checked and committed per layer, both at the first run's reboot; the re-run armed nothing.
+    for layer in ("swiotlb", "carveouts"):
+        verdict = json.loads(host.file(f"/var/lib/edgeslim/boot-commit/{layer}.json").content_string)
+        assert verdict["status"] == "committed" and verdict["boots"] == 1, verdict
+
+
 def test_committed_file_had_managed_default_and_stock_fallback(host):
     committed = host.file("/root/extlinux.conf.committed").content_string
     stock = host.file("/root/extlinux.conf.stock").content_string
     assert "DEFAULT edgeslim" in committed
     assert "LABEL primary" in committed and "LABEL edgeslim" in committed
-    managed = committed.split("LABEL edgeslim", 1)[1]
-    assert "swiotlb=2048" in managed
+    managed = committed.split("LABEL edgeslim", 1)[1].split("LABEL primary", 1)[0]
+    assert "swiotlb=2048" in managed and "OVERLAYS /boot/edgeslim/carveouts.dtbo" in managed
+    # one identity for the entry both layers share, whichever wrote last
+    assert "MENU LABEL edgeslim: slimmed boot entry" in managed
     # the stock entry is untouched: every stock line is still in the file
     for line in stock.splitlines():
         if not line.startswith("DEFAULT"):

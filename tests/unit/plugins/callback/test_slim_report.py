@@ -58,3 +58,23 @@ def test_silent_without_edgeslim_stats(tmp_path):
     cb.v2_playbook_on_stats(stats)
     assert cb._display.lines == []
     assert not list(tmp_path.iterdir())
+
+
+def test_check_mode_plan_is_ok_never_pending_reboot(tmp_path):
+    """A --check run: the boot layers publish planned; the host is ok, nothing pending, nothing reclaimed."""
+    stats = AggregateStats()
+    stats.increment("ok", "robot-01")
+    layers = {"services": {"status": "unchanged", "reclaimed_mb": 0.0},
+              "swiotlb": {"status": "planned", "reclaimed_mb": None, "attributed_mb": 60.0},
+              "carveouts": {"status": "planned", "reclaimed_mb": 12.0}}  # fmt: skip
+    stats.update_custom_stats("edgeslim", {"layers": layers, "status": "ok"}, "robot-01")
+    cb = make_callback(tmp_path)
+    cb.v2_playbook_on_stats(stats)
+    row = json.loads((tmp_path / "edgeslim-report.json").read_text())["hosts"][0]
+    assert row["status"] == "ok" and row["pending_reboot"] is False and row["total_mb"] == 0
+    assert row["planned"] == ["swiotlb", "carveouts"]
+    assert row["notes"] == ["swiotlb planned (check mode: nothing changed)",
+                            "carveouts planned (check mode: nothing changed)"]  # fmt: skip
+    assert "ok (planned)" in "\n".join(cb._display.lines) and "pending_reboot" not in "\n".join(cb._display.lines)
+    junit = (tmp_path / "edgeslim-report.xml").read_text()
+    assert 'failures="0"' in junit and '<property name="pending_reboot" value="false"' in junit

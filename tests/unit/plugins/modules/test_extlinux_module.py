@@ -149,6 +149,18 @@ def test_two_layers_share_one_managed_entry(rootfs, tmp_path, first):
     assert conf.read_bytes() == original
 
 
+def test_shared_entry_has_one_menu_label_whichever_layer_wrote_last(rootfs, tmp_path):
+    """Without managed_menu_label every caller gives the entry the same identity, so re-runs of both write nothing."""
+    journal = tmp_path / "journal.json"
+    layers = {name: {k: v for k, v in args.items() if k != "managed_menu_label"}
+              for name, args in (("swiotlb", SWIOTLB), ("carveouts", CARVEOUTS))}  # fmt: skip
+    for _ in range(2):
+        for name, args in layers.items():
+            res = run(rootfs, {**args, "journal_path": str(journal), "journal_layer": name})
+    assert res["changed"] is False
+    assert res["summary"]["boot_entry"]["menu_label"] == extlinux.MANAGED_MENU_LABEL == "edgeslim: slimmed boot entry"
+
+
 def test_shared_entry_rollback_of_swiotlb_keeps_the_overlay(rootfs, tmp_path):
     journal = tmp_path / "journal.json"
     run(rootfs, {**SWIOTLB, "journal_path": str(journal), "journal_layer": "swiotlb"})

@@ -1,0 +1,136 @@
+"""The real `slim` role runs its layers in one order on every host, whatever the batch mixes.
+
+A batch of a camera (no SWIOTLB layer) and a robot (both boot layers) runs `roles/slim` through ansible-playbook with
+stand-ins for the layer roles that log what runs on which host. With a loop of includes Ansible groups the includes
+by file and variables across hosts, so the camera's carveouts include ran first on the robot too; the rescue's
+rollback loop had the same flaw. One fork and the camera first in the inventory make that grouping deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def record(what: str) -> dict:
+    return {
+        "name": f"Record {what}",
+        "ansible.builtin.lineinfile": {
+            "path": "{{ order_dir }}/{{ inventory_hostname }}",
+            "line": what,
+            "create": True,
+            "mode": "0644",
+        },
+    }
+
+
+def result(layer: str, status: str) -> dict:
+    return {"name": "Publish the layer result", "ansible.builtin.set_fact": {f"{layer}_result": {"status": status}}}
+
+
+def stub_roles(roles: Path) -> None:
+    """Stand-ins for the roles `slim` includes: each logs itself; carveouts fails where `fail_carveouts` is set."""
+    files = {
+        "profile/tasks/main.yml": [
+            {"name": "Profile", "ansible.builtin.set_fact": {"edgeslim_profile": "{{ test_profile }}"}}
+        ],
+        "preflight/tasks/main.yml": [
+            {"name": "Nothing refused", "ansible.builtin.set_fact": {"preflight_boot_layers_refused": ""}}
+        ],
+        "measure/tasks/baseline.yml": [record("baseline")],
+        "measure/tasks/after.yml": [record("after")],
+        "services/tasks/main.yml": [record("services"), result("services", "applied")],
+        "services/tasks/rollback.yml": [record("rollback services"), result("services", "rolled_back")],
+    }
+    for layer in ("swiotlb", "carveouts"):
+        files[f"{layer}/tasks/main.yml"] = [record(layer), result(layer, "applied")]
+        files[f"{layer}/tasks/rollback.yml"] = [record(f"rollback {layer}"), result(layer, "rolled_back")]
+    files["carveouts/tasks/main.yml"].append(
+        {
+            "name": "Fail where asked",
+            "ansible.builtin.fail": {"msg": "carveouts failed"},
+            "when": "fail_carveouts | default(false)",
+        }
+    )
+    for name, tasks in files.items():
+        (roles / name).parent.mkdir(parents=True, exist_ok=True)
+        (roles / name).write_text(yaml.safe_dump(tasks, sort_keys=False))
+
+
+@pytest.fixture
+def collection(tmp_path) -> Path:
+    """edgeslim.jetson with the real slim role and plugins, stand-ins for the layer roles."""
+    base = tmp_path / "collections"
+    coll = base / "ansible_collections" / "edgeslim" / "jetson"
+    (coll / "roles").mkdir(parents=True)
+    (coll / "plugins").symlink_to(ROOT / "plugins")
+    (coll / "roles" / "slim").symlink_to(ROOT / "roles" / "slim")
+    stub_roles(coll / "roles")
+    return base
+
+
+def run_slim(tmp_path: Path, collection: Path, fail_carveouts: bool) -> dict[str, list[str]]:
+    order_dir = tmp_path / "order"
+    order_dir.mkdir()
+    profiles = {
+        "camera": {"services": {"disable": ["gdm.service"]}, "carveouts": {"recipes": ["headless"]}},
+        "robot": {
+            "services": {"disable": ["gdm.service"]},
+            "swiotlb": {"size_mib": 4},
+            "carveouts": {"recipes": ["headless"]},
+        },
+    }
+    # The camera first: with one fork its results come back first, as when it is the faster host of a batch.
+    inventory = {
+        "all": {
+            "hosts": {
+                "camera-01": {"test_profile": profiles["camera"]},
+                "robot-01": {"test_profile": profiles["robot"]},
+            },
+            "vars": {
+                "ansible_connection": "local",
+                "ansible_python_interpreter": sys.executable,
+                "order_dir": str(order_dir),
+                "edgeslim_reboot_ok": False,
+                "fail_carveouts": fail_carveouts,
+            },
+        }
+    }
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory))
+    play = [{"name": "Slim", "hosts": "all", "gather_facts": False, "roles": [{"role": "edgeslim.jetson.slim"}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collection), ANSIBLE_FORKS="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+    for name in ("ANSIBLE_CONFIG", "ANSIBLE_CALLBACKS_ENABLED"):  # no repository ansible.cfg, no report
+        env.pop(name, None)
+    playbook = Path(sys.executable).with_name("ansible-playbook")
+    res = subprocess.run(
+        [str(playbook), "-i", "inventory.yml", "play.yml"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == (2 if fail_carveouts else 0), res.stdout + res.stderr
+    return {host.name: host.read_text().split("\n")[:-1] for host in sorted(order_dir.iterdir())}
+
+
+def test_swiotlb_then_carveouts_on_every_host_of_a_mixed_batch(tmp_path, collection):
+    assert run_slim(tmp_path, collection, fail_carveouts=False) == {
+        "camera-01": ["baseline", "services", "carveouts", "after"],
+        "robot-01": ["baseline", "services", "swiotlb", "carveouts", "after"],
+    }
+
+
+def test_rollback_in_reverse_order_on_every_host_of_a_mixed_batch(tmp_path, collection):
+    assert run_slim(tmp_path, collection, fail_carveouts=True) == {
+        "camera-01": ["baseline", "services", "carveouts", "rollback services"],
+        "robot-01": ["baseline", "services", "swiotlb", "carveouts", "rollback swiotlb", "rollback services"],
+    }
