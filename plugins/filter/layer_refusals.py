@@ -5,8 +5,8 @@ DOCUMENTATION = r"""
 name: layer_refusals
 short_description: Every input refusal of the boot layers (SWIOTLB, carveouts), decided before any change
 description:
-  - Takes the boot layers a run applies and returns every reason to refuse their inputs at once, so
-    M(edgeslim.jetson.preflight) can fail a host before the services layer stops anything, and each layer role
+  - Takes the boot layers a run applies and returns every reason to refuse their inputs at once, so the
+    C(edgeslim.jetson.preflight) role can fail a host before the services layer stops anything, and each layer role
     refuses the same inputs before its own first change when it runs on its own (docs/reliability.md).
   - SWIOTLB - the size (C(swiotlb_size_mib), else the profile's C(swiotlb.size_mib)) must be a whole number of MiB
     from C(swiotlb_min_mib) (a whole number > 0) to 1024, the bound the extlinux module enforces on C(swiotlb=); with
