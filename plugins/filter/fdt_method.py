@@ -34,40 +34,13 @@ _value:
 """
 
 from ansible.errors import AnsibleFilterError
-
-METHODS = ("auto", "overlays", "merged")
-OVERLAYS_SINCE = (36, 2)  # L4TLauncher reads OVERLAYS from the r36.2 tag on [EDK2-L4TLAUNCHER-OVERLAYS]
-
-
-def resolve(requested: str, l4t: dict | None) -> dict:
-    if requested not in METHODS:
-        return {"method": None, "error": f"carveouts_fdt_method {requested!r}: expected one of {', '.join(METHODS)}"}
-    release = None
-    if l4t and l4t.get("major") is not None:
-        release = (int(l4t["major"]), int(l4t.get("minor") or 0))
-    version = (l4t or {}).get("version") or (f"R{release[0]}.{release[1]}" if release else "unknown")
-    if requested == "merged":
-        return {"method": "merged", "error": None}
-    if release is None:
-        if requested == "overlays":
-            return {"method": "overlays", "error": None}  # not an L4T rootfs we can read: the operator's choice
-        return {"method": None, "error": "carveouts_fdt_method auto: the L4T release is unknown (no "
-                "/etc/nv_tegra_release), so it cannot tell whether L4TLauncher applies OVERLAYS (R36.2 and later); "
-                "set carveouts_fdt_method to merged (any release) or overlays (R36.2 and later)"}  # fmt: skip
-    supported = release >= OVERLAYS_SINCE
-    if requested == "auto":
-        return {"method": "overlays" if supported else "merged", "error": None}
-    if not supported:
-        return {"method": None, "error": f"carveouts_fdt_method overlays refused on L4T {version}: L4TLauncher "
-                "applies the OVERLAYS line of extlinux.conf only from R36.2 on (R35.x ignores it silently, so the "
-                "nodes would stay enabled and the device would revert the change); use merged or auto"}  # fmt: skip
-    return {"method": "overlays", "error": None}
+from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import resolve_fdt_method
 
 
 def carveouts_fdt_method(requested, l4t=None) -> dict:
     if not isinstance(requested, str):
         raise AnsibleFilterError(f"carveouts_fdt_method: expected a string, got {type(requested).__name__}")
-    return resolve(requested, l4t if isinstance(l4t, dict) else None)
+    return resolve_fdt_method(requested, l4t if isinstance(l4t, dict) else None)
 
 
 class FilterModule:

@@ -38,32 +38,13 @@ _value:
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
-
-ACCEPTED = ("true", "false", "yes", "no", "1", "0")
+from ansible_collections.edgeslim.jetson.plugins.module_utils import layer_inputs
 
 
 def reboot_policy_errors(values: Any) -> list[str]:
     if not isinstance(values, dict):
         raise AnsibleFilterError(f"reboot_policy_errors expects a dict of variable name -> value, got {values!r}")
-    errors = []
-    for name in sorted(values):
-        value = values[name]
-        if value is None or value == "" or isinstance(value, bool):
-            continue
-        if isinstance(value, int) and value in (0, 1):
-            continue
-        if isinstance(value, str) and value.strip().lower() in ACCEPTED:
-            continue
-        errors.append(f"{name} must be true or false (or yes/no, 1/0), got {_show(value)}; nothing was changed")
-    return errors
-
-
-def _show(value: Any) -> str:
-    # Ansible 2.19 hands tagged subclasses (_AnsibleTaggedStr); name the plain kind the user wrote.
-    for kind in (str, int, float, list, dict):
-        if isinstance(value, kind):
-            return f"{kind(value)!r} ({kind.__name__})"
-    return f"{value!r}"
+    return layer_inputs.reboot_policy_errors(values)
 
 
 class FilterModule:

@@ -31,22 +31,17 @@ _value:
 
 from ansible.errors import AnsibleFilterError
 
-# 2 KiB slots, swiotlb= rounded up to IO_TLB_SEGSIZE (128): the device-side helpers own the kernel's arithmetic.
+# 2 KiB slots, swiotlb= rounded up to IO_TLB_SEGSIZE (128): the device-side helpers own the kernel's arithmetic; the
+# size check (whole MiB, 1..1024, the extlinux module's bound) is the one the boot layers' pre-flight runs.
+from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import swiotlb_size_error
 from ansible_collections.edgeslim.jetson.plugins.module_utils.swiotlb import SLOT_BYTES, mib_to_slots
-
-MAX_MIB = 1024  # = SWIOTLB_MAX_SLOTS of module_utils/extlinux.py (524288 slots); docs/reliability.md
 
 
 def swiotlb_slots(mib) -> int:
-    if isinstance(mib, bool) or not isinstance(mib, (int, str)) or not str(mib).strip().isdigit():
-        raise AnsibleFilterError(f"swiotlb_slots: size must be a whole number of MiB, got {mib!r}")
-    value = int(mib)
-    if value <= 0:
-        raise AnsibleFilterError("swiotlb_slots: size must be > 0 (never swiotlb=0)")
-    if value > MAX_MIB:
-        raise AnsibleFilterError(f"swiotlb_slots: {value} MiB refused, at most {MAX_MIB} MiB (the pool is allocated "
-                                 "at boot from low memory; the kernel default is 64 MiB)")  # fmt: skip
-    return mib_to_slots(value)
+    error = swiotlb_size_error(mib, name="swiotlb_slots")
+    if error:
+        raise AnsibleFilterError(error)
+    return mib_to_slots(int(mib))
 
 
 def swiotlb_mib(slots) -> float:

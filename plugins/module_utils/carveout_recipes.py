@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 RECIPE_NAMES = ("headless", "no_camera")
+CHIPS = ("t234", "t264")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,14 @@ def module_files(module: str) -> ModuleFiles:
     except KeyError:
         known = ", ".join(sorted(MODULES))
         raise RecipeError(f"module {module!r} has no validated carveout recipe (known: {known})") from None
+
+
+def check_device(chip: str | None, module: str | None) -> None:
+    """Refuse a chip or a module without validated recipes (the chip and module jetson_info reads)."""
+    if chip not in CHIPS:
+        shown = f"unknown chip {chip!r}" if chip else "unknown chip"
+        raise RecipeError(f"{shown}; recipes exist only for T234 and T264")
+    module_files(module or "unknown")
 
 
 def recipes_for(chip: str, names: list[str]) -> list[Recipe]:

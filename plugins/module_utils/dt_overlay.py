@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devicetree as dt
 from ansible_collections.edgeslim.jetson.plugins.module_utils import l4t
 from ansible_collections.edgeslim.jetson.plugins.module_utils.carveout_recipes import (
-    MODULES,
     RecipeError,
+    check_device,
     recipes_for,
 )
 
@@ -80,16 +80,11 @@ def plan(root: str, recipe_names: list[str]) -> Plan:
         raise OverlayError(f"{root}: no device tree here (is this a Jetson with /sys/firmware/devicetree/base?)")
     compatible = dt.compatible_of(root)
     ident = l4t.identify(compatible)
-    if ident["soc"] is None:
-        raise OverlayError(f"unknown chip (root compatible {compatible}); recipes exist only for T234 and T264")
-    if ident["module"] not in MODULES:
-        raise OverlayError(
-            f"module {ident['module'] or 'unknown'} (root compatible {compatible}) has no validated carveout recipe"
-        )
     try:
+        check_device(ident["soc"], ident["module"])
         recipes = recipes_for(ident["soc"], list(recipe_names))
     except RecipeError as exc:
-        raise OverlayError(str(exc)) from None
+        raise OverlayError(f"{exc} (root compatible {compatible})") from None
     out = Plan(ident["soc"], ident["module"], [r.name for r in recipes])
     seen: set[str] = set()
     for recipe in recipes:

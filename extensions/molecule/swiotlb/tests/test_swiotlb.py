@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 
 def test_slimmed_file(host):
@@ -40,3 +41,24 @@ def test_secure_boot_the_restored_file_is_signed_again(host):
     sig = host.file("/boot/extlinux/extlinux.conf.sig")
     assert sig.exists and sig.content_string == _standin_sig(host, "/boot/extlinux/extlinux.conf")
     assert not host.file("/boot/extlinux/extlinux.conf.sig.edgeslim-prev").exists
+
+
+def test_bad_boot_layer_inputs_refused_by_preflight_all_at_once(host):
+    log = re.sub(r"\x1b\[[0-9;]*m", "", host.file("/root/slim-bad-inputs.log").content_string)  # Molecule forces colour
+    assert "Refuse bad inputs of the boot layers, all at once" in log
+    assert "swiotlb_size_mib: SWIOTLB size 0 MiB refused" in log
+    assert "carveout recipes ['no_gpu'] refused: only the validated recipes headless and no_camera" in log
+    assert "Services layer" not in log  # the play stopped in pre-flight
+    assert re.search(r"es-swiotlb-1\s*:.* failed=1", log)
+
+
+def test_bad_boot_layer_inputs_changed_nothing(host):
+    before = host.file("/root/state-before-bad-inputs.txt").content_string
+    # the comparison means something: the desktop was up, its units enabled, the stock file in place
+    assert "default: graphical.target" in before
+    assert re.search(r"^active: gdm\.service [0-9a-f]{32}$", before, re.M)
+    assert re.search(r"^file: colord\.service (enabled|static|disabled)$", before, re.M)
+    assert host.file("/root/state-after-bad-inputs.txt").content_string == before
+    # and the desktop has kept the same run since (never stopped and started again)
+    gdm = host.check_output("systemctl show -p InvocationID --value gdm.service")
+    assert f"active: gdm.service {gdm}\n" in before
