@@ -160,14 +160,23 @@ def write_journal(
     fsync + rename (+ fsync of the directory). The copy lands first, so whichever file a damage hits, the other
     holds this generation or the one before it."""
     text = dump_journal(doc)
-    _write_atomic(path + PREV_SUFFIX, text, None, mode)
-    _write_atomic(path, text, replace, mode)
+    write_atomic(path + PREV_SUFFIX, text, None, mode)
+    write_atomic(path, text, replace, mode)
 
 
-def _write_atomic(path: str, text: str, replace: Callable[[str, str], Any] | None, mode: int) -> None:
+def write_atomic(
+    path: str,
+    text: str,
+    replace: Callable[[str, str], Any] | None = None,
+    mode: int = 0o600,
+    dir_mode: int = 0o700,
+    what: str = "journal",
+) -> None:
+    """Temp file in the same directory + fsync + rename + fsync of the directory (``JournalError`` on failure).
+    Also used for other small files edgeslim owns (the journald drop-in)."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.makedirs(directory, mode=dir_mode, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".journal.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise JournalError(f"{path}: cannot create a temporary file in {directory}: {exc.strerror}") from exc
@@ -181,7 +190,7 @@ def _write_atomic(path: str, text: str, replace: Callable[[str, str], Any] | Non
         os.chmod(path, mode)  # atomic_move applies the umask to a new destination; the journal stays private
         _fsync_dir(directory)
     except OSError as exc:
-        raise JournalError(f"{path}: cannot write journal: {exc.strerror}") from exc
+        raise JournalError(f"{path}: cannot write {what}: {exc.strerror}") from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

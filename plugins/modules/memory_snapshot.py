@@ -133,74 +133,27 @@ snapshot:
       elements: str
 """
 
-import datetime
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeslim.jetson.plugins.module_utils.meminfo import (
-    MeminfoError,
-    median_and_spread,
-    parse_meminfo,
-    select,
-    to_mib,
+from ansible_collections.edgeslim.jetson.plugins.module_utils.memsnap import (
+    SnapshotError,
+    boot_identity,
+    build_snapshot,
+    drop_caches,
+    sample_meminfo,
+    sampling_options,
+    units_memory,
+    utc_now,
 )
-from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError, parse_show
-from ansible_collections.edgeslim.jetson.plugins.module_utils.unitmem import SHOW_PROPERTIES, UnitMemError, unit_memory
-
-
-def read(path: str) -> str:
-    with open(path, encoding="ascii") as handle:
-        return handle.read()
-
-
-def boot_identity(module: AnsibleModule) -> str:
-    argv = module.params["boot_id_command"]
-    if argv:
-        rc, out, err = module.run_command(argv)
-        if rc != 0 or not out.strip():
-            module.fail_json(msg=f"boot_id_command {argv} failed (rc {rc}): {err.strip() or 'no output'}")
-        return out.strip()
-    return read("/proc/sys/kernel/random/boot_id").strip()
-
-
-def units_memory(module: AnsibleModule, names: list[str]) -> tuple[dict, list[str]]:
-    if not names:
-        return {}, []
-    systemctl = module.get_bin_path("systemctl", required=True)
-    if names == ["*"]:
-        rc, out, err = module.run_command(
-            [systemctl, "list-units", "--type=service", "--state=loaded", "--no-legend", "--plain", "--all"]
-        )
-        if rc != 0:
-            module.fail_json(msg=f"systemctl list-units failed: {err.strip()}")
-        names = [line.split()[0] for line in out.splitlines() if line.strip()]
-        if not names:
-            return {}, []
-    rc, out, err = module.run_command([systemctl, "show", "-p", ",".join((*SHOW_PROPERTIES, "LoadState")), *names])
-    if rc != 0:
-        module.fail_json(msg=f"systemctl show failed: {err.strip()}")
-    blocks = parse_show(out)
-    if len(blocks) != len(names):
-        module.fail_json(msg=f"systemctl show returned {len(blocks)} blocks for {len(names)} units")
-    found, missing = {}, []
-    for name, props in zip(names, blocks):  # lengths checked above
-        if props.get("LoadState") != "loaded":
-            missing.append(name)
-            continue
-        found[name] = unit_memory(props).as_dict()
-    return found, missing
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "units": {"type": "list", "elements": "str", "default": []},
-            "samples": {"type": "int", "default": 1},
-            "interval": {"type": "float", "default": 1.0},
             "settle": {"type": "float", "default": 0.0},
-            "drop_caches": {"type": "bool", "default": False},
-            "boot_id_command": {"type": "list", "elements": "str"},
-            "meminfo_path": {"type": "path", "default": "/proc/meminfo"},
+            **sampling_options(samples=1),
         },
         supports_check_mode=True,
     )
@@ -215,40 +168,18 @@ def main() -> None:
     if p["settle"]:
         time.sleep(p["settle"])
     dropped = False
-    if p["drop_caches"] and not module.check_mode:
-        module.run_command(["sync"], check_rc=True)
-        try:
-            with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as handle:
-                handle.write("3\n")
-        except OSError as exc:
-            module.fail_json(msg=f"cannot drop caches (/proc/sys/vm/drop_caches: {exc.strerror}); run without it")
-        dropped = True
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    readings = []
     try:
-        for i in range(p["samples"]):
-            if i:
-                time.sleep(p["interval"])
-            readings.append(select(parse_meminfo(read(p["meminfo_path"]), p["meminfo_path"])))
-        median, spread = median_and_spread(readings)
+        if p["drop_caches"] and not module.check_mode:
+            drop_caches(module)
+            dropped = True
+        now = utc_now()
+        readings = sample_meminfo(p["meminfo_path"], p["samples"], p["interval"])
         units, missing = units_memory(module, p["units"])
-    except (MeminfoError, UnitMemError, UnitsError, OSError) as exc:
+        snapshot = build_snapshot(
+            readings, now, boot_identity(module, p["boot_id_command"]), units, missing, p["settle"], dropped
+        )
+    except SnapshotError as exc:
         module.fail_json(msg=str(exc))
-
-    snapshot = {
-        "timestamp": now.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
-        "epoch": now.timestamp(),
-        "boot_id": boot_identity(module),
-        "samples": p["samples"],
-        "settle_seconds": p["settle"],
-        "caches_dropped": dropped,
-        "meminfo_kb": median,
-        "meminfo_mb": to_mib(median),
-        "spread_kb": spread,
-        "units": units,
-        "units_missing": missing,
-    }
     module.exit_json(changed=dropped, snapshot=snapshot)
 
 

@@ -212,270 +212,35 @@ restored:
   type: bool
 """
 
-import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import (
-    JournalError,
-    load_journal_fallback,
-    update_layer,
-    utc_now,
+from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError
+from ansible_collections.edgeslim.jetson.plugins.module_utils.units_apply import (
+    REQUEST_OPTIONS,
+    RunError,
+    Runner,
+    UnitsFailure,
+    UnitsRequest,
+    journal_plan,
+    plan_units,
+    restore_units,
+    run_plan,
 )
-from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import (
-    UnitsError,
-    compute_plan,
-    compute_restore,
-    core_protected,
-    diff_text,
-    match_states,
-    merge_layer,
-    normalize_protected,
-    normalize_unit,
-    normalize_units,
-    parse_show,
-    show_argv,
-    verify_applied,
-    verify_restored,
-)
-
-
-class Runner:
-    """Runs systemctl argv lists through the module; counts calls (returned as ``systemctl_calls``)."""
-
-    def __init__(self, module: AnsibleModule, systemctl: str) -> None:
-        self.module = module
-        self.systemctl = systemctl
-        self.calls = 0
-        self.ran: list[list[str]] = []
-
-    def run(self, argv: list[str], check: bool = True) -> tuple[int, str, str]:
-        self.calls += 1
-        rc, out, err = self.module.run_command(argv, environ_update={"SYSTEMD_PAGER": "", "LC_ALL": "C"})
-        if check and rc != 0:
-            raise RunError(argv, rc, out, err)
-        return rc, out, err
-
-    def states(self, units: list[str]) -> dict[str, Any]:
-        if not units:
-            return {}
-        _rc, out, _err = self.run(show_argv(self.systemctl, units))
-        return match_states(units, parse_show(out))
-
-    def default_target(self) -> str | None:
-        rc, out, _err = self.run([self.systemctl, "get-default"], check=False)
-        return out.strip() or None if rc == 0 else None
-
-
-class RunError(Exception):
-    def __init__(self, argv: list[str], rc: int, out: str, err: str) -> None:
-        super().__init__(f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()}")
-        self.argv, self.rc, self.out, self.err = argv, rc, out, err
-
-
-def _fail(module: AnsibleModule, runner: Runner, msg: str, **extra: Any) -> None:
-    module.fail_json(msg=msg, systemctl_calls=runner.calls, commands=runner.ran, **extra)
 
 
 def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     p = module.params
     try:
-        disable = normalize_units(p["disable"], "disable")
-        mask = normalize_units(p["mask"], "mask")
-        keep = normalize_units(p["keep"], "keep")
-        protected = normalize_protected(p["protected"])
-        default_target = normalize_unit(p["default_target"]) if p["default_target"] else None
-        blocks = {normalize_unit(k): str(v) for k, v in (p["blocks"] or {}).items()}
+        req = UnitsRequest.from_params(p, p["management_interface"])
     except UnitsError as exc:
         module.fail_json(msg=str(exc))
-    core = core_protected(p["management_interface"])
-    requested = mask + [u for u in disable if u not in mask]
-    # 1. one `systemctl show` for every requested unit, then one per level of the units they bring along that the
-    #    caller did not list: trigger companions (TriggeredBy: sockets/paths/timers, same action) and every unit
-    #    systemd stops with them (PartOf=/Requires=/Requisite=/BindsTo= them, transitively): those are stopped,
-    #    journaled so that restore starts them again, and refused when protected or kept.
-    states = runner.states(requested)
-    companions: dict[str, str] = {}
-    via: dict[str, str] = {}
-    parts: list[str] = []
-    frontier = list(requested)
-    while frontier:
-        known = set(states) | {s.id for s in states.values()}
-        found: dict[str, str] = {}
-        for name in frontier:
-            state = states[name]
-            if not state.exists or (set(state.names) | {name}) & set(keep):
-                continue
-            if name in requested and p["companions"]:
-                for unit in state.triggered_by:
-                    if unit not in known and unit not in found:
-                        found[unit] = name
-                        (mask if name in mask else disable).append(unit)
-            for unit, how in state.stops_with_it():
-                if unit not in known and unit not in found:
-                    found[unit] = name
-                    via[unit] = how
-                    parts.append(unit)
-        if found:
-            states.update(runner.states(list(found)))
-            companions.update(found)
-        frontier = list(found)
-    target_before = runner.default_target()
-    plan = compute_plan(
-        states,
-        disable,
-        mask,
-        keep,
-        protected,
-        target_before,
-        default_target,
-        companions=companions,
-        blocks=blocks,
-        stop=parts,
-        core=core,
-        via=via,
-    )
-    if plan.errors:
-        _fail(module, runner, "refusing to change anything: " + "; ".join(plan.errors), errors=plan.errors)
-    entries = [u.as_dict() for u in plan.units]
-    stopped = [e for e in entries if e["actions"] and e["before"] != e["after"] and _was_stopped(e)]
-    commands = plan.commands(runner.systemctl)
-    before_text, after_text = diff_text(entries, plan.default_target_before, plan.default_target_after)
-    result: dict[str, Any] = {
-        "changed": plan.changes,
-        "units": {e["unit"]: e for e in entries},
-        "absent": plan.absent,
-        "kept": plan.kept,
-        # Memory of the units the caller named (with their triggers and PartOf= parts) is attributed to the plan;
-        # units that only went down through Requires=/Requisite=/BindsTo= are reported apart, in stopped_with.
-        "stopped": [e["unit"] for e in stopped if e["via"] in (None, "PartOf=")],
-        "stopped_with": {
-            e["unit"]: {"by": e["companion_of"], "via": e["via"]} for e in stopped if e["via"] not in (None, "PartOf=")
-        },
-        "default_target": {"before": plan.default_target_before, "after": plan.default_target_after},
-        "commands": commands,
-        "journal_path": p["journal_path"],
-        "diff": _diff(before_text, after_text),
-    }
+    plan, result = plan_units(runner, req)
+    result["journal_path"] = p["journal_path"]
     if module.check_mode or not plan.changes:
-        result["systemctl_calls"] = runner.calls
         return result
-    # 2. journal BEFORE any change (first record of a unit wins, see merge_layer).
-    try:
-        update_layer(
-            p["journal_path"], p["layer"], lambda old: merge_layer(old, plan, utc_now()), replace=module.atomic_move
-        )
-    except JournalError as exc:
-        _fail(module, runner, f"cannot journal the previous states, nothing changed: {exc}")
-    # 3. batched changes
-    try:
-        for argv in commands:
-            runner.ran.append(argv)
-            runner.run(argv)
-    except RunError as exc:
-        after = _safe_states(runner, [e["unit"] for e in entries])
-        _fail(
-            module,
-            runner,
-            f"{exc}. Previous states are in {p['journal_path']} (layer {p['layer']}); "
-            "run edgeslim.jetson.units with state=restore to undo the partial change",
-            units=result["units"],
-            current=after,
-        )
-    # 4. verify (after a short delay: catch units that something restarts behind our back)
-    time.sleep(max(0.0, p["verify_delay"]))
-    final = runner.states([e["unit"] for e in entries])
-    target_now = runner.default_target()
-    problems = verify_applied(plan, final, target_now)
-    if problems:
-        _fail(module, runner, "verification failed after apply: " + "; ".join(problems), units=result["units"])
-    result["systemctl_calls"] = runner.calls
-    return result
-
-
-def _diff(before: str, after: str) -> dict[str, str]:
-    return {"before": before, "after": after, "before_header": "systemd units", "after_header": "systemd units"}
-
-
-def _was_stopped(entry: dict[str, Any]) -> bool:
-    return entry["before"]["active_state"] != entry["after"]["active_state"]
-
-
-def _safe_states(runner: Runner, units: list[str]) -> dict[str, Any]:
-    try:
-        return {k: v.record() for k, v in runner.states(units).items()}
-    except (RunError, UnitsError) as exc:
-        return {"error": str(exc)}
-
-
-def restore(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
-    p = module.params
-    # A damaged journal is not the end of a rollback: its copy (<journal>.prev) holds the same generation.
-    try:
-        doc, warning = load_journal_fallback(p["journal_path"])
-    except JournalError as exc:
-        module.fail_json(msg=f"cannot read the journal: {exc}")
-    layer = doc["layers"].get(p["layer"])
-    if warning:
-        module.warn(warning)
-    base: dict[str, Any] = {
-        "journal_path": p["journal_path"],
-        "absent": [],
-        "kept": [],
-        "stopped": [],
-        "stopped_with": {},
-    }
-    if warning:
-        base["journal_warning"] = warning
-    if not layer:
-        return {**base, "changed": False, "restored": False, "units": {}, "commands": [], "default_target": {}}
-    names = sorted((layer.get("units") or {}).keys())
-    try:
-        states = runner.states(names)
-    except UnitsError as exc:
-        module.fail_json(msg=f"cannot read unit states: {exc}")
-    target_now = runner.default_target()
-    rplan = compute_restore(layer, states, target_now)
-    entries = rplan.as_dict()["units"]
-    commands = rplan.commands(runner.systemctl)
-    before_text, after_text = diff_text(entries, rplan.default_target_before, rplan.default_target_after)
-    result = {
-        **base,
-        "changed": True,  # at least the journal layer is cleared
-        "restored": True,
-        "units": {e["unit"]: e for e in entries},
-        "default_target": {"before": rplan.default_target_before, "after": rplan.default_target_after},
-        "commands": commands,
-        "diff": _diff(before_text, after_text),
-    }
-    if module.check_mode:
-        result["systemctl_calls"] = runner.calls
-        return result
-    try:
-        for argv in commands:
-            runner.ran.append(argv)
-            runner.run(argv)
-    except RunError as exc:
-        _fail(module, runner, f"restore failed: {exc}; the journal layer is kept", units=result["units"])
-    final = runner.states(names)
-    problems = verify_restored(layer, final, runner.default_target())
-    if problems:
-        _fail(module, runner, "restore incomplete, journal layer kept: " + "; ".join(problems), units=result["units"])
-    try:
-        notes: list[str] = []
-        update_layer(
-            p["journal_path"],
-            p["layer"],
-            lambda _old: None,
-            replace=module.atomic_move,
-            fallback=warning is not None,
-            warnings=notes,
-        )
-        for note in notes:
-            module.warn(note)
-    except JournalError as exc:
-        _fail(module, runner, f"units restored but the journal layer could not be cleared: {exc}")
-    result["systemctl_calls"] = runner.calls
+    journal_plan(module, runner, plan, p["journal_path"], p["layer"])
+    run_plan(runner, plan, result, p["journal_path"], p["layer"], p["verify_delay"])
     return result
 
 
@@ -483,13 +248,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "state": {"type": "str", "choices": ["present", "restore"], "default": "present"},
-            "disable": {"type": "list", "elements": "str", "default": []},
-            "mask": {"type": "list", "elements": "str", "default": []},
-            "keep": {"type": "list", "elements": "str", "default": []},
-            "protected": {"type": "list", "elements": "str", "default": []},
-            "default_target": {"type": "str"},
-            "companions": {"type": "bool", "default": True},
-            "blocks": {"type": "dict", "default": {}},
+            **REQUEST_OPTIONS,
             "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
             "layer": {"type": "str", "default": "services"},
             "management_interface": {"type": "str"},
@@ -497,13 +256,19 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
+    p = module.params
     runner = Runner(module, module.get_bin_path("systemctl", required=True))
     try:
-        result = restore(module, runner) if module.params["state"] == "restore" else apply(module, runner)
+        if p["state"] == "restore":
+            result = restore_units(module, runner, p["journal_path"], p["layer"], module.check_mode)
+        else:
+            result = apply(module, runner)
+    except UnitsFailure as exc:
+        module.fail_json(msg=exc.msg, **exc.extra)
     except RunError as exc:
-        _fail(module, runner, str(exc))
+        module.fail_json(msg=str(exc), systemctl_calls=runner.calls, commands=runner.ran)
     except UnitsError as exc:
-        _fail(module, runner, f"cannot read unit states: {exc}")
+        module.fail_json(msg=f"cannot read unit states: {exc}", systemctl_calls=runner.calls, commands=runner.ran)
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

@@ -120,3 +120,12 @@ def test_reclaim_and_attribution(host):
     # anonymous memory of the stopped real Debian daemons (their file pages stay cached, so PSS would overstate)
     expected = sum(INVENTORY[u]["size_mib"] * scale for u in sim) + sum(measured[u]["anon_kb"] for u in real) / 1024
     assert abs(result["reclaimed_mb"] - expected) <= 0.05 * expected, (result["reclaimed_mb"], expected)
+
+
+def test_management_link_found_under_become_and_its_carrier_refused(host):
+    """converge's SSH play: the engine found the link (eth0, from SSH_CONNECTION of an ancestor above sudo) and
+    refused a profile disabling NetworkManager before any change."""
+    record = json.loads(host.file("/root/es-mgmt-refusal.json").content_string)
+    assert f"NetworkManager.service: carries the management link on {record['interface']}" in record["msg"]
+    assert "services layer refused before any change" in record["msg"]
+    assert show(host, "NetworkManager.service") == {"UnitFileState": "enabled", "ActiveState": "active"}

@@ -1,0 +1,323 @@
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Plan, apply and restore a systemd unit plan on the host: the one copy shared by ``edgeslim.jetson.units`` and
+``edgeslim.jetson.engine``.
+
+``systemd_units`` is the pure part (parsing, plans, verification); this file runs ``systemctl`` through an
+``AnsibleModule`` (``run_command``, ``atomic_move``, ``warn``) and raises ``UnitsFailure`` with the message and the
+extra result keys of a failure, so that each module decides how to fail (the engine restores first).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import (
+    JournalError,
+    load_journal_fallback,
+    update_layer,
+    utc_now,
+)
+from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import (
+    Plan,
+    UnitsError,
+    compute_plan,
+    compute_restore,
+    core_protected,
+    diff_text,
+    match_states,
+    merge_layer,
+    normalize_protected,
+    normalize_unit,
+    normalize_units,
+    parse_show,
+    show_argv,
+    verify_applied,
+    verify_restored,
+)
+
+
+class RunError(Exception):
+    def __init__(self, argv: list[str], rc: int, out: str, err: str) -> None:
+        super().__init__(f"{' '.join(argv)} failed (rc={rc}): {(err or out).strip()}")
+        self.argv, self.rc, self.out, self.err = argv, rc, out, err
+
+
+class UnitsFailure(Exception):
+    """A unit plan that cannot go on: ``msg`` for the user, ``extra`` for the failed result."""
+
+    def __init__(self, msg: str, **extra: Any) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.extra = extra
+
+
+class Runner:
+    """Runs systemctl argv lists through the module; counts calls (returned as ``systemctl_calls``)."""
+
+    def __init__(self, module: Any, systemctl: str) -> None:
+        self.module = module
+        self.systemctl = systemctl
+        self.calls = 0
+        self.ran: list[list[str]] = []
+
+    def run(self, argv: list[str], check: bool = True) -> tuple[int, str, str]:
+        self.calls += 1
+        rc, out, err = self.module.run_command(argv, environ_update={"SYSTEMD_PAGER": "", "LC_ALL": "C"})
+        if check and rc != 0:
+            raise RunError(argv, rc, out, err)
+        return rc, out, err
+
+    def states(self, units: list[str]) -> dict[str, Any]:
+        if not units:
+            return {}
+        _rc, out, _err = self.run(show_argv(self.systemctl, units))
+        return match_states(units, parse_show(out))
+
+    def default_target(self) -> str | None:
+        rc, out, _err = self.run([self.systemctl, "get-default"], check=False)
+        return out.strip() or None if rc == 0 else None
+
+    def failure(self, msg: str, **extra: Any) -> UnitsFailure:
+        return UnitsFailure(msg, systemctl_calls=self.calls, commands=self.ran, **extra)
+
+
+# argument_spec of a unit plan request, shared by every module that takes one (see UnitsRequest.from_params).
+REQUEST_OPTIONS = {
+    "disable": {"type": "list", "elements": "str", "default": []},
+    "mask": {"type": "list", "elements": "str", "default": []},
+    "keep": {"type": "list", "elements": "str", "default": []},
+    "protected": {"type": "list", "elements": "str", "default": []},
+    "default_target": {"type": "str"},
+    "companions": {"type": "bool", "default": True},
+    "blocks": {"type": "dict", "default": {}},
+}
+
+
+class UnitsRequest:
+    """A unit plan request, normalized (raises ``UnitsError`` on bad names, before asking systemd anything)."""
+
+    def __init__(
+        self,
+        disable: Any = None,
+        mask: Any = None,
+        keep: Any = None,
+        protected: Any = None,
+        default_target: str | None = None,
+        companions: bool = True,
+        blocks: dict[str, Any] | None = None,
+        management_interface: str | None = None,
+    ) -> None:
+        self.disable = normalize_units(disable, "disable")
+        self.mask = normalize_units(mask, "mask")
+        self.keep = normalize_units(keep, "keep")
+        self.protected = normalize_protected(protected)
+        self.default_target = normalize_unit(default_target) if default_target else None
+        self.blocks = {normalize_unit(k): str(v) for k, v in (blocks or {}).items()}
+        self.companions = companions
+        self.management_interface = management_interface
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any], management_interface: str | None) -> UnitsRequest:
+        """From module parameters named as the units module's options."""
+        return cls(
+            p["disable"],
+            p["mask"],
+            p["keep"],
+            p["protected"],
+            p["default_target"],
+            p["companions"],
+            p["blocks"],
+            management_interface,
+        )
+
+
+def diff_dict(before: str, after: str, header: str = "systemd units") -> dict[str, str]:
+    return {"before": before, "after": after, "before_header": header, "after_header": header}
+
+
+def plan_units(runner: Runner, req: UnitsRequest) -> tuple[Plan, dict[str, Any]]:
+    """Read every state the plan needs and compute it (read-only). A refusal raises ``UnitsFailure``."""
+    disable, mask, keep = list(req.disable), list(req.mask), req.keep
+    core = core_protected(req.management_interface)
+    requested = mask + [u for u in disable if u not in mask]
+    # One `systemctl show` for every requested unit, then one per level of the units they bring along that the
+    # caller did not list: trigger companions (TriggeredBy: sockets/paths/timers, same action) and every unit
+    # systemd stops with them (PartOf=/Requires=/Requisite=/BindsTo= them, transitively): those are stopped,
+    # journaled so that restore starts them again, and refused when protected or kept.
+    states = runner.states(requested)
+    companions: dict[str, str] = {}
+    via: dict[str, str] = {}
+    parts: list[str] = []
+    frontier = list(requested)
+    while frontier:
+        known = set(states) | {s.id for s in states.values()}
+        found: dict[str, str] = {}
+        for name in frontier:
+            state = states[name]
+            if not state.exists or (set(state.names) | {name}) & set(keep):
+                continue
+            if name in requested and req.companions:
+                for unit in state.triggered_by:
+                    if unit not in known and unit not in found:
+                        found[unit] = name
+                        (mask if name in mask else disable).append(unit)
+            for unit, how in state.stops_with_it():
+                if unit not in known and unit not in found:
+                    found[unit] = name
+                    via[unit] = how
+                    parts.append(unit)
+        if found:
+            states.update(runner.states(list(found)))
+            companions.update(found)
+        frontier = list(found)
+    target_before = runner.default_target()
+    plan = compute_plan(
+        states,
+        disable,
+        mask,
+        keep,
+        req.protected,
+        target_before,
+        req.default_target,
+        companions=companions,
+        blocks=req.blocks,
+        stop=parts,
+        core=core,
+        via=via,
+    )
+    if plan.errors:
+        raise runner.failure("refusing to change anything: " + "; ".join(plan.errors), errors=plan.errors)
+    entries = [u.as_dict() for u in plan.units]
+    stopped = [e for e in entries if e["actions"] and e["before"] != e["after"] and _was_stopped(e)]
+    before_text, after_text = diff_text(entries, plan.default_target_before, plan.default_target_after)
+    result: dict[str, Any] = {
+        "changed": plan.changes,
+        "units": {e["unit"]: e for e in entries},
+        "absent": plan.absent,
+        "kept": plan.kept,
+        # Memory of the units the caller named (with their triggers and PartOf= parts) is attributed to the plan;
+        # units that only went down through Requires=/Requisite=/BindsTo= are reported apart, in stopped_with.
+        "stopped": [e["unit"] for e in stopped if e["via"] in (None, "PartOf=")],
+        "stopped_with": {
+            e["unit"]: {"by": e["companion_of"], "via": e["via"]} for e in stopped if e["via"] not in (None, "PartOf=")
+        },
+        "default_target": {"before": plan.default_target_before, "after": plan.default_target_after},
+        "commands": plan.commands(runner.systemctl),
+        "diff": diff_dict(before_text, after_text),
+        "systemctl_calls": runner.calls,
+    }
+    return plan, result
+
+
+def journal_plan(
+    module: Any,
+    runner: Runner,
+    plan: Plan,
+    journal_path: str,
+    layer: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Journal the previous states BEFORE any change (first record of a unit wins, see merge_layer)."""
+    try:
+        update_layer(
+            journal_path, layer, lambda old: merge_layer(old, plan, utc_now(), extra), replace=module.atomic_move
+        )
+    except JournalError as exc:
+        raise runner.failure(f"cannot journal the previous states, nothing changed: {exc}") from exc
+
+
+def run_plan(runner: Runner, plan: Plan, result: dict[str, Any], journal_path: str, layer: str, delay: float) -> None:
+    """Run the batched commands of a journaled plan, then verify (after ``delay`` s: catch units that something
+    restarts behind our back)."""
+    units = list(result["units"])
+    try:
+        for argv in result["commands"]:
+            runner.ran.append(argv)
+            runner.run(argv)
+    except RunError as exc:
+        raise runner.failure(
+            f"{exc}. Previous states are in {journal_path} (layer {layer}); "
+            "run edgeslim.jetson.units with state=restore to undo the partial change",
+            units=result["units"],
+            current=_safe_states(runner, units),
+        ) from exc
+    time.sleep(max(0.0, delay))
+    problems = verify_applied(plan, runner.states(units), runner.default_target())
+    if problems:
+        raise runner.failure("verification failed after apply: " + "; ".join(problems), units=result["units"])
+    result["systemctl_calls"] = runner.calls
+
+
+def _was_stopped(entry: dict[str, Any]) -> bool:
+    return entry["before"]["active_state"] != entry["after"]["active_state"]
+
+
+def _safe_states(runner: Runner, units: list[str]) -> dict[str, Any]:
+    try:
+        return {k: v.record() for k, v in runner.states(units).items()}
+    except (RunError, UnitsError) as exc:
+        return {"error": str(exc)}
+
+
+def restore_units(module: Any, runner: Runner, journal_path: str, layer_name: str, check_mode: bool) -> dict[str, Any]:
+    """Bring every journaled unit and the default target back, verify, clear the layer (``restored``: whether a
+    layer existed). A caller that journaled more than units restores that first: the layer is gone afterwards."""
+    # A damaged journal is not the end of a rollback: its copy (<journal>.prev) holds the same generation.
+    try:
+        doc, warning = load_journal_fallback(journal_path)
+    except JournalError as exc:
+        raise UnitsFailure(f"cannot read the journal: {exc}") from exc
+    layer = doc["layers"].get(layer_name)
+    if warning:
+        module.warn(warning)
+    base: dict[str, Any] = {"journal_path": journal_path, "absent": [], "kept": [], "stopped": [], "stopped_with": {}}
+    if warning:
+        base["journal_warning"] = warning
+    if not layer:
+        return {**base, "changed": False, "restored": False, "units": {}, "commands": [], "default_target": {}}
+    names = sorted((layer.get("units") or {}).keys())
+    try:
+        states = runner.states(names)
+    except UnitsError as exc:
+        raise UnitsFailure(f"cannot read unit states: {exc}") from exc
+    rplan = compute_restore(layer, states, runner.default_target())
+    entries = rplan.as_dict()["units"]
+    before_text, after_text = diff_text(entries, rplan.default_target_before, rplan.default_target_after)
+    result = {
+        **base,
+        "changed": True,  # at least the journal layer is cleared
+        "restored": True,
+        "units": {e["unit"]: e for e in entries},
+        "default_target": {"before": rplan.default_target_before, "after": rplan.default_target_after},
+        "commands": rplan.commands(runner.systemctl),
+        "diff": diff_dict(before_text, after_text),
+    }
+    if check_mode:
+        result["systemctl_calls"] = runner.calls
+        return result
+    try:
+        for argv in result["commands"]:
+            runner.ran.append(argv)
+            runner.run(argv)
+    except RunError as exc:
+        raise runner.failure(f"restore failed: {exc}; the journal layer is kept", units=result["units"]) from exc
+    problems = verify_restored(layer, runner.states(names), runner.default_target())
+    if problems:
+        raise runner.failure("restore incomplete, journal layer kept: " + "; ".join(problems), units=result["units"])
+    try:
+        notes: list[str] = []
+        update_layer(
+            journal_path,
+            layer_name,
+            lambda _old: None,
+            replace=module.atomic_move,
+            fallback=warning is not None,
+            warnings=notes,
+        )
+        for note in notes:
+            module.warn(note)
+    except JournalError as exc:
+        raise runner.failure(f"units restored but the journal layer could not be cleared: {exc}") from exc
+    result["systemctl_calls"] = runner.calls
+    return result
