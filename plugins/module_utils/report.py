@@ -145,6 +145,20 @@ def totals(rows: list[Row]) -> dict[str, Any]:
     }
 
 
+def run_stats(rows: list[Row]) -> dict[str, Any]:
+    """Run-level fleet totals for ``set_stats`` (per_host false), the artifact AWX/AAP hands to the next workflow
+    node: every status is present (0 when none), so a condition never meets an undefined key."""
+    t = totals(rows)
+    return {
+        "hosts": t["hosts"],
+        "by_status": {s: t["by_status"].get(s, 0) for s in STATUS_ORDER},
+        "failed_total": sum(t["by_status"].get(s, 0) for s in FAILING),
+        "reclaimed_mb": t["reclaimed_mb"],
+        "reclaimed_mb_total": t["reclaimed_mb_total"],
+        "complete": not t["by_status"].get("not_reached"),
+    }
+
+
 def _fmt(n: float | None) -> str:
     return "-" if n is None else f"{n:.0f}"
 

@@ -13,7 +13,8 @@ HERE = ROOT / "tests/integration/rollout"
 
 
 def run(tmp_path, *args, inventory_vars=None):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_EDGESLIM_REPORT_DIR=str(tmp_path))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_EDGESLIM_REPORT_DIR=str(tmp_path),
+               ANSIBLE_SHOW_CUSTOM_STATS="1")  # fmt: skip
     sources = ["-i", str(HERE / "inventory.yml")]
     if inventory_vars:  # a second inventory source: group_vars of the fleet, as an operator would set them
         extra = tmp_path / "extra-inventory.yml"
@@ -25,6 +26,12 @@ def run(tmp_path, *args, inventory_vars=None):
     report = tmp_path / "edgeslim-report.json"
     doc = json.loads(report.read_text()) if report.exists() else None
     return res, doc
+
+
+def run_level(stdout):
+    """The run-level stats (what AWX exports as artifacts), from the default callback's CUSTOM STATS."""
+    line = next(line for line in stdout.splitlines() if line.strip().startswith("RUN: "))
+    return json.loads(line.strip()[len("RUN: ") :])["edgeslim_fleet"]
 
 
 def test_canary_abort_reports_hosts_never_reached(tmp_path):
@@ -42,6 +49,11 @@ def test_canary_abort_reports_hosts_never_reached(tmp_path):
     assert "| canary-4 |" in md and "not_reached" in md
     junit = (tmp_path / "edgeslim-report.xml").read_text()
     assert 'skipped="2"' in junit and "<skipped" in junit
+    # Run-level stats: rewritten as every batch starts and ends; the last write was as batch 2 started.
+    fleet = run_level(res.stdout)
+    assert fleet["by_status"]["ok"] == 1 and fleet["by_status"]["not_run"] == 2  # batch 2 had just started
+    assert fleet["by_status"]["not_reached"] == 2
+    assert fleet["complete"] is False and fleet["reclaimed_mb_total"] == 100.0
 
 
 def test_full_rollout_one_line_per_batch(tmp_path):
@@ -54,6 +66,18 @@ def test_full_rollout_one_line_per_batch(tmp_path):
         "edgeslim batch 3/3: 5/5 hosts done, 5 ok, 0 failed, 500 MB reclaimed so far",
     ]
     assert "not_reached" not in json.dumps(doc)
+    fleet = run_level(res.stdout)
+    assert fleet["complete"] is True and fleet["by_status"]["ok"] == 5 and fleet["failed_total"] == 0
+    assert fleet["reclaimed_mb"] == {"services": 500.0, "swiotlb": 0.0, "carveouts": 0.0}
+
+
+def test_budget_left_run_level_totals_count_the_rolled_back_host(tmp_path):
+    res, _doc = run(tmp_path, "-e", '{"edgeslim_serial": [1, 2, "100%"], "fail_host": "canary-2",'
+                                    ' "edgeslim_max_fail_percentage": 50}')  # fmt: skip
+    assert res.returncode == 2, res.stdout + res.stderr  # a host failed, the rollout went on
+    fleet = run_level(res.stdout)
+    assert fleet["by_status"]["rolled_back"] == 1 and fleet["by_status"]["ok"] == 4
+    assert fleet["failed_total"] == 1 and fleet["complete"] is True and fleet["reclaimed_mb_total"] == 400.0
 
 
 def test_inventory_serial_refused_before_any_change(tmp_path):
