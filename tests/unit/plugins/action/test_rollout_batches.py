@@ -1,4 +1,5 @@
-"""Batch planning matches Ansible's own split; serial / max_fail_percentage values compare by meaning."""
+"""Batch planning (module_utils/rollout.py, used by the rollout_guard action and the report callback on the
+controller) matches Ansible's own split; serial / max_fail_percentage values compare by meaning."""
 
 from __future__ import annotations
 
