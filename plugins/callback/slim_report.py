@@ -14,6 +14,9 @@ description:
     and never a pending reboot - its host counts as ok, its megabytes are not counted, and the row says C(planned).
   - Writes the report as JSON, Markdown (for a pull-request comment) and JUnit XML (one test case per host) when
     O(output_dir) is set.
+  - Prints one progress line when each canary batch ends (batch n/N, hosts done, failed, MB reclaimed so far).
+  - Hosts the play targeted but never reached (a canary abort stopped it before their batch) are reported with
+    status C(not_reached).
   - Stays silent in runs where no host published C(edgeslim) stats.
 author: edgeslim maintainers (@edgeslim)
 requirements:
@@ -41,14 +44,18 @@ options:
 """
 
 import os
+from collections.abc import MutableMapping
 
 from ansible.plugins.callback import CallbackBase
+from ansible.utils.vars import merge_hash
 from ansible_collections.edgeslim.jetson.plugins.module_utils.report import (
     EXTENSIONS,
     RENDERERS,
     build_rows,
+    progress_line,
     render_table,
 )
+from ansible_collections.edgeslim.jetson.plugins.module_utils.rollout import plan_batches
 
 
 class CallbackModule(CallbackBase):
@@ -57,12 +64,89 @@ class CallbackModule(CallbackBase):
     CALLBACK_NAME = "edgeslim.jetson.slim_report"
     CALLBACK_NEEDS_ENABLED = True
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._play_key = None  # the play being run in batches (a serial play starts once per batch)
+        self._targeted: list[str] = []  # every host the play targets, in play order
+        self._reached: set[str] = set()  # hosts whose batch started
+        self._not_reached: set[str] = set()  # over the whole run
+        self._batch = 0
+        self._batches = 0
+        self._live: dict[str, dict] = {}  # host -> edgeslim stats published so far (mirrors AggregateStats)
+        self._failed: dict[str, str] = {}  # host -> failed / unreachable
+
+    # Progress during the run -------------------------------------------------------------------------------
+    def v2_playbook_on_play_start(self, play):
+        manager = play.get_variable_manager()
+        inventory = getattr(manager, "_inventory", None)
+        if inventory is None:
+            return
+        # In a serial play the inventory is restricted to the batch; without the restriction it is the whole play.
+        batch = [h.name for h in inventory.get_hosts(play.hosts, order=play.order)]
+        key = (play._uuid, play.get_name())
+        if key == self._play_key:
+            self._end_batch()
+        else:
+            self._end_play()
+            self._play_key = key
+            every = inventory.get_hosts(play.hosts, ignore_restrictions=True, order=play.order)
+            self._targeted = [h.name for h in every]
+            self._reached = set()
+            self._batch = 0
+            self._batches = len(plan_batches(play.serial, len(self._targeted))) if play.serial else 1
+        self._batch += 1
+        self._reached.update(batch)
+
+    def _rows(self):
+        outcomes = dict.fromkeys(self._reached, "ok")
+        outcomes.update(self._failed)
+        return build_rows(self._live, outcomes)
+
+    def _end_batch(self):
+        if self._play_key is None or not self._live or self._batches <= 1:
+            return
+        hosts = len(self._targeted)
+        line = progress_line(self._rows(), self._batch, self._batches, hosts)
+        self._display.display(line)
+
+    def _end_play(self):
+        if self._play_key is None:
+            return
+        self._end_batch()
+        self._not_reached.update(h for h in self._targeted if h not in self._reached)
+        self._play_key = None
+
+    def _collect(self, result):
+        host = result._host.get_name()
+        res = result._result
+        for item in res.get("results", [res]) if isinstance(res.get("results"), list) else [res]:
+            st = item.get("ansible_stats") if isinstance(item, dict) else None
+            if not isinstance(st, dict) or not st.get("per_host", True) or not isinstance(st.get("data"), dict):
+                continue
+            data = st["data"].get("edgeslim")
+            if not isinstance(data, MutableMapping):
+                continue
+            prev = self._live.get(host)
+            self._live[host] = merge_hash(prev, data) if prev and st.get("aggregate") else dict(data)
+
+    def v2_runner_on_ok(self, result):
+        self._collect(result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        if not ignore_errors:
+            self._failed[result._host.get_name()] = "failed"
+
+    def v2_runner_on_unreachable(self, result):
+        self._failed[result._host.get_name()] = "unreachable"
+
+    # The report ---------------------------------------------------------------------------------------------
     def v2_playbook_on_stats(self, stats):
+        self._end_play()
         custom = {h: d.get("edgeslim") for h, d in stats.custom.items() if h != "_run" and isinstance(d, dict)}
         custom = {h: d for h, d in custom.items() if isinstance(d, dict)}
         if not custom:
             return
-        outcomes = {}
+        outcomes = dict.fromkeys(self._not_reached - set(stats.processed) - set(custom), "not_reached")
         for host in set(stats.processed) | set(custom):
             summary = stats.summarize(host)
             if summary.get("unreachable"):

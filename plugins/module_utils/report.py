@@ -16,7 +16,9 @@ from xml.etree import ElementTree as ET
 
 LAYERS = ("services", "swiotlb", "carveouts")
 # Host status, worst first: the first that applies wins.
-STATUS_ORDER = ("unreachable", "rolled_back", "failed", "pending_reboot", "ok", "not_run")
+# not_reached: a canary abort stopped the play before the host's batch started.
+STATUS_ORDER = ("unreachable", "rolled_back", "failed", "pending_reboot", "ok", "not_run", "not_reached")
+FAILING = ("failed", "rolled_back", "unreachable")
 # Layer statuses whose megabytes are not counted: undone, failed, or a plan (check mode changed nothing).
 NOT_COUNTED = ("rolled_back", "failed", "planned")
 
@@ -57,9 +59,13 @@ class Row:
 
 
 def build_row(host: str, data: dict[str, Any] | None, outcome: str) -> Row:
-    """One host. ``outcome`` comes from Ansible's own stats: ok, failed, unreachable (or skipped)."""
+    """One host. ``outcome`` comes from Ansible's own stats: ok, failed, unreachable (or skipped), or not_reached."""
     data = data or {}
     row = Row(host=host, model=str(data.get("model") or ""), profile=str(data.get("profile") or ""))
+    if outcome == "not_reached":
+        row.status = "not_reached"
+        row.notes.append("not reached: the rollout stopped before this host's batch")
+        return row
     memory = data.get("memory") or {}
     before, after = memory.get("before") or {}, memory.get("after") or {}
     row.memtotal_before_mb = _mb(before.get("MemTotal_kb"))
@@ -112,6 +118,17 @@ def build_rows(custom: dict[str, Any], outcomes: dict[str, str]) -> list[Row]:
     return [build_row(h, custom.get(h), outcomes.get(h, "ok")) for h in hosts]
 
 
+def progress_line(rows: list[Row], batch: int | None = None, batches: int | None = None, hosts: int = 0) -> str:
+    """One line per finished batch: hosts done so far, how many failed, MB reclaimed so far."""
+    t = totals(rows)
+    done = [r for r in rows if r.status != "not_reached"]
+    failed = sum(1 for r in done if r.status in FAILING)
+    where = f"batch {batch}/{batches}" if batch and batches else (f"batch {batch}" if batch else "progress")
+    of = f"/{hosts}" if hosts else ""
+    return (f"edgeslim {where}: {len(done)}{of} hosts done, {len(done) - failed} ok, {failed} failed, "
+            f"{t['reclaimed_mb_total']:.0f} MB reclaimed so far")  # fmt: skip
+
+
 def totals(rows: list[Row]) -> dict[str, Any]:
     by_status = {s: 0 for s in STATUS_ORDER}
     per_layer = dict.fromkeys(LAYERS, 0.0)
@@ -125,6 +142,20 @@ def totals(rows: list[Row]) -> dict[str, Any]:
         "by_status": {k: v for k, v in by_status.items() if v},
         "reclaimed_mb": {k: round(v, 1) for k, v in per_layer.items()},
         "reclaimed_mb_total": round(sum(per_layer.values()), 1),
+    }
+
+
+def run_stats(rows: list[Row]) -> dict[str, Any]:
+    """Run-level fleet totals for ``set_stats`` (per_host false), the artifact AWX/AAP hands to the next workflow
+    node: every status is present (0 when none), so a condition never meets an undefined key."""
+    t = totals(rows)
+    return {
+        "hosts": t["hosts"],
+        "by_status": {s: t["by_status"].get(s, 0) for s in STATUS_ORDER},
+        "failed_total": sum(t["by_status"].get(s, 0) for s in FAILING),
+        "reclaimed_mb": t["reclaimed_mb"],
+        "reclaimed_mb_total": t["reclaimed_mb_total"],
+        "complete": not t["by_status"].get("not_reached"),
     }
 
 
@@ -191,9 +222,10 @@ def render_markdown(rows: list[Row], title: str = "edgeslim: reclaimed memory") 
 
 def render_junit(rows: list[Row], suite: str = "edgeslim.slim") -> str:
     """One testcase per host; failed, rolled back and unreachable hosts are failures."""
-    failing = ("failed", "rolled_back", "unreachable")
+    failing = FAILING
     bad = sum(1 for r in rows if r.status in failing)
-    ts = ET.Element("testsuite", name=suite, tests=str(len(rows)), failures=str(bad), errors="0")
+    skipped = sum(1 for r in rows if r.status == "not_reached")
+    ts = ET.Element("testsuite", name=suite, tests=str(len(rows)), failures=str(bad), errors="0", skipped=str(skipped))
     for r in rows:
         case = ET.SubElement(ts, "testcase", classname=f"{suite}.{r.profile or 'none'}", name=r.host)
         props = ET.SubElement(case, "properties")
@@ -203,6 +235,8 @@ def render_junit(rows: list[Row], suite: str = "edgeslim.slim") -> str:
         if r.status in failing:
             failure = ET.SubElement(case, "failure", type=r.status, message=f"{r.host}: {r.status}")
             failure.text = "; ".join([f"{k}={v}" for k, v in r.layer_status.items()] + r.notes)
+        elif r.status == "not_reached":
+            ET.SubElement(case, "skipped", message=f"{r.host}: not reached (the rollout stopped before its batch)")
     return ET.tostring(ts, encoding="unicode", xml_declaration=True) + "\n"
 
 

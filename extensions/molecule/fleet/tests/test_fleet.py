@@ -13,6 +13,8 @@ import pytest
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 REPORT = EPHEMERAL / "report" / "edgeslim-report.json"
 AUDIT = EPHEMERAL / "report-audit" / "edgeslim-report.json"
+CANARY = EPHEMERAL / "report-canary" / "edgeslim-report.json"
+REFUSED = EPHEMERAL / "report-refused"
 # Robots slimmed without a reboot, then restored by playbooks/rollback.yml: JetPack 5 (3.8) and 7 (3.12).
 RESTORED = {"es-fleet-robot-r35": "3.8", "es-fleet-robot-thor": "3.12"}
 
@@ -55,6 +57,21 @@ def test_report_marks_each_host(report):
         assert report[robot]["reclaimed_mb"]["services"] > 0
     assert report["es-fleet-robot-gone"]["status"] in ("unreachable", "failed")
     assert "es-fleet-camera" not in report
+
+
+def test_canary_abort_lists_hosts_never_reached():
+    """Canary batch of one: the faulty robot rolled back, the 0 % budget stopped the play before robot-gone's batch."""
+    doc = json.loads(CANARY.read_text())
+    assert {h["host"]: h["status"] for h in doc["hosts"]} == {
+        "es-fleet-robot-fault": "rolled_back",
+        "es-fleet-robot-gone": "not_reached",
+    }
+    assert doc["totals"]["by_status"] == {"rolled_back": 1, "not_reached": 1}
+
+
+def test_inventory_serial_refused_before_any_change():
+    """converge checked the refusal message; the refused run published nothing (the guard is the first task)."""
+    assert not (REFUSED / "edgeslim-report.json").exists()
 
 
 def test_audit_on_each_release():
