@@ -64,7 +64,10 @@ def known_mib(catalog: list[dict[str, Any]], stopped: list[str], scale: float, d
 def summarize(counts: dict[str, Any], n_hosts: int) -> dict[str, Any]:
     """Per-host means of one run's roundtrips.json, and its time split by category (seconds per host)."""
     hosts = counts.get("hosts", {})
-    mean = lambda key: sum(h[key] for h in hosts.values()) / n_hosts  # noqa: E731
+
+    def mean(key: str) -> float:
+        return sum(h[key] for h in hosts.values()) / n_hosts
+
     time_s = dict.fromkeys(TIME_CATEGORIES, 0.0)
     tasks = []
     for kind, rows in counts.get("tasks", {}).items():
@@ -154,7 +157,7 @@ def timed_playbook(args: list[str], env: dict[str, str], work: Path, tag: str) -
     with open(work / f"{tag}.log", "w+") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen([str(BIN / "ansible-playbook"), *args], cwd=ROOT, env=env, stdout=log, stderr=log)
-        _, status, usage = os.wait4(proc.pid, 0)
+        status, usage = os.wait4(proc.pid, 0)[1:]
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)

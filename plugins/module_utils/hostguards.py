@@ -68,7 +68,7 @@ def ssh_connection(pid: int | None = None, proc_root: str | None = None) -> tupl
     """``(SSH_CONNECTION, pid, comm)`` of this process or its nearest ancestor that has it; None when none has."""
     pid = os.getpid() if pid is None else pid
     proc_root = proc_root or PROC_ROOT
-    for _ in range(MAX_ANCESTORS):
+    for _depth in range(MAX_ANCESTORS):
         if pid is None or pid < 1:
             return None
         value = environ_var(pid, "SSH_CONNECTION", proc_root)

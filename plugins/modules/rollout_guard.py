@@ -23,10 +23,14 @@ options:
     type: raw
 attributes:
   check_mode:
+    description: Compares values only; it runs the same in check mode.
     support: full
   diff_mode:
+    description: Nothing changes, so there is no diff.
     support: none
   platform:
+    description: Runs on the controller (action plugin); no device round trip.
+    support: full
     platforms: all
 """
 

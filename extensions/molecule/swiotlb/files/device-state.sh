@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # What the services and boot layers could change, in one comparable text: the default target, every unit file's
 # enablement, every active service with the id of its current run (a unit stopped and started again gets a new
 # InvocationID), and the boot files and the journal by checksum.

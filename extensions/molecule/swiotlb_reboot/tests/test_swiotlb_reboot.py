@@ -24,8 +24,8 @@ def test_rerun_with_reboots_allowed_did_not_reboot(host):
     """Two runs of the converge play: the first rebooted once into the managed entry, the second (idempotence, with
     edgeslim_reboot_ok true) started and ended in that same boot."""
     runs = [line.split() for line in host.file("/root/converge-boots").content_string.splitlines()]
-    assert [kind for kind, _ in runs] == ["start", "end", "start", "end"], runs
-    (_, first_start), (_, first_end), (_, second_start), (_, second_end) = runs
+    assert [run[0] for run in runs] == ["start", "end", "start", "end"], runs
+    first_start, first_end, second_start, second_end = (run[1] for run in runs)
     assert first_start != first_end  # the first run rebooted
     assert first_end == second_start == second_end  # the re-run did not
     # One boot checked and committed per layer, both at the first run's reboot; the re-run armed nothing.

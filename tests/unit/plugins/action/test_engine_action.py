@@ -131,12 +131,12 @@ def test_display_in_use_refuses_going_headless(check_display):
 
 
 def test_refusal_and_rolled_back_apply_records():
-    res, _ = run_action({"failed": True, "msg": "refusing to change anything: unit ssh.service is protected"})
+    res = run_action({"failed": True, "msg": "refusing to change anything: unit ssh.service is protected"})[0]
     rec = res["report"]["services"]
     assert rec["status"] == "failed" and rec["details"]["changed"] is False and res["changed"] is False
     failed = {"failed": True, "changed": True, "restored": True, "msg": "x is still active after stop"}
-    res, _ = run_action({"services": PLAN_CHANGES}, failed)
+    res = run_action({"services": PLAN_CHANGES}, failed)[0]
     assert res["report"]["services"]["status"] == "rolled_back" and res["changed"] is True
-    res, _ = run_action({"services": PLAN_CHANGES}, {**failed, "restored": False, "restore_error": "boom"})
+    res = run_action({"services": PLAN_CHANGES}, {**failed, "restored": False, "restore_error": "boom"})[0]
     assert res["report"]["services"]["status"] == "failed"
     assert res["report"]["services"]["details"]["restore_error"] == "boom"

@@ -154,7 +154,7 @@ def test_shared_entry_has_one_menu_label_whichever_layer_wrote_last(rootfs, tmp_
     journal = tmp_path / "journal.json"
     layers = {name: {k: v for k, v in args.items() if k != "managed_menu_label"}
               for name, args in (("swiotlb", SWIOTLB), ("carveouts", CARVEOUTS))}  # fmt: skip
-    for _ in range(2):
+    for _pass in range(2):
         for name, args in layers.items():
             res = run(rootfs, {**args, "journal_path": str(journal), "journal_layer": name})
     assert res["changed"] is False
