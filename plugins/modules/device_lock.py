@@ -10,9 +10,9 @@ description:
     read a device at the same time.
   - V(acquired) starts the transient unit C(edgeslim-lock-<run_id>.service) (C(systemd-run --collect
     -p RuntimeMaxSec=<ttl>)) running C(flock --nonblock --conflict-exit-code 75 <path> sleep <ttl>). The
-    lock is an C(flock(2)) on O(path), so it outlives this module's process, and the kernel drops it as soon as the
-    unit's process dies (killed, stopped), the unit reaches its RuntimeMaxSec, or the device reboots (/run is a
-    tmpfs).
+    lock is a C(flock) lock (flock(2)) on O(path), so it outlives this module's process, and the kernel drops it
+    as soon as the unit's process dies (killed, stopped), the unit reaches its RuntimeMaxSec, or the device
+    reboots (/run is a tmpfs).
   - The holder record (run id, controller, user, playbook, start time, expiry) is written to the C(.json) beside
     O(path) once the lock is held. A run that finds the lock held fails, naming the holder from that record, and
     changes nothing.
