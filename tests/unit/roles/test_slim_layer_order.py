@@ -17,6 +17,17 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
+LOCK_STUB = """#!/usr/bin/python
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+ARGS = ("state", "run_id", "path", "ttl", "holder")
+module = AnsibleModule(argument_spec={k: {"type": "raw"} for k in ARGS}, supports_check_mode=True)
+with open(os.environ["EDGESLIM_TEST_LOCK_LOG"], "a") as log:
+    log.write("%s %s\\n" % (module.params["state"], module.params["run_id"]))
+module.exit_json(changed=False, held=module.params["state"] != "released")
+"""
 
 
 def record(what: str) -> dict:
@@ -70,7 +81,16 @@ def collection(tmp_path) -> Path:
     base = tmp_path / "collections"
     coll = base / "ansible_collections" / "edgeslim" / "jetson"
     (coll / "roles").mkdir(parents=True)
-    (coll / "plugins").symlink_to(ROOT / "plugins")
+    # The real plugins, but a device_lock that takes no lock: it would start systemd units on this machine.
+    for sub in (ROOT / "plugins").iterdir():
+        if sub.name != "modules":
+            (coll / "plugins" / sub.name).parent.mkdir(parents=True, exist_ok=True)
+            (coll / "plugins" / sub.name).symlink_to(sub)
+    (coll / "plugins" / "modules").mkdir()
+    for module in (ROOT / "plugins" / "modules").glob("*.py"):
+        if module.name != "device_lock.py":
+            (coll / "plugins" / "modules" / module.name).symlink_to(module)
+    (coll / "plugins" / "modules" / "device_lock.py").write_text(LOCK_STUB)
     (coll / "roles" / "slim").symlink_to(ROOT / "roles" / "slim")
     stub_roles(coll / "roles")
     return base
@@ -107,6 +127,7 @@ def run_slim(tmp_path: Path, collection: Path, fail_carveouts: bool) -> dict[str
     play = [{"name": "Slim", "hosts": "all", "gather_facts": False, "roles": [{"role": "edgeslim.jetson.slim"}]}]
     (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collection), ANSIBLE_FORKS="1", ANSIBLE_RETRY_FILES_ENABLED="0")
+    env["EDGESLIM_TEST_LOCK_LOG"] = str(tmp_path / "lock.log")
     for name in ("ANSIBLE_CONFIG", "ANSIBLE_CALLBACKS_ENABLED"):  # no repository ansible.cfg, no report
         env.pop(name, None)
     playbook = Path(sys.executable).with_name("ansible-playbook")
@@ -134,3 +155,13 @@ def test_rollback_in_reverse_order_on_every_host_of_a_mixed_batch(tmp_path, coll
         "camera-01": ["baseline", "services", "carveouts", "rollback services"],
         "robot-01": ["baseline", "services", "swiotlb", "carveouts", "rollback swiotlb", "rollback services"],
     }
+
+
+@pytest.mark.parametrize("fail_carveouts", [False, True])
+def test_device_lock_taken_first_and_released_also_on_failure(tmp_path, collection, fail_carveouts):
+    order = run_slim(tmp_path, collection, fail_carveouts=fail_carveouts)
+    log = (tmp_path / "lock.log").read_text().split()
+    run_id = log[1]
+    # one run id for the batch, taken once per host before anything else, released once per host at the end
+    assert log == ["acquired", run_id, "acquired", run_id, "released", run_id, "released", run_id], log
+    assert order["robot-01"][0] == "baseline"

@@ -60,3 +60,12 @@ def test_rollback_rebooted_by_the_layer_policy(host):
     before = host.file("/root/boot-before-rollback").content_string.strip()
     now = host.check_output("awk '{print $22}' /proc/1/stat").strip()
     assert before and now != before
+
+
+def test_device_lock_taken_again_after_the_rollback_reboot_then_released(host):
+    # Each reboot empties /run: a holder unit in this boot's journal is the rollback's re-take after its reboot.
+    this_boot = host.run("journalctl -b --no-pager -o cat -u 'edgeslim-lock-*'").stdout
+    assert "/run/edgeslim/device.lock" in this_boot, this_boot
+    assert host.run("systemctl list-units --all --plain --no-legend 'edgeslim-lock-*'").stdout.strip() == ""
+    assert not host.file("/run/edgeslim/device.json").exists
+    assert host.run("flock --nonblock --conflict-exit-code 75 /run/edgeslim/device.lock true").rc == 0
