@@ -146,9 +146,8 @@ def busy_message(lock_path: str, record: dict, record_live: bool) -> str:
             "another edgeslim run holds the device lock {}: {}; nothing was changed. Try again when it ends, or "
             "end it on the device with: systemctl stop {}".format(lock_path, describe(record), record.get("unit"))
         )
+    last = f" (last record: {describe(record)})" if record else ""
     return (
-        "the device lock {} is held by a process with no current edgeslim holder record{}; nothing was changed. "
-        "Find it with: fuser -v {}".format(
-            lock_path, f" (last record: {describe(record)})" if record else "", lock_path
-        )
+        f"the device lock {lock_path} is held by a process with no current edgeslim holder record{last}; nothing was "
+        f"changed. Find it with: fuser -v {lock_path}"
     )
