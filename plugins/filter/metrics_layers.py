@@ -38,7 +38,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: Layer -> C(reclaimed_bytes) (int or null), C(pending_reboot) (bool or null).
+  description:
+    - Layer -> C(reclaimed_bytes) (int or null), C(pending_reboot) (bool, null, or V(flip) for a boot entry a rollback
+      restored without a reboot - see M(edgeslim.jetson.metrics_textfile)).
   type: dict
 """
 

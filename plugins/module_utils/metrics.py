@@ -155,6 +155,9 @@ def validate_state(state: dict[str, Any]) -> None:
         value = (record or {}).get("reclaimed_bytes")
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise MetricsError(f"layers.{layer}.reclaimed_bytes must be a number, got {value!r}")
+        pending = (record or {}).get("pending_reboot")
+        if pending is not None and not isinstance(pending, bool):
+            raise MetricsError(f"layers.{layer}.pending_reboot must be a boolean, got {pending!r}")
     for kind in state.get("drift") or {}:
         if kind not in DRIFT_KINDS:
             raise MetricsError(f"unknown drift kind {kind!r} (known: {', '.join(DRIFT_KINDS)})")
@@ -213,6 +216,10 @@ def merge(previous: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         for key in ("reclaimed_bytes", "pending_reboot"):
             value = new.get(key)
             record[key] = old.get(key) if value is None else value
+        if new.get("pending_reboot") == FLIP:
+            # A boot entry restored without a reboot: a change that was staged and never booted is simply gone (the
+            # device runs the restored entry already); a change the device booted into now waits for a reboot back.
+            record["pending_reboot"] = not old.get("pending_reboot", False) if "pending_reboot" in old else True
         if any(v is not None for v in record.values()):
             layers[layer] = record
     merged["layers"] = layers
@@ -266,6 +273,8 @@ def write_atomic(path: str, text: str, replace: Callable[[str, str], Any] | None
 
 
 MIB = 1024 * 1024
+# pending_reboot of a boot layer restored without a reboot: the opposite of what the previous file said (merge).
+FLIP = "flip"
 _APPLIED = ("applied", "unverified_container")
 _UNDONE = ("rolled_back", "reverted")
 
@@ -300,7 +309,7 @@ def layer_figures(
     - slim: an applied layer's measured reclaim, no reboot pending; ``pending_reboot`` -> pending; a layer the run
       or the device undid -> 0, and a restored boot layer waits for a reboot unless the run ``rebooted``.
     - rollback: every layer in ``restored`` (the layers asked for, the run having succeeded) reclaims 0; a boot
-      layer whose entry was restored waits for a reboot unless ``rebooted``.
+      layer whose entry was restored and not rebooted gets ``FLIP`` (see ``merge``).
     - audit: nothing (all carried over).
     """
     figures: dict[str, dict[str, Any]] = {}
@@ -323,9 +332,9 @@ def layer_figures(
                 pending = boot and status == "rolled_back" and not rebooted
         elif playbook == "rollback" and layer in (restored or []):
             reclaimed = 0
-            if not boot:
+            if not boot or (status == "rolled_back" and rebooted):
                 pending = False
             elif status == "rolled_back":
-                pending = not rebooted
+                pending = FLIP
         figures[layer] = {"reclaimed_bytes": reclaimed, "pending_reboot": pending}
     return figures

@@ -44,6 +44,9 @@ options:
     description:
       - Per layer (C(services), C(swiotlb), C(carveouts)) - C(reclaimed_bytes) (number) and C(pending_reboot)
         (bool). A missing or null figure is carried over from the previous file.
+      - C(pending_reboot=flip) is for a boot entry restored without a reboot - the opposite of the previous file's
+        value (a change staged and never booted leaves nothing pending; one the device booted into waits for a
+        reboot back); true when the previous file has no value.
     type: dict
     default: {}
   carveouts_drift:
@@ -132,6 +135,7 @@ import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.edgeslim.jetson.plugins.module_utils import drift as dr
 from ansible_collections.edgeslim.jetson.plugins.module_utils import metrics as mt
 from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import JournalError, load_journal
@@ -220,7 +224,10 @@ def main() -> None:
                 reclaimed = None
             reclaimed = None if reclaimed is None else int(float(reclaimed))
             pending = record.get("pending_reboot")
-            pending = None if pending in (None, "", "None") else module.boolean(pending)
+            if pending in (None, "", "None"):
+                pending = None
+            elif pending != mt.FLIP:
+                pending = boolean(pending, strict=True)
         except (TypeError, ValueError) as exc:
             module.fail_json(msg=f"layers.{layer}: {exc}")
         layers[layer] = {"reclaimed_bytes": reclaimed, "pending_reboot": pending}

@@ -69,6 +69,7 @@ def test_help_escaping():
         ({"layers": {"gpu": {}}}, "unknown layer"),
         ({"layers": {"services": {"reclaimed_bytes": "12"}}}, "must be a number"),
         ({"drift": {"kernel": True}}, "unknown drift kind"),
+        ({"layers": {"swiotlb": {"pending_reboot": "flip"}}}, "must be a boolean"),
     ],
 )
 def test_bad_state_refused(change, message):
@@ -153,9 +154,21 @@ def test_layer_figures_rollback_and_audit():
     assert rebooted is False
     got = mt.layer_figures("rollback", results, ["services", "swiotlb"], rebooted)
     assert got["services"] == {"reclaimed_bytes": 0, "pending_reboot": False}
-    assert got["swiotlb"] == {"reclaimed_bytes": 0, "pending_reboot": True}
+    assert got["swiotlb"] == {"reclaimed_bytes": 0, "pending_reboot": mt.FLIP}
     assert got["carveouts"] == {"reclaimed_bytes": None, "pending_reboot": None}  # not asked for
     assert mt.rebooted_after_restore(results, {"edgeslim_reboot_ok": False, "swiotlb_reboot_ok": "true"}) is True
     assert mt.rebooted_after_restore(results, {"edgeslim_reboot_ok": True, "swiotlb_reboot_ok": False}) is False
     audit = mt.layer_figures("audit", {"services": {"status": "planned", "reclaimed_mb": 12}})
     assert all(v == {"reclaimed_bytes": None, "pending_reboot": None} for v in audit.values())
+
+
+@pytest.mark.parametrize(("before", "after"), [(True, False), (False, True), (None, True)])
+def test_restored_boot_entry_pending_flips(before, after):
+    """Staged and never booted (pending 1) then restored: nothing pending. Booted into (0) then restored: pending."""
+    previous = {"layers": {"swiotlb": {"reclaimed_bytes": 0, "pending_reboot": before}}} if before is not None else {}
+    figures = mt.layer_figures("rollback", {"swiotlb": {"status": "rolled_back"}}, ["swiotlb"], rebooted=False)
+    assert figures["swiotlb"]["pending_reboot"] == mt.FLIP
+    merged = mt.merge(previous, {"layers": figures, "drift": {}})
+    assert merged["layers"]["swiotlb"] == {"reclaimed_bytes": 0, "pending_reboot": after}
+    rebooted = mt.layer_figures("rollback", {"swiotlb": {"status": "rolled_back"}}, ["swiotlb"], rebooted=True)
+    assert rebooted["swiotlb"]["pending_reboot"] is False

@@ -112,3 +112,12 @@ def test_unreadable_journal_leaves_drift_unknown(device):
     res = run(device, {"playbook": "audit"})
     assert res["drift"]["services"] is None and "drift not checked" in res["warnings_list"][0]
     assert 'kind="services"' not in device["prom"].read_text()
+
+
+def test_rollback_before_the_reboot_leaves_nothing_pending(device):
+    run(device, {"playbook": "slim", "layers": {"swiotlb": {"pending_reboot": True}}})
+    run(device, {"playbook": "rollback", "layers": {"swiotlb": {"reclaimed_bytes": 0, "pending_reboot": "flip"}}})
+    got = samples(device["prom"])
+    assert got[("edgeslim_reboot_pending", (("layer", "swiotlb"),))] == 0
+    res = run(device, {"playbook": "rollback", "layers": {"swiotlb": {"pending_reboot": "maybe"}}})
+    assert res["failed"] and "layers.swiotlb" in res["msg"]
