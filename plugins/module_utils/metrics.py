@@ -12,11 +12,10 @@ value of every series.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import tempfile
 from typing import Any, Callable
+
+from ansible_collections.edgeslim.jetson.plugins.module_utils import journal
 
 LAYERS = ("services", "swiotlb", "carveouts")
 DRIFT_KINDS = ("services", "boot_entry", "carveouts")
@@ -233,43 +232,14 @@ def merge(previous: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some filesystems refuse fsync on a directory; the rename is still atomic
-        if exc.errno not in (errno.EINVAL, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: str, text: str, replace: Callable[[str, str], Any] | None = None, mode: int = 0o644) -> None:
-    """Temp file in the target's directory (its name does not end in ``.prom``, so the collector skips it), fsync,
-    rename over ``path``. The directory is created when missing. World-readable: node_exporter runs unprivileged."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Temp file in the target's directory (a ``.tmp`` name, which the collector skips), fsync, rename over
+    ``path``, fsync of the directory: the journal's writer. The directory is created (0755) when missing; the file
+    is world-readable, as node_exporter runs unprivileged."""
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise MetricsError(f"{path}: cannot create a temporary file in {directory}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        (replace or os.replace)(tmp, path)
-        os.chmod(path, mode)  # atomic_move applies the umask to a new destination
-        _fsync_dir(directory)
-    except OSError as exc:
-        raise MetricsError(f"{path}: cannot write: {exc.strerror}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        journal.write_atomic(path, text, replace, mode=mode, dir_mode=0o755, what="metrics file")
+    except journal.JournalError as exc:
+        raise MetricsError(str(exc)) from exc
 
 
 MIB = 1024 * 1024
