@@ -12,6 +12,7 @@ value of every series.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable
 
@@ -36,7 +37,6 @@ METRICS = (
     ("edgeslim_reboot_pending", "gauge", "1 when a layer's change waits for a reboot to take effect."),
     ("edgeslim_drift", "gauge", "1 when the device no longer matches what edgeslim applied (per kind)."),
 )
-_TYPES = {name: kind for name, kind, _ in METRICS}
 
 _NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -79,7 +79,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value:
+        if math.isnan(value):
             return "NaN"
         if value in (float("inf"), float("-inf")):
             return "+Inf" if value > 0 else "-Inf"
@@ -107,7 +107,7 @@ def render(state: dict[str, Any]) -> str:
     A ``None`` figure has no sample (unknown is not 0). Labels are escaped; HELP/TYPE precede each family.
     """
     validate_state(state)
-    samples: dict[str, list[str]] = {name: [] for name, _, _ in METRICS}
+    samples: dict[str, list[str]] = {family[0]: [] for family in METRICS}
     samples["edgeslim_info"].append(format_sample("edgeslim_info", {"version": state["version"]}, 1))
     run_labels = {"playbook": state["playbook"]}
     samples["edgeslim_last_run_timestamp_seconds"].append(
