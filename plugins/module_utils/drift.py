@@ -5,8 +5,8 @@ Pure comparisons of the on-device journal (docs/journal.md) with what the device
 
 - services: a unit the profile masked or disabled that is unmasked, enabled or running again (an apt upgrade's
   postinst re-enabling it, a hand-made ``systemctl enable --now``); a unit only stopped that runs again.
-- boot entry: the managed extlinux entry a boot layer journaled is gone, DEFAULT no longer names it, or a value the
-  layer changed in it (kernel argument, OVERLAYS) is back to what the layer found before its change.
+- boot entry: the managed extlinux entry a boot layer journaled is gone, DEFAULT no longer names it, or the SWIOTLB
+  layer's ``swiotlb=`` argument is back to what the layer found before its change.
 - carveouts: ``edgeslim.jetson.carveouts_info`` compares the live device tree with its capsule record; its result is
   passed through.
 """
@@ -65,10 +65,6 @@ def services_drift(services_layer: dict[str, Any] | None, live: dict[str, dict[s
     return found
 
 
-def _entry_value(conf: Any, entry: Any, key: str) -> str | None:
-    return conf.get(entry, key)
-
-
 def boot_drift(boot_layers: dict[str, dict[str, Any] | None], files: dict[str, str | None]) -> list[dict[str, Any]]:
     """Drift of the boot layers' managed entry. ``boot_layers`` maps a layer to its journal record (or None);
     ``files`` maps each record's ``path`` to that file's current text (None: unreadable or missing).
@@ -102,16 +98,14 @@ def boot_drift(boot_layers: dict[str, dict[str, Any] | None], files: dict[str, s
         if conf.default_label != label:
             add(f"DEFAULT is {conf.default_label!r}, not the managed entry {label!r}")
         owned = record.get("owned") or {}
-        # FDT is not compared: a layer may set the very DTB the stock entry names (the recorded value is then
-        # the current one without any drift). OVERLAYS always gains edgeslim's overlay.
-        if "overlays" in owned and _entry_value(conf, entry, "OVERLAYS") == owned["overlays"]:
-            was = "no OVERLAYS line" if owned["overlays"] is None else repr(owned["overlays"])
-            add(f"OVERLAYS of {label!r} is back to its value before edgeslim ({was})")
-        append = _entry_value(conf, entry, "APPEND") or ""
-        for arg, before in sorted((owned.get("kernel_args") or {}).items()):
-            now = get_cmdline_arg(append, arg)
-            # get_cmdline_arg: None = bare flag, False = absent; the journal uses the same encoding.
-            if now == before:
-                was = "absent" if before is False else ("a bare flag" if before is None else f"{arg}={before}")
-                add(f"kernel argument {arg} of {label!r} is back to its value before edgeslim ({was})")
+        # Only what a layer always changes is compared with its pre-change value: the SWIOTLB layer always sets
+        # swiotlb=. FDT, OVERLAYS and other arguments are not: a layer may record a value it then leaves as it was
+        # (the carveouts layer with a merged DTB records OVERLAYS and writes none; a removed argument may have been
+        # absent already).
+        kernel_args = owned.get("kernel_args") or {}
+        if layer == "swiotlb" and "swiotlb" in kernel_args:
+            before = kernel_args["swiotlb"]
+            if get_cmdline_arg(conf.get(entry, "APPEND") or "", "swiotlb") == before:
+                was = "absent" if before is False else f"swiotlb={before}"
+                add(f"kernel argument swiotlb of {label!r} is back to its value before edgeslim ({was})")
     return found
