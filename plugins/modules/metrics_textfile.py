@@ -18,8 +18,8 @@ description:
     slim run's reclaim.
   - With O(drift_check), compares the on-device journal with the device in the same run (one C(systemctl show) for
     the journaled units, the journaled boot configuration files) - services drift (a masked or disabled unit enabled
-    or running again) and boot entry drift (the managed entry gone, DEFAULT moved, a value it changed back to its
-    stock value). Carveouts drift comes from M(edgeslim.jetson.carveouts_info) through O(carveouts_drift).
+    or running again) and boot entry drift (the managed entry gone, DEFAULT moved, C(swiotlb=) back to its stock
+    value). Carveouts drift comes from M(edgeslim.jetson.carveouts_info) through O(carveouts_drift).
 author: edgeslim maintainers (@edgeslim)
 options:
   path:
