@@ -150,3 +150,8 @@ def test_metrics_file(host):
             assert got[f'edgeslim_reclaimed_bytes{{layer="{layer}"}}'] == 0, got
             assert got[f'edgeslim_reboot_pending{{layer="{layer}"}}'] == 0, got
         assert got['edgeslim_drift{kind="services"}'] == 0 and got['edgeslim_drift{kind="boot_entry"}'] == 0
+
+
+def test_audit_saw_no_drift():
+    audit = json.loads(AUDIT.read_text())["hosts"]
+    assert [n for h in audit for n in h["notes"] if " drift: " in n] == []
