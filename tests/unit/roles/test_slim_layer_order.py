@@ -57,6 +57,7 @@ def stub_roles(roles: Path) -> None:
         ],
         "measure/tasks/baseline.yml": [record("baseline")],
         "measure/tasks/after.yml": [record("after")],
+        "metrics/tasks/main.yml": [record("metrics {{ metrics_playbook }} {{ metrics_result | default('ok') }}")],
         "services/tasks/main.yml": [record("services"), result("services", "applied")],
         "services/tasks/rollback.yml": [record("rollback services"), result("services", "rolled_back")],
     }
@@ -145,15 +146,18 @@ def run_slim(tmp_path: Path, collection: Path, fail_carveouts: bool) -> dict[str
 
 def test_swiotlb_then_carveouts_on_every_host_of_a_mixed_batch(tmp_path, collection):
     assert run_slim(tmp_path, collection, fail_carveouts=False) == {
-        "camera-01": ["baseline", "services", "carveouts", "after"],
-        "robot-01": ["baseline", "services", "swiotlb", "carveouts", "after"],
+        "camera-01": ["baseline", "services", "carveouts", "after", "metrics slim ok"],
+        "robot-01": ["baseline", "services", "swiotlb", "carveouts", "after", "metrics slim ok"],
     }
 
 
 def test_rollback_in_reverse_order_on_every_host_of_a_mixed_batch(tmp_path, collection):
     assert run_slim(tmp_path, collection, fail_carveouts=True) == {
-        "camera-01": ["baseline", "services", "carveouts", "rollback services"],
-        "robot-01": ["baseline", "services", "swiotlb", "carveouts", "rollback swiotlb", "rollback services"],
+        "camera-01": ["baseline", "services", "carveouts", "rollback services", "metrics slim failed"],
+        "robot-01": [
+            *["baseline", "services", "swiotlb", "carveouts", "rollback swiotlb", "rollback services"],
+            "metrics slim failed",
+        ],
     }
 
 

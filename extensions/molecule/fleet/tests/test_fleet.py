@@ -130,3 +130,45 @@ def test_reboots_per_device(host):
     expected = {"es-fleet-robot-ok": 2, "es-fleet-robot-sick": 3, "es-fleet-robot-fault": 1, "es-fleet-camera": 1,
                 "es-fleet-robot-r35": 1, "es-fleet-robot-thor": 1}  # fmt: skip
     assert len(boots) == expected[name(host)], boots
+
+
+PROM = "/var/lib/node_exporter/textfile_collector/edgeslim.prom"
+
+
+def prom_samples(host) -> dict[str, float]:
+    """The metrics file's samples as 'name{labels}' -> value."""
+    out = {}
+    for line in host.file(PROM).content_string.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            out[key] = float(value)
+    return out
+
+
+def test_metrics_file(host):
+    # The last playbook of converge on each device wrote it: audit (robot-ok), slim's rescue (fault, sick), rollback
+    # (r35, thor); the camera is outside the limit.
+    robot = name(host)
+    if robot in ("es-fleet-camera", "es-fleet-robot-gone"):
+        return
+    assert host.file(PROM).mode == 0o644
+    got = prom_samples(host)
+    if robot == "es-fleet-robot-ok":
+        assert got['edgeslim_last_run_result{playbook="audit",result="ok"}'] == 1
+        assert got['edgeslim_reclaimed_bytes{layer="services"}'] > 0  # slim's measure, carried over by the audit
+        assert got['edgeslim_reboot_pending{layer="swiotlb"}'] == 0
+        assert got['edgeslim_drift{kind="services"}'] == 0 and got['edgeslim_drift{kind="boot_entry"}'] == 0
+    elif robot in ("es-fleet-robot-fault", "es-fleet-robot-sick"):
+        assert got['edgeslim_last_run_result{playbook="slim",result="rolled_back"}'] == 1, got
+        assert got['edgeslim_reclaimed_bytes{layer="services"}'] == 0
+    else:  # slimmed without a reboot (staged boot layers), audited, then restored before any reboot
+        assert got['edgeslim_last_run_result{playbook="rollback",result="ok"}'] == 1, got
+        for layer in ("services", "swiotlb", "carveouts"):
+            assert got[f'edgeslim_reclaimed_bytes{{layer="{layer}"}}'] == 0, got
+            assert got[f'edgeslim_reboot_pending{{layer="{layer}"}}'] == 0, got
+        assert got['edgeslim_drift{kind="services"}'] == 0 and got['edgeslim_drift{kind="boot_entry"}'] == 0
+
+
+def test_audit_saw_no_drift():
+    audit = json.loads(AUDIT.read_text())["hosts"]
+    assert [n for h in audit for n in h["notes"] if " drift: " in n] == []

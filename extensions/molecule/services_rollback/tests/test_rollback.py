@@ -39,3 +39,15 @@ def test_damaged_journal_kept_aside_after_restoring_from_its_copy(host):
     assert host.file("/var/lib/edgeslim/journal.json.corrupt").exists
     prev = json.loads(host.file("/var/lib/edgeslim/journal.json.prev").content_string)
     assert prev == {"version": 1, "layers": {}}
+
+
+def test_metrics_file_for_node_exporter(host):
+    # converge wrote it after the slim and again after re-enabling ModemManager: the audit's services drift is 1
+    prom = host.file("/var/lib/node_exporter/textfile_collector/edgeslim.prom")
+    assert prom.exists and prom.mode == 0o644 and prom.user == "root"
+    lines = prom.content_string.splitlines()
+    assert 'edgeslim_drift{kind="services"} 1' in lines
+    assert "# TYPE edgeslim_drift gauge" in lines
+    assert any(line.startswith('edgeslim_info{version="') for line in lines)
+    # nothing else (no temp file) in the collector's directory
+    assert host.run("ls -A /var/lib/node_exporter/textfile_collector").stdout.split() == ["edgeslim.prom"]
