@@ -52,7 +52,7 @@ def test_label_values_escaped_and_read_back(raw, escaped):
     assert mt.escape_label_value(raw) == escaped
     text = mt.render(dict(STATE, version=raw))
     assert f'edgeslim_info{{version="{escaped}"}} 1' in text.splitlines()
-    info = [labels for name, labels, _ in mt.parse_samples(text) if name == "edgeslim_info"]
+    info = [labels for name, labels, _value in mt.parse_samples(text) if name == "edgeslim_info"]
     assert info == [{"version": raw}]
 
 
