@@ -95,10 +95,15 @@ def ensure_prereqs(n_hosts: int) -> None:
             log(f"fs.inotify.max_user_instances {cur} -> {need}")
         except OSError as exc:
             sys.exit(f"fleet: fs.inotify.max_user_instances is {cur}, {n_hosts} hosts need {need} ({exc})")
+    ensure_ssh_key()
+
+
+def ensure_ssh_key() -> None:
+    """The simulated fleet's SSH key (devices authorize its .pub): made once per checkout, never printed."""
     if not KEY.exists():
         KEY.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgeslim-sim", "-f", str(KEY)],
-                       check=True)  # fmt: skip
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
 
 
 def device_tree_dir(variant: dict[str, Any]) -> Path:
@@ -293,7 +298,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     """Shell exports for Molecule scenarios: the image tag, each variant's DT dir, expected MemTotal and Python."""
     image = build_image.image_tag()
+    ensure_ssh_key()  # scenarios that reach a container over SSH authorize it
     print(f"export EDGESLIM_SIM_IMAGE={image}")
+    print(f"export EDGESLIM_SIM_SSH_KEY={KEY}")
     for name, v in variants().items():
         key = name.upper().replace("-", "_")
         print(f"export EDGESLIM_SIM_DT_{key}={device_tree_dir(v)}")
