@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from ansible.plugins.action import ActionBase
+from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
 
 MODULE = "edgeslim.jetson.engine"
 REFUSED_DISPLAY = "Refuse to go headless while a graphical session is in use"
@@ -56,13 +57,7 @@ def select_services(profile: dict[str, Any], run_tags: list[str], skip_tags: lis
 
 
 def record(status: str, **details: Any) -> dict[str, Any]:
-    return {
-        "status": status,
-        "reclaimed_mb": None,
-        "measured_by": "MemAvailable",
-        "attributed_mb": None,
-        "details": details,
-    }
+    return layer_record(status, "MemAvailable", details)
 
 
 def display_refusal(probe: dict[str, Any]) -> str | None:

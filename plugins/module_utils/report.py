@@ -23,6 +23,23 @@ FAILING = ("failed", "rolled_back", "unreachable")
 NOT_COUNTED = ("rolled_back", "failed", "planned")
 
 
+def layer_record(
+    status: str,
+    measured_by: str,
+    details: dict[str, Any],
+    reclaimed_mb: float | None = None,
+    attributed_mb: float | None = None,
+) -> dict[str, Any]:
+    """One layer's record as the layers publish it (``edgeslim.layers.<layer>``, docs/report.md)."""
+    return {
+        "status": status,
+        "reclaimed_mb": reclaimed_mb,
+        "measured_by": measured_by,
+        "attributed_mb": attributed_mb,
+        "details": details,
+    }
+
+
 def _num(value: Any) -> float | None:
     """Stats may arrive as numbers or as templated strings; '', None and junk mean 'not measured'."""
     if value is None or isinstance(value, bool):

@@ -221,6 +221,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.memsnap import (
     units_memory,
     utc_now,
 )
+from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
 from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError
 from ansible_collections.edgeslim.jetson.plugins.module_utils.units_apply import RunError, Runner, UnitsFailure
 
@@ -352,18 +353,13 @@ def services_diff(result: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def unchanged_record(s: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "status": "unchanged",
-        "reclaimed_mb": None,
-        "measured_by": "MemAvailable",
-        "attributed_mb": None,
-        "details": {
-            "blocks": s["selected_blocks"],
-            "absent": result["absent"],
-            "kept": result["kept"],
-            "default_target": result["default_target"],
-        },
+    details = {
+        "blocks": s["selected_blocks"],
+        "absent": result["absent"],
+        "kept": result["kept"],
+        "default_target": result["default_target"],
     }
+    return layer_record("unchanged", "MemAvailable", details)
 
 
 def snapshot(module: AnsibleModule, m: dict[str, Any], readings: list, units: list[str], settled: float) -> dict:
@@ -434,12 +430,12 @@ def applied_record(
     taken = attributed(before["units"], result["stopped"])
     with_it = attributed(before["units"], list(result["stopped_with"]))
     delta = after["meminfo_kb"]["MemAvailable"] - before["meminfo_kb"]["MemAvailable"]
-    return {
-        "status": "applied",
-        "reclaimed_mb": mb(delta),
-        "measured_by": "MemAvailable",
-        "attributed_mb": mb(sum(u["memory_kb"] for u in taken.values())),
-        "details": {
+    return layer_record(
+        "applied",
+        "MemAvailable",
+        reclaimed_mb=mb(delta),
+        attributed_mb=mb(sum(u["memory_kb"] for u in taken.values())),
+        details={
             "check_mode": False,
             "blocks": s["selected_blocks"],
             "units": result["units"],
@@ -456,7 +452,7 @@ def applied_record(
             "systemctl_calls": result["systemctl_calls"],
             "settle": settled,
         },
-    }
+    )
 
 
 def rollback(module: AnsibleModule, runner: Runner, journal_path: str) -> dict[str, Any]:
