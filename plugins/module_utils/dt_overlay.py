@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 import struct
+import tempfile
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devicetree as dt
 from ansible_collections.edgeslim.jetson.plugins.module_utils import l4t
@@ -30,6 +32,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.carveout_recipes i
     check_device,
     recipes_for,
 )
+from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux_edit import fsync_dir
 
 OVERLAY_NAME = "edgeslim carveouts"
 
@@ -293,3 +296,41 @@ def disabled_report(root: str, paths: list[str]) -> dict:
         key = "missing" if status is None else ("disabled" if status == "disabled" else "enabled")
         report[key].append(path)
     return report
+
+
+# ---- boot files (the overlay, its source, a merged DTB) ------------------------------------------------------------
+def read(path: str) -> bytes | None:
+    """The file's bytes, None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def install(path: str, data: bytes, replace: Callable[[str, str], None], mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically: a fsynced temporary file in its directory, renamed over it by
+    ``replace`` (AnsibleModule.atomic_move), then the directory fsynced."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".edgeslim.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    replace(tmp, path)
+    fsync_dir(directory)
+
+
+def confine(path: str, boot_root: str, what: str) -> None:
+    """``path``'s real path (``..`` and symlinks resolved) must be inside ``boot_root``: boot files are written,
+    removed and read there only, and directories created only there."""
+    boot = os.path.realpath(boot_root)
+    real = os.path.realpath(path)
+    if real != boot and not real.startswith(boot.rstrip(os.sep) + os.sep):
+        raise OverlayError(f"{what} {path} refused: it resolves to {real}, outside {boot_root}")

@@ -190,26 +190,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay as ov
-
-
-def read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
-def install(module: AnsibleModule, path: str, data: bytes, mode: int = 0o644) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".edgeslim.", dir=directory)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    module.atomic_move(tmp, path)
+from ansible_collections.edgeslim.jetson.plugins.module_utils.dt_overlay import confine, read
 
 
 def decode_option(params: dict, name: str) -> bytes:
@@ -256,15 +237,6 @@ def merge_here(module: AnsibleModule, base: bytes, overlays: list[str], ours: by
     return run_tool(module, "fdtoverlay", ["-i", "BASE", "-o", "OUT", *overlays, *(["IN"] if ours is not None else [])],
                     inputs, "install device-tree-compiler on the device, or merge on the controller and pass "
                     "merged_b64 (the carveouts role does that by default)")  # fmt: skip
-
-
-def confine(path: str, boot_root: str, what: str) -> None:
-    """``path``'s real path (``..`` and symlinks resolved) must be inside ``boot_root``: the module writes, removes
-    and reads boot files only, and creates directories only there."""
-    boot = os.path.realpath(boot_root)
-    real = os.path.realpath(path)
-    if real != boot and not real.startswith(boot.rstrip(os.sep) + os.sep):
-        raise ov.OverlayError(f"{what} {path} refused: it resolves to {real}, outside {boot_root}")
 
 
 def main() -> None:
@@ -375,15 +347,15 @@ def main() -> None:
         if result["merged_changed"]:
             result["changed"] = True
             if not module.check_mode:
-                install(module, merged_dest, merged)
+                ov.install(merged_dest, merged, module.atomic_move)
 
     if read(dest) != blob or old_dts != dts:
         result["changed"] = True
         if module._diff:
             result["diff"] = {"before": old_dts, "after": dts, "before_header": source, "after_header": source}
         if not module.check_mode:
-            install(module, dest, blob)
-            install(module, source, dts.encode("utf-8"))
+            ov.install(dest, blob, module.atomic_move)
+            ov.install(source, dts.encode("utf-8"), module.atomic_move)
     module.exit_json(**result)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux_edit
 from ansible_collections.edgeslim.jetson.plugins.modules import extlinux
 from conftest import FIXTURES
 from jinja2 import StrictUndefined
@@ -70,7 +71,7 @@ def layers(request, tmp_path) -> tuple[Path, dict]:
 
 
 def backups(conf: Path) -> list[str]:
-    return sorted(f for f in os.listdir(conf.parent) if f.startswith(conf.name + extlinux.BACKUP_PREFIX))
+    return sorted(f for f in os.listdir(conf.parent) if f.startswith(conf.name + extlinux_edit.BACKUP_PREFIX))
 
 
 def test_second_pass_of_both_layers_writes_nothing(layers):
