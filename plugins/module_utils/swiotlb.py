@@ -24,6 +24,8 @@ import os
 import re
 import time
 
+from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import get_cmdline_arg
+
 SLOT_BYTES = 2048  # IO_TLB_SIZE
 SEGSIZE = 128  # IO_TLB_SEGSIZE
 DEFAULT_SLOTS = 32768  # IO_TLB_DEFAULT_SIZE, 64 MiB
@@ -221,3 +223,59 @@ def recommend(
         "margin_factor": factor,
         "floor_mib": floor_mib,
     }
+
+
+def pool_use(
+    debugfs_path: str,
+    cmdline: str,
+    release: str,
+    cpu_possible: str,
+    window: float = 0,
+    interval: float = 5,
+    margin_factor: float = 2,
+    floor_mib: int = 4,
+    requested_slots: int | None = None,
+    pool_log_mib: float | None = None,
+) -> dict:
+    """The pool's use as edgeslim.jetson.swiotlb_info returns it (the layer's guard reads ``peak_slots``): the
+    debugfs counters sampled over ``window`` seconds, the kernel (``release``, the possible CPUs), the peak and a
+    recommendation; with ``requested_slots`` also what the kernel allocates for that request (``expected_slots``).
+    Raises SwiotlbError on a counter that cannot be sampled."""
+    reading = sample(debugfs_path, window, interval)
+    setting = get_cmdline_arg(cmdline, "swiotlb")
+    kernel = {
+        "release": release,
+        "version": kernel_version(release),
+        "possible_cpus": possible_cpus(cpu_possible),
+        "nareas": nareas_of(setting if isinstance(setting, str) else None),
+    }
+    top, source = peak(reading)
+    pool = reading["nslabs"]
+    result = {
+        "present": reading["present"],
+        "pool_slots": pool,
+        "pool_mib": None if pool is None else pool * SLOT_BYTES / MIB,
+        "used_slots": reading["used"],
+        "hiwater_slots": reading["hiwater"],
+        "used_max_slots": reading["used_max"],
+        "samples": reading["samples"],
+        "peak_slots": top,
+        "peak_source": source,
+        "peak_mib": None if top is None else top * SLOT_BYTES / MIB,
+        "kernel": kernel,
+        "recommendation": None,
+        "warnings_list": reading["problems"],
+    }
+    if top is not None:
+        result["recommendation"] = recommend(top, pool, release, kernel["possible_cpus"], margin_factor, floor_mib)
+    if requested_slots is not None:
+        # The command line's areas field counts only when it is the setting being checked (the role writes slots only).
+        running = setting.split(",")[0] if isinstance(setting, str) else None
+        nareas = kernel["nareas"] if running == str(requested_slots) else None
+        expected, how = allocated_slots(requested_slots, release, kernel["possible_cpus"], nareas)
+        result.update(
+            expected_slots=expected,
+            expected_rounding=how,
+            accepted=pool_accepted(expected, pool, pool_log_mib),
+        )
+    return result

@@ -161,7 +161,6 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
-from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import get_cmdline_arg
 
 
 def read_text(path: str) -> str | None:
@@ -192,49 +191,22 @@ def main() -> None:
     if p["requested_slots"] is not None and p["requested_slots"] <= 0:
         module.fail_json(msg=f"requested_slots must be > 0, got {p['requested_slots']}", **result)
     try:
-        reading = tlb.sample(p["debugfs_path"], p["window"], p["interval"])
+        result.update(
+            tlb.pool_use(
+                p["debugfs_path"],
+                (read_text("/proc/cmdline") or "").strip(),
+                os.uname().release,
+                read_text(tlb.CPU_POSSIBLE_PATH) or "",
+                window=p["window"],
+                interval=p["interval"],
+                margin_factor=p["margin_factor"],
+                floor_mib=p["floor_mib"],
+                requested_slots=p["requested_slots"],
+                pool_log_mib=p["pool_log_mib"],
+            )
+        )
     except tlb.SwiotlbError as exc:
         module.fail_json(msg=str(exc), **result)
-
-    release = os.uname().release
-    setting = get_cmdline_arg((read_text("/proc/cmdline") or "").strip(), "swiotlb")
-    kernel = {
-        "release": release,
-        "version": tlb.kernel_version(release),
-        "possible_cpus": tlb.possible_cpus(read_text(tlb.CPU_POSSIBLE_PATH) or ""),
-        "nareas": tlb.nareas_of(setting if isinstance(setting, str) else None),
-    }
-    peak, source = tlb.peak(reading)
-    pool = reading["nslabs"]
-    result.update(
-        present=reading["present"],
-        pool_slots=pool,
-        pool_mib=None if pool is None else pool * tlb.SLOT_BYTES / tlb.MIB,
-        used_slots=reading["used"],
-        hiwater_slots=reading["hiwater"],
-        used_max_slots=reading["used_max"],
-        samples=reading["samples"],
-        peak_slots=peak,
-        peak_source=source,
-        peak_mib=None if peak is None else peak * tlb.SLOT_BYTES / tlb.MIB,
-        kernel=kernel,
-        recommendation=None,
-        warnings_list=reading["problems"],
-    )
-    if peak is not None:
-        result["recommendation"] = tlb.recommend(
-            peak, pool, release, kernel["possible_cpus"], p["margin_factor"], p["floor_mib"]
-        )
-    if p["requested_slots"] is not None:
-        # The command line's areas field counts only when it is the setting being checked (the role writes slots only).
-        running = setting.split(",")[0] if isinstance(setting, str) else None
-        nareas = kernel["nareas"] if running == str(p["requested_slots"]) else None
-        expected, how = tlb.allocated_slots(p["requested_slots"], release, kernel["possible_cpus"], nareas)
-        result.update(
-            expected_slots=expected,
-            expected_rounding=how,
-            accepted=tlb.pool_accepted(expected, pool, p["pool_log_mib"]),
-        )
     module.exit_json(**result)
 
 
