@@ -21,7 +21,7 @@ description:
     It returns the services layer's report record.
   - On any error after the first change, V(apply) restores the units, the default target and the drop-in from the
     journal before failing, and says what it restored (or that the restore failed and the journal is kept).
-  - Only the services layer for now; a later C(boot) option will carry the boot layers in the same two runs.
+  - O(boot) carries the boot layers (SWIOTLB, carveouts) in the same two runs; they take effect at the next boot.
 author: edgeslim maintainers (@edgeslim)
 options:
   phase:
@@ -92,6 +92,175 @@ options:
         description: Seconds to wait after the unit changes before verifying them.
         type: float
         default: 1.0
+  boot:
+    description:
+      - The boot layers' request (SWIOTLB, carveouts). Omit to leave the boot layers alone.
+      - V(probe) adds C(boot) - the extlinux summary, the free space of the boot directory, the SWIOTLB pool and what
+        the kernel allocates for the new size, the device (chip, module, L4T, Secure Boot) and the device-tree plan
+        (the overlay source to compile on the controller) - and the ONE edit of the managed entry as a diff.
+      - V(apply) journals first (each layer's extlinux record and the boot files it replaces), installs the
+        overlay or merged DTB, arms commit-or-revert (checker, unit, C(pending/<layer>.json) fsynced), and only then
+        writes extlinux.conf once - the managed entry with every selected layer and DEFAULT together. On an error
+        it restores what it changed before it fails.
+    type: dict
+    suboptions:
+      extlinux_path:
+        description: The extlinux.conf file.
+        type: path
+        default: /boot/extlinux/extlinux.conf
+      root:
+        description: Prefix under which the absolute paths named in extlinux.conf are found (tests).
+        type: path
+        default: /
+      boot_root:
+        description: The overlay and the merged DTB must resolve inside this directory.
+        type: path
+        default: /boot
+      managed_label:
+        description: LABEL of the managed entry every boot layer shares.
+        type: str
+        default: edgeslim
+      managed_menu_label:
+        description: Its MENU LABEL (one identity whichever layers it carries).
+        type: str
+        default: "edgeslim: slimmed boot entry"
+      backup:
+        description: Keep a timestamped copy of extlinux.conf before writing it.
+        type: bool
+        default: true
+      backup_keep:
+        description: How many such copies to keep.
+        type: int
+        default: 3
+      devicetree_path:
+        description: The live device tree (kernel layout).
+        type: path
+        default: /sys/firmware/devicetree/base
+      release_path:
+        description: The L4T release file.
+        type: path
+        default: /etc/nv_tegra_release
+      efivars_path:
+        description: efivarfs, for the UEFI Secure Boot state.
+        type: path
+        default: /sys/firmware/efi/efivars
+      cmdline_path:
+        description: The running kernel's command line.
+        type: path
+        default: /proc/cmdline
+      swiotlb:
+        description: The SWIOTLB layer - C(swiotlb=<slots>) in APPEND of the managed entry.
+        type: dict
+        suboptions:
+          slots:
+            description: Slots of 2 KiB (the action plugin computes them from the size and checks them).
+            type: int
+            required: true
+          debugfs_path:
+            description: The pool's debugfs directory.
+            type: path
+            default: /sys/kernel/debug/swiotlb
+          max_boots:
+            description: Boots the change may take to commit before the device reverts it.
+            type: int
+            default: 3
+          checks:
+            description: Health checks of the boot (besides the command line and the kernel log).
+            type: dict
+            default: {}
+            suboptions:
+              units_active:
+                description: Units that must be active.
+                type: list
+                elements: str
+                default: []
+              command:
+                description: argv that must exit 0.
+                type: list
+                elements: str
+                default: []
+      carveouts:
+        description: The carveouts layer - FDT and OVERLAYS (or a merged FDT) in the managed entry.
+        type: dict
+        suboptions:
+          recipes:
+            description: Carveout recipes to disable (docs/carveouts.md).
+            type: list
+            elements: str
+            required: true
+          fdt_method:
+            description: V(overlays) (R36.2 and later), V(merged), or V(auto) for the L4T release.
+            type: str
+            default: auto
+            choices: [auto, overlays, merged]
+          overlay_path:
+            description: The installed overlay.
+            type: path
+            default: /boot/edgeslim/carveouts.dtbo
+          merged_fdt_path:
+            description: The installed merged DTB (merged method).
+            type: path
+            default: /boot/edgeslim/kernel-carveouts.dtb
+          fdt:
+            description: The board's DTB when the stock entry has no FDT line.
+            type: str
+          dtbo_b64:
+            description: The overlay compiled on the controller (base64); checked against the plan before install.
+            type: str
+          overlaid_b64:
+            description: The base DTB with the entry's own overlays applied (merged method, base64).
+            type: str
+          merged_b64:
+            description: The merged DTB made on the controller (base64); checked before install.
+            type: str
+          max_boots:
+            description: Boots the change may take to commit before the device reverts it.
+            type: int
+            default: 3
+          checks:
+            description: Health checks of the boot (besides the disabled nodes).
+            type: dict
+            default: {}
+            suboptions:
+              units_active:
+                description: Units that must be active.
+                type: list
+                elements: str
+                default: []
+              command:
+                description: argv that must exit 0.
+                type: list
+                elements: str
+                default: []
+      checker:
+        description: The commit-or-revert checker armed for the next boot (the action plugin fills it in).
+        type: dict
+        suboptions:
+          program:
+            description: The checker program's text.
+            type: str
+            required: true
+          unit:
+            description: Its systemd unit's text.
+            type: str
+            required: true
+          program_path:
+            description: Where the program goes.
+            type: path
+            default: /usr/local/lib/edgeslim/edgeslim-boot-commit
+          unit_path:
+            description: Where the unit goes.
+            type: path
+            default: /etc/systemd/system/edgeslim-boot-commit.service
+          state_dir:
+            description: Its state (C(pending/), C(boot-commit/)).
+            type: path
+            default: /var/lib/edgeslim
+          boot_id_command:
+            description: argv printing the boot identity.
+            type: list
+            elements: str
+            default: [cat, /proc/sys/kernel/random/boot_id]
   journal_path:
     description: On-device journal file.
     type: path
@@ -188,8 +357,16 @@ services:
     - With V(apply) also C(record), the layer's report record, and C(snapshots) (before, after).
   returned: when O(services) is given
   type: dict
+boot:
+  description:
+    - The boot layers' plan (probe) or outcome (apply) - C(layers), C(device), C(boot_space), C(extlinux) (summary,
+      stock_default, changed, after_summary), C(files), C(changes), C(swiotlb) (pool use, kernel_slots,
+      attributed_mb), C(carveouts) (method, targets, paths, dts, base_fdt, kept_overlays).
+    - With V(apply) also C(done) (armed layers, files installed, extlinux_written) and C(records), each layer's record.
+  returned: when O(boot) is given
+  type: dict
 stage:
-  description: On failure, what failed (C(plan), C(apply), C(input)).
+  description: On failure, what failed (C(plan), C(apply), C(input)); C(boot_failed) says it was the boot layers.
   returned: on failure
   type: str
 restored:
@@ -205,6 +382,7 @@ restore_error:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journald_dropin as dropin
 from ansible_collections.edgeslim.jetson.plugins.module_utils import units_apply as ua
 from ansible_collections.edgeslim.jetson.plugins.module_utils.hostguards import graphical_sessions, management_link
@@ -248,6 +426,7 @@ ARGUMENT_SPEC = {
     "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
     "management_interface": {"type": "str"},
     "measure": {"type": "dict", "options": MEASURE_SPEC, "default": {}},
+    "boot": {"type": "dict", "options": ba.BOOT_OPTIONS},
 }
 
 
@@ -275,6 +454,11 @@ def check_input(p: dict[str, Any]) -> None:
             dropin.render(s["journald"])
         except dropin.DropinError as exc:
             raise EngineFailure(f"services.journald: {exc}", "input") from exc
+    if p["boot"] is not None:
+        try:
+            ba.check_boot_input(p["boot"])
+        except ba.BootFailure as exc:
+            raise EngineFailure(exc.msg, exc.stage, boot_failed=True) from exc
 
 
 def units_request(s: dict[str, Any], interface: str | None) -> ua.UnitsRequest:
@@ -324,22 +508,33 @@ def probe(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     p = module.params
     link = management_link(module, p["management_interface"])
     s = p["services"]
-    out: dict[str, Any] = {"phase": "probe", "changed": False, "management": link}
+    out: dict[str, Any] = {"phase": "probe", "changed": False, "management": link, "diff": []}
     out["display"] = {"checked": False, "sessions_in_use": []}
-    if s is None:
-        return out
-    if s["check_display"]:
-        out["display"] = {"checked": True, "sessions_in_use": graphical_sessions(module)}
-    _plan, result = plan_services(module, runner, s, (link or {}).get("interface"))
-    try:
-        memory, _missing = units_memory(module, result["stopped"] + list(result["stopped_with"]))
-    except SnapshotError as exc:
-        raise EngineFailure(str(exc), "plan") from exc
-    result["unit_memory"] = memory
-    result["systemctl_calls"] = runner.calls
-    out["services"] = result
-    out["diff"] = services_diff(result)
+    if s is not None:
+        if s["check_display"]:
+            out["display"] = {"checked": True, "sessions_in_use": graphical_sessions(module)}
+        _plan, result = plan_services(module, runner, s, (link or {}).get("interface"))
+        try:
+            memory, _missing = units_memory(module, result["stopped"] + list(result["stopped_with"]))
+        except SnapshotError as exc:
+            raise EngineFailure(str(exc), "plan") from exc
+        result["unit_memory"] = memory
+        result["systemctl_calls"] = runner.calls
+        out["services"] = result
+        out["diff"] = services_diff(result)
+    if p["boot"] is not None:
+        plan = plan_boot(p)
+        out["boot"] = ba.public(plan)
+        out["diff"].extend(ba.extlinux_diff(plan))
     return out
+
+
+def plan_boot(p: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    try:
+        return ba.plan_boot(p["boot"], p["journal_path"])
+    except (ba.BootFailure, OSError) as exc:
+        msg, stage = (exc.msg, exc.stage) if isinstance(exc, ba.BootFailure) else (str(exc), "plan")
+        raise EngineFailure(msg, stage, boot_failed=True, **extra) from exc
 
 
 def services_diff(result: dict[str, Any]) -> list[dict[str, str]]:
@@ -370,11 +565,18 @@ def snapshot(module: AnsibleModule, m: dict[str, Any], readings: list, units: li
 
 def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     p = module.params
-    s, m = p["services"], p["measure"]
-    out: dict[str, Any] = {"phase": "apply", "changed": False, "management": None}
+    out: dict[str, Any] = {"phase": "apply", "changed": False, "management": None, "diff": []}
     out["display"] = {"checked": False, "sessions_in_use": []}
-    if s is None:
-        return out
+    if p["services"] is not None:
+        apply_services(module, runner, out)
+    if p["boot"] is not None:
+        apply_boot(module, runner, out)
+    return out
+
+
+def apply_services(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> None:
+    p = module.params
+    s, m = p["services"], p["measure"]
     link = management_link(module, p["management_interface"])
     out["management"] = link
     plan, result = plan_services(module, runner, s, (link or {}).get("interface"))
@@ -382,9 +584,9 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     out["diff"] = services_diff(result)
     if not result["changes"]:
         result["record"] = unchanged_record(s, result)
-        return out
+        return
     if module.check_mode:
-        return out
+        return
     j = result["journald"]
     try:
         if m["drop_caches"]:
@@ -420,7 +622,68 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     result["snapshots"] = {"before": before, "after": after}
     result["record"] = applied_record(s, result, before, after, settled)
     out["changed"] = True
-    return out
+
+
+def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> None:
+    """The boot layers after the services (a failure here restores the boot layers only; the services layer's
+    outcome is returned with it, as the layer ran and kept its change)."""
+    p = module.params
+    b = p["boot"]
+    kept = {"services": out["services"]} if "services" in out else {}
+    plan = plan_boot(p, **kept)
+    out["boot"] = ba.public(plan)
+    out["diff"].extend(ba.extlinux_diff(plan))
+    if not plan["changes"]:
+        out["boot"]["records"] = {layer: boot_record("unchanged", plan, layer) for layer in plan["layers"]}
+        return
+    if module.check_mode:
+        out["boot"]["records"] = {layer: boot_record("planned", plan, layer) for layer in plan["layers"]}
+        return
+
+    def run(args: list[str], check: bool) -> tuple[int, str, str]:
+        try:
+            return runner.run([runner.systemctl, *args], check=check)
+        except RunError as exc:
+            raise ba.RunFailed(str(exc)) from exc
+
+    try:
+        done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run)
+    except ba.BootFailure as exc:
+        raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **kept, **exc.extra) from exc
+    out["boot"]["done"] = done
+    out["boot"]["records"] = {layer: boot_record("staged", plan, layer) for layer in plan["layers"]}
+    out["changed"] = True
+
+
+def boot_record(status: str, plan: dict[str, Any], layer: str) -> dict[str, Any]:
+    """A boot layer's record before its reboot (docs/report.md): measured by MemTotal after the boot; ``staged``
+    means written and armed, waiting for the reboot (the action plugin says pending_reboot when none is allowed)."""
+    ext = plan["extlinux"]
+    details: dict[str, Any] = {"entry": ext["entry"], "previous_default": ext["stock_default"],
+                               "check_mode": status == "planned"}  # fmt: skip
+    attributed = None
+    if layer == "swiotlb":
+        t = plan["swiotlb"]
+        use = t["use"]
+        details.update(
+            slots=t["slots"],
+            previous_slots=t["previous_slots"],
+            size_mib=t["slots"] * 2048 // 1048576,
+            kernel_slots=t["kernel_slots"],
+            usage={
+                "peak_slots": use["peak_slots"],
+                "peak_source": use["peak_source"],
+                "pool_slots": use["pool_slots"],
+                "forced_below": use["peak_slots"] is not None and t["slots"] < use["peak_slots"],
+                "notes": use["warnings_list"],
+            },
+        )
+        attributed = t["attributed_mb"]
+    else:
+        c = plan["carveouts"]
+        details.update(method=c["method"], nodes=c["paths"], targets=c["targets"], base_fdt=c["base_fdt"],
+                       kept_overlays=c["kept_overlays"])  # fmt: skip
+    return layer_record(status, "MemTotal", details, attributed_mb=attributed)
 
 
 def applied_record(

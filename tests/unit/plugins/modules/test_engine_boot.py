@@ -1,0 +1,250 @@
+"""edgeslim.jetson.engine, boot layers (device module): probe reads and changes nothing; apply journals first,
+installs the overlay, arms commit-or-revert and writes extlinux.conf ONCE for both layers, last; an error restores
+everything; a second apply changes nothing; the journal records are the ones the roles' rollback reads."""
+
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.module_utils import basic
+from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux_edit as xe
+from ansible_collections.edgeslim.jetson.plugins.modules import engine, extlinux
+from conftest import FIXTURES
+from modhelper import run_module
+
+REPO = Path(__file__).resolve().parents[4]
+SIM = REPO / "tests" / "sim"
+sys.path.insert(0, str(SIM))
+import build_image
+import dtb2fs
+
+DTC = shutil.which("dtc")
+pytestmark = pytest.mark.skipif(DTC is None, reason="dtc not installed")
+DTB = "/boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb"
+OVERLAY = "/boot/edgeslim/carveouts.dtbo"
+CAMERA = "/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("nano")
+    build_image.compile_dts(SIM / "variants" / "orin-nano-8gb" / "board.dts", base / "board.dtb")
+    dtb2fs.unpack((base / "board.dtb").read_bytes(), base / "dt")
+    return base
+
+
+class Device:
+    """A rootfs in tmp_path with the boot files, the state directories and a fake systemctl."""
+
+    def __init__(self, tmp: Path, tree: Path) -> None:
+        self.root = tmp / "root"
+        for f in ("boot/Image", "boot/initrd"):
+            (self.root / f).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / f).write_text("x")
+        (self.root / DTB.lstrip("/")).parent.mkdir(parents=True)
+        shutil.copy(tree / "board.dtb", self.root / DTB.lstrip("/"))
+        (self.root / "boot/extlinux").mkdir()
+        self.conf = self.root / "boot/extlinux/extlinux.conf"
+        shutil.copy(FIXTURES / "extlinux" / "r36-stock.conf", self.conf)
+        self.state = tmp / "var"
+        self.etc = tmp / "etc"
+        self.journal = str(tmp / "var/journal.json")
+        (tmp / "nv_tegra_release").write_text((FIXTURES / "l4t" / "r36.4.7.txt").read_text())
+        (tmp / "cmdline").write_text("root=/dev/mmcblk0p1 rw\n")
+        self.tmp, self.tree = tmp, tree / "dt"
+        self.enabled = False
+        self.calls: list[list[str]] = []
+        self.moves: list[str] = []
+
+    def boot(self, **layers: Any) -> dict[str, Any]:
+        return {
+            "extlinux_path": str(self.conf),
+            "root": str(self.root),
+            "boot_root": "/boot",
+            "devicetree_path": str(self.tree),
+            "release_path": str(self.tmp / "nv_tegra_release"),
+            "efivars_path": str(self.tmp / "efivars"),
+            "cmdline_path": str(self.tmp / "cmdline"),
+            "checker": {
+                "program": (REPO / "roles/boot_commit/files/edgeslim-boot-commit.py").read_text(),
+                "unit": (REPO / "roles/boot_commit/files/edgeslim-boot-commit.service").read_text(),
+                "program_path": str(self.etc / "lib/edgeslim-boot-commit"),
+                "unit_path": str(self.etc / "systemd/edgeslim-boot-commit.service"),
+                "state_dir": str(self.state),
+            },
+            **layers,
+        }
+
+    def __call__(self, argv: list[str]) -> tuple[int, str, str]:
+        self.calls.append(list(argv))
+        if argv[1:2] == ["is-enabled"]:
+            return (0, "enabled\n", "") if self.enabled else (1, "disabled\n", "")
+        if argv[1:2] == ["enable"]:
+            self.enabled = True
+        if argv[1:2] == ["disable"]:
+            self.enabled = False
+        return 0, "", ""
+
+    def run(self, phase: str, boot: dict[str, Any], check: bool = False) -> dict[str, Any]:
+        real_move = basic.AnsibleModule.atomic_move
+
+        def move(module: Any, src: str, dest: str, *a: Any, **k: Any) -> None:
+            self.moves.append(dest)
+            real_move(module, src, dest, *a, **k)
+
+        args = {"phase": phase, "journal_path": self.journal, "boot": boot, "management_interface": "eth0"}
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(basic.AnsibleModule, "atomic_move", move)
+            return run_module(engine.main, args, check=check, diff=True, run_command=self, bin_path="/bin/systemctl")
+
+    def pending(self) -> list[str]:
+        d = self.state / "pending"
+        return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+@pytest.fixture
+def device(tmp_path, tree) -> Device:
+    return Device(tmp_path, tree)
+
+
+def compiled(dts: str, tmp: Path) -> str:
+    (tmp / "c.dts").write_text(dts)
+    subprocess.run([DTC, "-q", "-I", "dts", "-O", "dtb", "-o", str(tmp / "c.dtbo"), str(tmp / "c.dts")], check=True)
+    return base64.b64encode((tmp / "c.dtbo").read_bytes()).decode()
+
+
+SWIOTLB = {"slots": 2048, "checks": {"units_active": ["ssh.service"]}}
+CARVEOUTS = {"recipes": ["headless"], "fdt_method": "overlays"}
+
+
+def both(device: Device) -> dict[str, Any]:
+    """Probe, then the boot request with the overlay compiled as the action plugin does it."""
+    probe = device.run("probe", device.boot(swiotlb=SWIOTLB, carveouts=CARVEOUTS))
+    assert not probe.get("failed"), probe.get("msg")
+    dtbo = compiled(probe["boot"]["carveouts"]["dts"], device.tmp)
+    return device.boot(swiotlb=SWIOTLB, carveouts={**CARVEOUTS, "dtbo_b64": dtbo})
+
+
+def test_probe_reads_everything_and_changes_nothing(device):
+    before = device.conf.read_bytes()
+    res = device.run("probe", device.boot(swiotlb=SWIOTLB, carveouts=CARVEOUTS))
+    assert res["changed"] is False and device.conf.read_bytes() == before and device.moves == []
+    boot = res["boot"]
+    assert boot["layers"] == ["swiotlb", "carveouts"] and boot["changes"] is True
+    assert boot["extlinux"]["summary"]["boot_label"] == "primary" and boot["extlinux"]["stock_default"] == "primary"
+    assert boot["boot_space"]["free_mb"] > 0
+    assert boot["device"]["soc"] == "t234" and boot["device"]["l4t"]["major"] == 36
+    assert boot["swiotlb"]["previous_slots"] == 32768 and boot["swiotlb"]["attributed_mb"] > 0
+    assert "swiotlb" in boot["swiotlb"]["use"]["warnings_list"][0] or boot["swiotlb"]["use"]["present"] is False
+    c = boot["carveouts"]
+    assert c["method"] == "overlays" and c["base_fdt"] == DTB and "/bus@0/display@13800000" in c["paths"]
+    assert 'status = "disabled"' in c["dts"]
+    entry = boot["extlinux"]["after_summary"]["boot_entry"]
+    assert entry["label"] == "edgeslim" and entry["append"].endswith("swiotlb=2048")
+    assert entry["fdt"] == DTB and entry["overlays"] == [OVERLAY]
+    (diff,) = res["diff"]
+    assert "swiotlb=2048" in diff["after"] and "DEFAULT edgeslim" in diff["after"]
+    assert device.pending() == [] and not os.path.exists(device.journal)
+
+
+def test_apply_journals_installs_arms_then_writes_extlinux_once(device):
+    boot = both(device)
+    device.moves.clear()
+    res = device.run("apply", boot)
+    assert res["changed"] is True, res.get("msg")
+    done = res["boot"]["done"]
+    assert done["armed"] == ["swiotlb", "carveouts"] and done["extlinux_written"] is True
+    # Order of the renames: journal, boot files, checker, pending records, extlinux.conf last (one write).
+    conf_moves = [i for i, d in enumerate(device.moves) if d == str(device.conf)]
+    assert len(conf_moves) == 1 and conf_moves[0] == len(device.moves) - 1
+    first_pending = next(i for i, d in enumerate(device.moves) if "/pending/" in d)
+    overlay_i = device.moves.index(str(device.root / OVERLAY.lstrip("/")))
+    assert device.moves.index(device.journal) < overlay_i < first_pending < conf_moves[0]
+    assert device.pending() == ["carveouts.json", "swiotlb.json"]
+    record = json.loads((device.state / "pending/swiotlb.json").read_text())
+    assert record["previous_default"] == "primary" and record["checks"]["cmdline_contains"] == ["swiotlb=2048"]
+    assert record["checks"]["units_active"] == ["ssh.service"]
+    carve = json.loads((device.state / "pending/carveouts.json").read_text())
+    assert "/bus@0/display@13800000" in carve["checks"]["dt_disabled"]
+    assert ["/bin/systemctl", "enable", "edgeslim-boot-commit.service"] in device.calls
+    text = device.conf.read_text()
+    assert "DEFAULT edgeslim" in text and text.count("MENU LABEL edgeslim: slimmed boot entry") == 1
+    assert f"OVERLAYS {OVERLAY}" in text and "swiotlb=2048" in text
+    journal = json.loads(Path(device.journal).read_text())["layers"]
+    assert journal["swiotlb"]["owned"] == {"kernel_args": {"swiotlb": False}}
+    assert journal["carveouts"]["owned"] == {"fdt": DTB, "overlays": None}
+    assert journal["carveouts"]["boot_files"][str(device.root / OVERLAY.lstrip("/"))] is None
+    assert {r["status"] for r in res["boot"]["records"].values()} == {"staged"}
+    assert res["boot"]["records"]["swiotlb"]["measured_by"] == "MemTotal"
+
+
+def test_second_apply_changes_nothing_writes_nothing_arms_nothing(device):
+    boot = both(device)
+    assert device.run("apply", boot)["changed"] is True
+    state = (device.conf.read_bytes(), device.conf.stat().st_mtime_ns, sorted(os.listdir(device.conf.parent)))
+    device.moves.clear()
+    device.calls.clear()
+    again = device.run("apply", boot)
+    assert again["changed"] is False and device.moves == []
+    assert not [c for c in device.calls if c[1:2] in (["enable"], ["daemon-reload"])]
+    assert (device.conf.read_bytes(), device.conf.stat().st_mtime_ns, sorted(os.listdir(device.conf.parent))) == state
+    assert {r["status"] for r in again["boot"]["records"].values()} == {"unchanged"}
+
+
+def test_check_mode_plans_and_writes_nothing(device):
+    boot = both(device)
+    res = device.run("apply", boot, check=True)
+    assert res["changed"] is False and device.moves == [] and device.pending() == []
+    assert {r["status"] for r in res["boot"]["records"].values()} == {"planned"}
+
+
+def test_failed_extlinux_write_restores_everything(device, monkeypatch):
+    boot = both(device)
+    before = device.conf.read_bytes()
+
+    def full(*_a: Any, **_k: Any) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xe, "durable_temp", full)
+    res = device.run("apply", boot)
+    assert res["failed"] and res["stage"] == "apply" and "file system is full" in res["msg"]
+    assert res["restored"] is True and res["changed"] is True, res.get("restore_error")
+    assert device.conf.read_bytes() == before
+    assert not (device.root / OVERLAY.lstrip("/")).exists() and device.pending() == []
+    assert not (device.etc / "systemd/edgeslim-boot-commit.service").exists()
+    assert json.loads(Path(device.journal).read_text())["layers"] == {}
+
+
+def test_refusals_before_any_change(device):
+    bad = device.run("apply", device.boot(swiotlb={"slots": 0}))
+    assert bad["failed"] and bad["stage"] == "input" and "swiotlb=0 refused" in bad["msg"]
+    unknown = device.run("apply", device.boot(carveouts={"recipes": ["no_gpu"]}))
+    assert unknown["failed"] and unknown["stage"] == "plan" and "no_gpu" in unknown["msg"]
+    uncompiled = device.run("apply", device.boot(carveouts=CARVEOUTS))
+    assert uncompiled["failed"] and "compiled files are missing" in uncompiled["msg"]
+    assert device.moves == [] and device.pending() == [] and not os.path.exists(device.journal)
+
+
+def test_kept_camera_overlay_and_one_layer_rollback_with_the_extlinux_module(device):
+    text = device.conf.read_text().replace(f"      FDT {DTB}\n", f"      FDT {DTB}\n      OVERLAYS {CAMERA}\n")
+    device.conf.write_text(text)
+    (device.root / CAMERA.lstrip("/")).write_text("x")
+    boot = both(device)
+    assert device.run("apply", boot)["changed"] is True
+    assert f"OVERLAYS {CAMERA},{OVERLAY}" in device.conf.read_text()
+    # The roles' rollback of the carveouts layer alone (extlinux state absent) reads the engine's journal record.
+    res = run_module(extlinux.main, {"path": str(device.conf), "root": str(device.root), "state": "absent",
+                                     "managed_label": "edgeslim", "journal_path": device.journal,
+                                     "journal_layer": "carveouts", "backup": False})  # fmt: skip
+    assert res["changed"] and res["shared_with"] == ["swiotlb"]
+    after = device.conf.read_text()
+    assert f"OVERLAYS {CAMERA}\n" in after and "swiotlb=2048" in after and "DEFAULT edgeslim" in after
