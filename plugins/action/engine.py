@@ -11,14 +11,29 @@ module runs at most twice - ``probe`` (read-only), and ``apply`` once when the p
 - Check mode stops after the probe: status ``planned``, ``changed`` = whether apply would change something, the
   probe's diff.
 
-Returns ``report: {services: <record>}`` (the layer's record, docs/report.md) and the raw ``probe``/``apply``.
+The boot layers (``layers`` names swiotlb and/or carveouts, ``boot`` carries their settings) ride in the same two
+runs: their input refusals (plugins/filter/layer_refusals.py) run here before the probe, and again with the probe's
+device identity and SWIOTLB pool use before apply; a UEFI Secure Boot device is refused (the engine does not sign
+boot files). The overlay the probe planned is compiled here with the controller's dtc (and merged with fdtoverlay for
+the merged method), cached by the hash of its inputs under ``boot.cache_dir``. After apply a boot layer is
+``staged`` (written and armed; the caller reboots once, then runs ``verify``) or ``pending_reboot`` (no reboot
+allowed: the next boot, whenever it comes, checks and commits it).
+
+Returns ``report: {<layer>: <record>}`` (each layer's record, docs/report.md), ``reboot`` (whether the caller
+should reboot now) and the raw ``probe``/``apply``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import subprocess
+import tempfile
 from typing import Any
 
 from ansible.plugins.action import ActionBase
+from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
 from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
 
 MODULE = "edgeslim.jetson.engine"
@@ -26,6 +41,15 @@ REFUSED_DISPLAY = "Refuse to go headless while a graphical session is in use"
 REFUSED_PLAN = "Plan the unit changes (read-only; refuses protected units before any change)"
 FAILED_APPLY = "Apply the services plan (journal written before any change)"
 SKIP_REASON = "no unit, default target or journald setting in the selected profile blocks"
+REFUSED_BOOT = "Refuse the boot layers' inputs (before any change)"
+FAILED_BOOT = "Apply the boot layers (journal, boot files, commit-or-revert, one extlinux.conf write)"
+BOOT_LAYERS = ("swiotlb", "carveouts")
+COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHECKER_FILES = os.path.join(COLLECTION, "roles", "boot_commit", "files")
+SECURE_BOOT_REFUSAL = (
+    "UEFI Secure Boot is on, and L4TLauncher loads extlinux.conf, DTBs and overlays only with a detached <file>.sig: "
+    "the engine does not sign boot files, so an unsigned change would boot the fallback entry. Nothing was changed"
+)
 
 
 def select_services(profile: dict[str, Any], run_tags: list[str], skip_tags: list[str]) -> dict[str, Any]:
@@ -60,6 +84,136 @@ def record(status: str, **details: Any) -> dict[str, Any]:
     return layer_record(status, "MemAvailable", details)
 
 
+def boot_record(status: str, **details: Any) -> dict[str, Any]:
+    return layer_record(status, "MemTotal", details)
+
+
+def truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "yes", "1")
+
+
+def reboot_allowed(settings: dict[str, Any], layer: str) -> bool:
+    """The layer's reboot policy (``<layer>_reboot_ok``, else ``edgeslim_reboot_ok``); layer_refusals has refused
+    anything but a boolean already."""
+    value = settings.get(f"{layer}_reboot_ok")
+    if value is None or value == "":
+        value = settings.get("edgeslim_reboot_ok")
+    return truthy(value)
+
+
+PASSED_THROUGH = ("extlinux_path", "root", "boot_root", "managed_label", "managed_menu_label", "backup", "backup_keep",
+                  "devicetree_path", "release_path", "efivars_path", "cmdline_path")  # fmt: skip
+LAYER_KEYS = {
+    "swiotlb": ("debugfs_path", "max_boots", "checks"),
+    "carveouts": ("overlay_path", "merged_fdt_path", "fdt", "max_boots", "checks"),
+}
+
+
+def read_checker(name: str) -> str:
+    with open(os.path.join(CHECKER_FILES, name), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def module_boot(boot: dict[str, Any], layers: list[str], accepted: dict[str, Any]) -> dict[str, Any]:
+    """The device module's ``boot`` option: the accepted values of layer_refusals, the paths, the checker."""
+    out = {k: boot[k] for k in PASSED_THROUGH if boot.get(k) is not None}
+    for layer in layers:
+        given = boot.get(layer) or {}
+        out[layer] = {k: given[k] for k in LAYER_KEYS[layer] if given.get(k) is not None}
+    if "swiotlb" in layers:
+        out["swiotlb"]["slots"] = accepted["swiotlb_slots"]
+    if "carveouts" in layers:
+        out["carveouts"]["recipes"] = accepted["carveouts_recipes"]
+        out["carveouts"]["fdt_method"] = (boot.get("settings") or {}).get("carveouts_fdt_method") or "auto"
+    checker = dict(boot.get("checker") or {})
+    checker.setdefault("program", read_checker("edgeslim-boot-commit.py"))
+    checker.setdefault("unit", read_checker("edgeslim-boot-commit.service"))
+    if not checker.get("boot_id_command"):
+        checker.pop("boot_id_command", None)
+    out["checker"] = checker
+    return out
+
+
+def tool(argv: list[str], inputs: dict[str, bytes], args: list[str], hint: str) -> bytes:
+    """Run a controller tool (dtc, fdtoverlay) in a private directory; ``inputs`` name the files written for the
+    arguments, ``OUT`` the output."""
+    with tempfile.TemporaryDirectory(prefix="edgeslim-engine.") as work:
+        names = {"OUT": os.path.join(work, "out")}
+        for name, data in inputs.items():
+            names[name] = os.path.join(work, name)
+            with open(names[name], "wb") as handle:
+                handle.write(data)
+        cmd = [*argv, *[names.get(x, x) for x in args]]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, check=False)
+        except OSError as exc:
+            raise RuntimeError(f"{argv[0]} on the controller: {exc.strerror} -- {hint}") from exc
+        if proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip()[:400]
+            raise RuntimeError(f"{argv[0]} failed on the controller (rc {proc.returncode}): {err} -- {hint}")
+        with open(names["OUT"], "rb") as handle:
+            return handle.read()
+
+
+def cached(cache_dir: str, key: str, make: Any) -> bytes:
+    """``make()``'s bytes, kept under ``cache_dir`` by ``key`` (a hash of the inputs and the tool's argv)."""
+    path = os.path.join(cache_dir, key)
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        pass
+    data = make()
+    try:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp.")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs a compile next time
+    return data
+
+
+def digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+HINT = "install device-tree-compiler on the controller (or set boot.carveouts.dtc / fdtoverlay)"
+
+
+def controller_files(boot: dict[str, Any], planned: dict[str, Any]) -> dict[str, str]:
+    """The overlay (and the merged DTB) the probe's plan asks for, compiled here: base64 for the module."""
+    given = boot.get("carveouts") or {}
+    dtc = list(given.get("dtc") or ["dtc"])
+    fdtoverlay = list(given.get("fdtoverlay") or ["fdtoverlay"])
+    cache_dir = os.path.expanduser(boot.get("cache_dir") or "~/.cache/edgeslim/overlays")
+    dts = planned["dts"].encode("utf-8")
+    compile_args = ["-q", "-I", "dts", "-O", "dtb", "-o", "OUT", "IN"]
+    dtbo = cached(cache_dir, digest("dtbo", dts, dtc) + ".dtbo", lambda: tool(dtc, {"IN": dts}, compile_args, HINT))
+    out = {"dtbo_b64": base64.b64encode(dtbo).decode()}
+    merge = planned.get("merge_inputs_b64")
+    if planned["method"] == "merged" and merge:
+        base = base64.b64decode(merge["base"])
+        kept = [base64.b64decode(o) for o in merge["overlays"]]
+        names = {f"K{i}": data for i, data in enumerate(kept)}
+        overlaid = base
+        if kept:
+            overlaid = cached(cache_dir, digest("overlaid", base, *kept, fdtoverlay) + ".dtb",
+                              lambda: tool(fdtoverlay, {"BASE": base, **names}, ["-i", "BASE", "-o", "OUT", *names],
+                                           HINT))  # fmt: skip
+            out["overlaid_b64"] = base64.b64encode(overlaid).decode()
+        merged = cached(cache_dir, digest("merged", overlaid, dtbo, fdtoverlay) + ".dtb",
+                        lambda: tool(fdtoverlay, {"BASE": overlaid, "IN": dtbo}, ["-i", "BASE", "-o", "OUT", "IN"],
+                                     HINT))  # fmt: skip
+        out["merged_b64"] = base64.b64encode(merged).decode()
+    return out
+
+
 def display_refusal(probe: dict[str, Any]) -> str | None:
     """The refusal message when the plan changes the default target while a local graphical session is in use."""
     target = probe["services"]["default_target"]
@@ -75,86 +229,181 @@ def display_refusal(probe: dict[str, Any]) -> str | None:
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("profile", "services", "journal_path", "management_interface", "measure"))
+    _VALID_ARGS = frozenset(
+        ("profile", "services", "journal_path", "management_interface", "measure", "layers", "boot")
+    )
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         profile = args.pop("profile", None)
+        layers = args.pop("layers", None) or ["services"]
+        boot = args.pop("boot", None) or {}
         if not isinstance(profile, dict) or not isinstance(profile.get("services"), dict):
             return {**result, "failed": True, "msg": "profile must be a resolved edgeslim_profile (a mapping)"}
-        selection = select_services(
-            profile, list(task_vars.get("ansible_run_tags") or ["all"]), list(task_vars.get("ansible_skip_tags") or [])
-        )
-        blocks = selection["selected_blocks"]
-        result.update(changed=False, probe=None, apply=None)
-        if not selection.pop("requested"):
-            result["report"] = {"services": record("skipped", blocks=blocks, reason=SKIP_REASON)}
-            return result
+        unknown = [x for x in layers if x not in ("services", *BOOT_LAYERS)]
+        if unknown or not isinstance(boot, dict):
+            msg = f"layers {unknown} unknown (services, swiotlb, carveouts), or boot is not a mapping"
+            return {**result, "failed": True, "msg": msg}
+        self._boot_layers = [x for x in BOOT_LAYERS if x in layers]
+        self._settings = dict(boot.get("settings") or {})
+        for layer in self._boot_layers:  # a layer's policy defaults to the common one, as in the roles' defaults
+            if self._settings.get(f"{layer}_reboot_ok") in (None, ""):
+                self._settings[f"{layer}_reboot_ok"] = self._settings.get("edgeslim_reboot_ok")
+        result.update(changed=False, probe=None, apply=None, reboot=False)
+        report: dict[str, Any] = {}
+        result["report"] = report
         module_args = {k: v for k, v in args.items() if v is not None}
-        module_args["services"] = {**(args.get("services") or {}), **selection}
+        module_args.pop("services", None)
+        blocks: list[str] = []
+        if "services" in layers:
+            selection = select_services(profile, list(task_vars.get("ansible_run_tags") or ["all"]),
+                                        list(task_vars.get("ansible_skip_tags") or []))  # fmt: skip
+            blocks = selection["selected_blocks"]
+            if selection.pop("requested"):
+                module_args["services"] = {**(args.get("services") or {}), **selection}
+            else:
+                report["services"] = record("skipped", blocks=blocks, reason=SKIP_REASON)
+        if self._boot_layers:
+            # Inputs first (size, recipes, reboot policy): refused before anything reads the device.
+            refusals = layer_refusals(self._boot_layers, self._settings, profile=profile,
+                                      check_mode=self._task.check_mode)  # fmt: skip
+            if refusals["refused"]:
+                return self._refused_all(result, module_args, REFUSED_BOOT, "; ".join(refusals["refused"]))
+            if refusals["warnings"]:
+                # Check mode without a reboot decision: plan only.
+                result.setdefault("warnings", []).extend(refusals["warnings"])
+            try:
+                module_args["boot"] = module_boot(boot, self._boot_layers, refusals)
+            except OSError as exc:
+                return self._refused_all(result, module_args, REFUSED_BOOT, f"the boot-commit checker: {exc}")
+        if "services" not in module_args and "boot" not in module_args:
+            return result
         probe = self._execute_module(MODULE, module_args={**module_args, "phase": "probe"}, task_vars=task_vars)
         result["probe"] = probe
         if probe.get("failed"):
-            return self._refused(result, REFUSED_PLAN, probe.get("msg", "probe failed"))
-        refusal = display_refusal(probe) if module_args["services"].get("check_display", True) else None
-        if refusal:
-            return self._refused(result, REFUSED_DISPLAY, refusal)
-        plan = probe["services"]
-        if not plan["changes"]:
-            result["report"] = {
-                "services": record(
-                    "unchanged",
-                    blocks=blocks,
-                    absent=plan["absent"],
-                    kept=plan["kept"],
-                    default_target=plan["default_target"],
-                )
-            }
+            stage = REFUSED_BOOT if probe.get("boot_failed") else REFUSED_PLAN
+            return self._refused_all(result, module_args, stage, probe.get("msg", "probe failed"))
+        if "services" in module_args:
+            refusal = display_refusal(probe) if module_args["services"].get("check_display", True) else None
+            if refusal:
+                return self._refused_all(result, module_args, REFUSED_DISPLAY, refusal)
+        if "boot" in module_args:
+            refusal = self._boot_refusal(profile, probe["boot"])
+            if refusal:
+                return self._refused_all(result, module_args, REFUSED_BOOT, refusal)
+            planned = probe["boot"].get("carveouts")
+            needs = [f for f in probe["boot"]["files"] if f.get("pending") and f["changed"]]
+            if planned and needs:
+                try:
+                    module_args["boot"]["carveouts"].update(controller_files(boot, planned))
+                except RuntimeError as exc:
+                    return self._refused_all(result, module_args, REFUSED_BOOT, str(exc))
+        plan = probe.get("services")
+        services_changes = bool(plan and plan["changes"])
+        boot_changes = bool(probe.get("boot", {}).get("changes"))
+        if plan and not services_changes:
+            report["services"] = record("unchanged", blocks=blocks, absent=plan["absent"], kept=plan["kept"],
+                                        default_target=plan["default_target"])  # fmt: skip
+            module_args.pop("services")
+        if "boot" in module_args and not boot_changes:
+            for layer in self._boot_layers:
+                report[layer] = self._boot_details("unchanged", probe["boot"], layer)
+            module_args.pop("boot")
+        if not services_changes and not boot_changes:
             return result
         if self._task.check_mode:
             result["changed"] = True
             result["diff"] = probe.get("diff", [])
-            result["report"] = {
-                "services": record(
-                    "planned",
-                    check_mode=True,
-                    blocks=blocks,
-                    units=plan["units"],
-                    stopped=plan["stopped"],
-                    stopped_with=plan["stopped_with"],
-                    absent=plan["absent"],
-                    kept=plan["kept"],
-                    default_target=plan["default_target"],
-                    unit_memory=plan["unit_memory"],
-                    commands=plan["commands"],
-                )
-            }
+            if services_changes:
+                report["services"] = record("planned", check_mode=True, blocks=blocks, units=plan["units"],
+                                            stopped=plan["stopped"], stopped_with=plan["stopped_with"],
+                                            absent=plan["absent"], kept=plan["kept"],
+                                            default_target=plan["default_target"], unit_memory=plan["unit_memory"],
+                                            commands=plan["commands"])  # fmt: skip
+            if boot_changes:
+                for layer in self._boot_layers:
+                    report[layer] = self._boot_details("planned", probe["boot"], layer)
             return result
         applied = self._execute_module(MODULE, module_args={**module_args, "phase": "apply"}, task_vars=task_vars)
         result["apply"] = applied
         result["diff"] = applied.get("diff", [])
         if applied.get("failed"):
-            if not applied.get("changed"):
-                return self._refused(result, REFUSED_PLAN if applied.get("stage") == "plan" else FAILED_APPLY,
-                                     applied.get("msg", "apply failed"))  # fmt: skip
-            restored = bool(applied.get("restored"))
-            result.update(failed=True, changed=True, msg=applied.get("msg", "apply failed"))
-            result["report"] = {
-                "services": record(
-                    "rolled_back" if restored else "failed",
-                    failed_task=FAILED_APPLY,
-                    error=result["msg"],
-                    restore_error="" if restored else applied.get("restore_error", "?"),
-                )
-            }
-            return result
+            return self._apply_failed(result, module_args, applied)
         result["changed"] = bool(applied.get("changed"))
-        result["report"] = {"services": applied["services"]["record"]}
+        if "services" in module_args:
+            report["services"] = applied["services"]["record"]
+        if "boot" in module_args:
+            self._boot_outcome(result, applied["boot"]["records"])
         return result
 
-    def _refused(self, result: dict[str, Any], stage: str, msg: str) -> dict[str, Any]:
+    def _boot_refusal(self, profile: dict[str, Any], planned: dict[str, Any]) -> str | None:
+        """The refusals that need the device: chip, module and L4T release for the recipes and the FDT method, the
+        pool's high-water mark for the SWIOTLB size, UEFI Secure Boot."""
+        info = planned["device"]
+        use = (planned.get("swiotlb") or {}).get("use")
+        refusals = layer_refusals(self._boot_layers, self._settings, profile=profile, info=info, swiotlb_use=use,
+                                  check_mode=self._task.check_mode)  # fmt: skip
+        if refusals["refused"]:
+            return "; ".join(refusals["refused"])
+        if info.get("secure_boot") and planned["changes"]:
+            return SECURE_BOOT_REFUSAL
+        return None
+
+    def _boot_details(self, status: str, planned: dict[str, Any], layer: str) -> dict[str, Any]:
+        ext = planned["extlinux"]
+        details: dict[str, Any] = {"entry": ext["entry"], "previous_default": ext["stock_default"],
+                                   "check_mode": status == "planned"}  # fmt: skip
+        if layer == "swiotlb":
+            details.update(slots=planned["swiotlb"]["slots"], previous_slots=planned["swiotlb"]["previous_slots"],
+                           kernel_slots=planned["swiotlb"]["kernel_slots"])  # fmt: skip
+            rec = boot_record(status, **details)
+            rec["attributed_mb"] = planned["swiotlb"]["attributed_mb"]
+            return rec
+        c = planned["carveouts"]
+        details.update(method=c["method"], nodes=c["paths"], base_fdt=c["base_fdt"], kept_overlays=c["kept_overlays"])
+        return boot_record(status, **details)
+
+    def _boot_outcome(self, result: dict[str, Any], records: dict[str, Any]) -> None:
+        """staged = written and armed: the caller reboots now when the policy allows it, else the next boot (a
+        maintenance window) commits it: pending_reboot."""
+        for layer, rec in records.items():
+            if rec["status"] == "staged":
+                if reboot_allowed(self._settings, layer):
+                    result["reboot"] = True
+                else:
+                    rec = {**rec, "status": "pending_reboot"}
+            result["report"][layer] = rec
+
+    def _apply_failed(self, result: dict[str, Any], module_args: dict[str, Any], applied: dict[str, Any]) -> dict:
+        msg = applied.get("msg", "apply failed")
+        report = result["report"]
+        boot_failed = bool(applied.get("boot_failed"))
+        if not applied.get("changed"):
+            stage = REFUSED_BOOT if boot_failed else (REFUSED_PLAN if applied.get("stage") == "plan" else FAILED_APPLY)
+            return self._refused_all(result, module_args, stage, msg)
+        restored = bool(applied.get("restored"))
+        result.update(failed=True, changed=True, msg=msg)
+        status = "rolled_back" if restored else "failed"
+        failed = {"error": msg, "restore_error": "" if restored else applied.get("restore_error", "?")}
+        if boot_failed:
+            # The services layer ran and kept its change (a failing layer restores itself only).
+            if "services" in module_args and applied.get("services"):
+                report["services"] = applied["services"]["record"]
+            for layer in self._boot_layers:
+                report[layer] = boot_record(status, failed_task=FAILED_BOOT, **failed)
+        else:
+            report["services"] = record(status, failed_task=FAILED_APPLY, **failed)
+            for layer in self._boot_layers if "boot" in module_args else []:
+                report[layer] = boot_record("skipped", reason="not run: the services layer failed before it")
+        return result
+
+    def _refused_all(self, result: dict[str, Any], module_args: dict[str, Any], stage: str, msg: str) -> dict:
+        """A refusal before any change: every layer of this call that was to run is failed, unchanged."""
         result.update(failed=True, changed=False, msg=msg)
-        result["report"] = {"services": record("failed", changed=False, failed_task=stage, error=msg)}
+        if "services" in module_args:
+            result["report"]["services"] = record("failed", changed=False, failed_task=stage, error=msg)
+        for layer in self._boot_layers:
+            result["report"][layer] = boot_record("failed", changed=False, failed_task=stage, error=msg)
         return result

@@ -56,7 +56,8 @@ CHECKER_OPTIONS = {
 }
 LAYER_CHECKS = {
     "units_active": {"type": "list", "elements": "str", "default": []},
-    "command": {"type": "list", "elements": "str", "default": []},
+    "command": {"type": "str", "default": ""},
+    "timeout": {"type": "float"},
 }
 SWIOTLB_OPTIONS = {
     "slots": {"type": "int", "required": True},
@@ -406,8 +407,7 @@ def pending_file(overlay: str, source: str, dts: str) -> dict[str, Any]:
 def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any]) -> dict[str, Any]:
     """What the checker reads at boot (roles/boot_commit arm.yml writes the same record)."""
     settings = b[layer]
-    checks: dict[str, Any] = {"units_active": settings["checks"]["units_active"],
-                              "command": settings["checks"]["command"]}  # fmt: skip
+    checks: dict[str, Any] = {k: v for k, v in settings["checks"].items() if v is not None}
     if layer == "swiotlb":
         checks.update(cmdline_contains=[f"swiotlb={settings['slots']}"], kernel_log_absent=["swiotlb buffer is full"])
     else:

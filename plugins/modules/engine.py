@@ -175,10 +175,12 @@ options:
                 elements: str
                 default: []
               command:
-                description: argv that must exit 0.
-                type: list
-                elements: str
-                default: []
+                description: A shell command that must exit 0 (the checker runs it with C(/bin/sh -c)).
+                type: str
+                default: ""
+              timeout:
+                description: Seconds each check command may take (the checker's default when unset).
+                type: float
       carveouts:
         description: The carveouts layer - FDT and OVERLAYS (or a merged FDT) in the managed entry.
         type: dict
@@ -228,10 +230,12 @@ options:
                 elements: str
                 default: []
               command:
-                description: argv that must exit 0.
-                type: list
-                elements: str
-                default: []
+                description: A shell command that must exit 0 (the checker runs it with C(/bin/sh -c)).
+                type: str
+                default: ""
+              timeout:
+                description: Seconds each check command may take (the checker's default when unset).
+                type: float
       checker:
         description: The commit-or-revert checker armed for the next boot (the action plugin fills it in).
         type: dict

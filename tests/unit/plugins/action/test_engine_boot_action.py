@@ -1,0 +1,114 @@
+"""edgeslim.jetson.engine action plugin with the boot layers, end to end with the device module on a fake device:
+input refusals before the probe, device refusals (high-water mark, Secure Boot) after it and before any change,
+the overlay compiled here (cached by its source), staged vs pending_reboot by the reboot policy, a second run that
+only probes, and the merged method's DTB made with the controller's fdtoverlay."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from ansible.plugins.action import ActionBase
+from ansible_collections.edgeslim.jetson.plugins.action import engine as action
+from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay as ov
+from conftest import swiotlb_debugfs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
+from test_engine_boot import DTB, OVERLAY, Device, tree  # noqa: F401 (tree is a fixture)
+
+pytestmark = pytest.mark.skipif(not (shutil.which("dtc") and shutil.which("fdtoverlay")), reason="no dtc")
+PROFILE = {"services": {}, "blocks": [], "swiotlb": {"size_mib": 4}, "carveouts": {"recipes": ["headless"]}}
+
+
+@pytest.fixture
+def device(tmp_path, tree) -> Device:  # noqa: F811
+    dev = Device(tmp_path, tree)
+    dev.debugfs = swiotlb_debugfs(tmp_path, nslabs=32768, used=10, hiwater=100)
+    return dev
+
+
+def boot_args(device: Device, **settings: Any) -> dict[str, Any]:
+    args = device.boot(swiotlb={"debugfs_path": device.debugfs})
+    args["cache_dir"] = str(device.tmp / "cache")
+    args["settings"] = {"edgeslim_reboot_ok": True, "carveouts_fdt_method": "overlays", **settings}
+    return args
+
+
+def run_action(device: Device, boot: dict[str, Any], layers=("swiotlb", "carveouts"), check: bool = False):
+    task = mock.MagicMock()
+    task.args = {"profile": PROFILE, "layers": list(layers), "boot": boot, "journal_path": device.journal,
+                 "management_interface": "eth0"}  # fmt: skip
+    task.check_mode = check
+    plugin = action.ActionModule(task, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), None)
+    phases = []
+
+    def execute(name, module_args, task_vars):
+        phases.append(module_args["phase"])
+        return device.run(module_args["phase"], module_args["boot"], check=check)
+
+    with mock.patch.object(ActionBase, "run", return_value={}), mock.patch.object(plugin, "_execute_module", execute):
+        res = plugin.run(task_vars={"ansible_run_tags": ["all"], "ansible_skip_tags": []})
+    return res, phases
+
+
+def test_bad_inputs_are_refused_before_the_device_is_read(device):
+    res, phases = run_action(device, boot_args(device, swiotlb_size_mib=0))
+    assert phases == [] and res["failed"] and res["changed"] is False
+    assert res["report"]["swiotlb"]["status"] == "failed" and "swiotlb" in res["msg"]
+    assert res["report"]["carveouts"]["details"]["failed_task"] == action.REFUSED_BOOT
+    res, phases = run_action(device, {**boot_args(device), "settings": {"carveouts_fdt_method": "overlays"}})
+    assert phases == [] and "needs a reboot" in res["msg"]
+
+
+def test_both_layers_staged_then_a_second_run_only_probes(device):
+    res, phases = run_action(device, boot_args(device))
+    assert phases == ["probe", "apply"] and res["changed"] is True and res["reboot"] is True, res.get("msg")
+    assert {res["report"][x]["status"] for x in ("swiotlb", "carveouts")} == {"staged"}
+    assert res["report"]["swiotlb"]["details"]["slots"] == 2048
+    assert os.listdir(device.tmp / "cache")  # the compiled overlay is cached by its source
+    text = device.conf.read_text()
+    assert "swiotlb=2048" in text and f"OVERLAYS {OVERLAY}" in text and "DEFAULT edgeslim" in text
+    again, phases = run_action(device, boot_args(device))
+    assert phases == ["probe"] and again["changed"] is False and again["reboot"] is False
+    assert {again["report"][x]["status"] for x in ("swiotlb", "carveouts")} == {"unchanged"}
+
+
+def test_no_reboot_allowed_is_pending_reboot_and_check_mode_plans(device):
+    planned, phases = run_action(device, boot_args(device), check=True)
+    assert phases == ["probe"] and planned["changed"] is True and device.pending() == []
+    assert planned["report"]["carveouts"]["status"] == "planned"
+    res, _phases = run_action(device, boot_args(device, edgeslim_reboot_ok=False))
+    assert res["reboot"] is False and res["report"]["swiotlb"]["status"] == "pending_reboot"
+    assert device.pending() == ["carveouts.json", "swiotlb.json"]
+
+
+def test_high_water_mark_and_secure_boot_refused_after_the_probe(device):
+    args = boot_args(device)
+    (device.tmp / "busy").mkdir()
+    args["swiotlb"]["debugfs_path"] = swiotlb_debugfs(device.tmp / "busy", nslabs=32768, used=10, hiwater=4000)
+    before = device.conf.read_bytes()
+    res, phases = run_action(device, args, layers=("swiotlb",))
+    assert phases == ["probe"] and res["failed"] and "high-water mark" in res["msg"]
+    (device.tmp / "efivars").mkdir()
+    (device.tmp / "efivars" / "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c").write_bytes(b"\x06\0\0\0\x01")
+    res, phases = run_action(device, boot_args(device), layers=("carveouts",))
+    assert phases == ["probe"] and res["failed"] and "Secure Boot" in res["msg"]
+    assert device.conf.read_bytes() == before and device.pending() == []
+
+
+def test_merged_method_made_on_the_controller(device):
+    res, _phases = run_action(device, boot_args(device, carveouts_fdt_method="merged"), layers=("carveouts",))
+    assert res["report"]["carveouts"]["status"] == "staged", res.get("msg")
+    merged = device.root / "boot/edgeslim/kernel-carveouts.dtb"
+    assert merged.is_file()
+    text = device.conf.read_text()
+    assert "FDT /boot/edgeslim/kernel-carveouts.dtb" in text and "OVERLAYS" not in text
+    assert ov.parse_fdt(merged.read_bytes()) is not None
+    journal = json.loads(Path(device.journal).read_text())["layers"]["carveouts"]
+    assert journal["owned"]["fdt"] == DTB
