@@ -43,6 +43,7 @@ FAILED_APPLY = "Apply the services plan (journal written before any change)"
 SKIP_REASON = "no unit, default target or journald setting in the selected profile blocks"
 REFUSED_BOOT = "Refuse the boot layers' inputs (before any change)"
 FAILED_BOOT = "Apply the boot layers (journal, boot files, commit-or-revert, one extlinux.conf write)"
+VERIFY_BOOT = "Verify the boot layers after the reboot (verdict, running kernel, device tree, MemTotal)"
 BOOT_LAYERS = ("swiotlb", "carveouts")
 COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKER_FILES = os.path.join(COLLECTION, "roles", "boot_commit", "files")
@@ -230,7 +231,7 @@ def display_refusal(probe: dict[str, Any]) -> str | None:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
-        ("profile", "services", "journal_path", "management_interface", "measure", "layers", "boot")
+        ("profile", "services", "journal_path", "management_interface", "measure", "layers", "boot", "before")
     )
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -238,6 +239,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         profile = args.pop("profile", None)
+        before = args.pop("before", None)
         layers = args.pop("layers", None) or ["services"]
         boot = args.pop("boot", None) or {}
         if not isinstance(profile, dict) or not isinstance(profile.get("services"), dict):
@@ -278,6 +280,8 @@ class ActionModule(ActionBase):
                 module_args["boot"] = module_boot(boot, self._boot_layers, refusals)
             except OSError as exc:
                 return self._refused_all(result, module_args, REFUSED_BOOT, f"the boot-commit checker: {exc}")
+            if before:
+                return self._verify(result, module_args, before, task_vars)
         if "services" not in module_args and "boot" not in module_args:
             return result
         probe = self._execute_module(MODULE, module_args={**module_args, "phase": "probe"}, task_vars=task_vars)
@@ -336,6 +340,25 @@ class ActionModule(ActionBase):
             report["services"] = applied["services"]["record"]
         if "boot" in module_args:
             self._boot_outcome(result, applied["boot"]["records"])
+        return result
+
+    def _verify(self, result: dict[str, Any], module_args: dict[str, Any], before: dict, task_vars: dict) -> dict:
+        """After the caller's reboot: the device's verify run gives each boot layer's record; a layer the device
+        reverted, or whose change the running kernel does not show, fails the task (the caller restores)."""
+        module_args.pop("services", None)
+        verified = self._execute_module(MODULE, module_args={**module_args, "phase": "verify", "before": before},
+                                        task_vars=task_vars)  # fmt: skip
+        result["verify"] = verified
+        if verified.get("failed"):
+            return self._refused_all(result, module_args, VERIFY_BOOT, verified.get("msg", "verify failed"))
+        records = verified["boot"]["records"]
+        result["report"].update(records)
+        bad = {layer: rec for layer, rec in records.items() if rec["status"] in ("reverted", "failed")}
+        if bad:
+            result.update(failed=True, msg="; ".join(
+                f"{layer} {rec['status']}: " + "; ".join(rec["details"]["verdict"].get("failures") or []
+                                                         + rec["details"]["verification"])
+                for layer, rec in bad.items()))  # fmt: skip
         return result
 
     def _boot_refusal(self, profile: dict[str, Any], planned: dict[str, Any]) -> str | None:

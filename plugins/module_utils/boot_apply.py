@@ -593,3 +593,68 @@ def journal_update_with_files(
 
 class RunFailed(Exception):
     """A systemctl call of the arm step failed (raised by the caller's ``run`` when asked to check)."""
+
+
+# ---- verify (after the reboot) ------------------------------------------------------------------------------------
+def state_dir(b: dict[str, Any]) -> str:
+    return (b.get("checker") or {}).get("state_dir") or CHECKER_OPTIONS["state_dir"]["default"]
+
+
+def read_verdict(b: dict[str, Any], layer: str) -> dict[str, Any]:
+    """The checker's verdict for this boot (boot-commit/<layer>.json); ``no_verdict`` when there is none."""
+    path = os.path.join(state_dir(b), "boot-commit", f"{layer}.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = json.load(handle)
+    except FileNotFoundError:
+        return {"status": "no_verdict", "failures": [f"no verdict in {path}"]}
+    except (OSError, ValueError) as exc:
+        return {"status": "no_verdict", "failures": [f"{path}: {exc}"]}
+    return doc if isinstance(doc, dict) else {"status": "no_verdict", "failures": [f"{path}: not a JSON object"]}
+
+
+def verify_swiotlb(b: dict[str, Any], kernel_log: str | None) -> tuple[dict[str, Any], list[str]]:
+    """The running kernel against the request: swiotlb= on its command line, the pool it allocated (debugfs, else
+    the kernel log), no "swiotlb buffer is full"."""
+    s = b["swiotlb"]
+    cmdline = (read_text(b["cmdline_path"]) or "").strip()
+    log = l4t.swiotlb_from_log(kernel_log or "")
+    try:
+        use = tlb.pool_use(s["debugfs_path"], cmdline, os.uname().release, read_text(tlb.CPU_POSSIBLE_PATH) or "",
+                           requested_slots=s["slots"], pool_log_mib=log["pool_mib"])  # fmt: skip
+    except tlb.SwiotlbError as exc:
+        return {"error": str(exc)}, [str(exc)]
+    running = l4t.swiotlb_setting(cmdline)
+    problems = []
+    if (running or {}).get("slots") != s["slots"]:
+        problems.append(f"/proc/cmdline carries swiotlb={(running or {}).get('raw') or 'nothing'}, expected "
+                        f"{s['slots']}")  # fmt: skip
+    if not use.get("accepted"):
+        pool = use["pool_slots"] if use["pool_slots"] is not None else f"{log['pool_mib']} MiB"
+        problems.append(f"pool is {pool}, expected {use['expected_slots']} slots for swiotlb={s['slots']} "
+                        f"({use['expected_rounding']}), or the pool size is not readable")  # fmt: skip
+    if log["buffer_full"]:
+        problems.append('kernel log reports "swiotlb buffer is full": the pool is too small for this device\'s DMA')
+    return {"configured": running, "use": use, "log_pool_mib": log["pool_mib"]}, problems
+
+
+def verify_carveouts(b: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The live device tree shows every planned node disabled."""
+    try:
+        plan = ov.plan(b["devicetree_path"], b["carveouts"]["recipes"])
+    except ov.OverlayError as exc:
+        return {"error": str(exc)}, [str(exc)]
+    report = ov.disabled_report(b["devicetree_path"], plan.paths)
+    problems = []
+    if report["enabled"] or report["missing"]:
+        problems.append(f"the live device tree does not show these nodes disabled: "
+                        f"{report['enabled'] + report['missing']}")  # fmt: skip
+    return {"nodes": plan.paths, "live": report}, problems
+
+
+def verify_status(verdict: dict[str, Any], problems: list[str]) -> str:
+    if verdict.get("status") != "committed":
+        return "reverted"
+    if any("container" in str(note) for note in verdict.get("notes") or []):
+        return "unverified_container"  # the kernel (and its tree) are the host's: nothing of the change is seen
+    return "failed" if problems else "applied"

@@ -27,9 +27,17 @@ options:
   phase:
     description:
       - V(probe) (read-only) or V(apply). Set by the action plugin, which runs one or both; a task does not set it.
+      - V(verify), after the reboot into the boot layers (read-only) - the checker's verdict of each layer, the
+        running kernel's SWIOTLB pool and command line, the live device tree and MemTotal against O(before) - gives
+        each boot layer's record.
     type: str
     required: true
-    choices: [probe, apply]
+    choices: [probe, apply, verify]
+  before:
+    description:
+      - V(verify) only - C(memtotal_kb) and C(boot_id) from the V(apply) run (its C(boot.snapshot)).
+    type: dict
+    default: {}
   profile:
     description:
       - Controller side only. The resolved C(edgeslim_profile); the action plugin selects its blocks from
@@ -424,13 +432,14 @@ MEASURE_SPEC = {
     "stable_kb": {"type": "int", "default": 2048},
 }
 ARGUMENT_SPEC = {
-    "phase": {"type": "str", "required": True, "choices": ["probe", "apply"]},
+    "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify"]},
     "profile": {"type": "dict"},
     "services": {"type": "dict", "options": SERVICES_SPEC},
     "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
     "management_interface": {"type": "str"},
     "measure": {"type": "dict", "options": MEASURE_SPEC, "default": {}},
     "boot": {"type": "dict", "options": ba.BOOT_OPTIONS},
+    "before": {"type": "dict", "default": {}},
 }
 
 
@@ -651,12 +660,71 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
             raise ba.RunFailed(str(exc)) from exc
 
     try:
+        out["boot"]["snapshot"] = memtotal_snapshot(module)
+        if "swiotlb" in plan:
+            out["boot"]["snapshot"]["swiotlb_previous_slots"] = plan["swiotlb"]["previous_slots"]
+    except SnapshotError as exc:
+        raise EngineFailure(f"before snapshot: {exc}; nothing changed", "apply", boot_failed=True, **kept) from exc
+    try:
         done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run)
     except ba.BootFailure as exc:
         raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **kept, **exc.extra) from exc
     out["boot"]["done"] = done
     out["boot"]["records"] = {layer: boot_record("staged", plan, layer) for layer in plan["layers"]}
     out["changed"] = True
+
+
+def memtotal_snapshot(module: AnsibleModule) -> dict[str, Any]:
+    """MemTotal and the boot identity: the boot layers show in MemTotal after the reboot, not in MemAvailable."""
+    m = module.params["measure"]
+    return {
+        "memtotal_kb": read_meminfo(m["meminfo_path"])["MemTotal"],
+        "boot_id": boot_identity(module, m["boot_id_command"]),
+        "taken": utc_now(),
+    }
+
+
+def verify(module: AnsibleModule) -> dict[str, Any]:
+    """After the reboot: each boot layer's verdict, what the running kernel shows, MemTotal -> its record."""
+    p = module.params
+    b, before = p["boot"], p["before"]
+    if b is None or not isinstance(before.get("memtotal_kb"), int) or not before.get("boot_id"):
+        raise EngineFailure("verify needs boot and before (memtotal_kb, boot_id) from the apply run", "input")
+    try:
+        after = memtotal_snapshot(module)
+    except SnapshotError as exc:
+        raise EngineFailure(f"after snapshot: {exc}", "verify") from exc
+    layers = ba.selected(b)
+    rc, log, _err = module.run_command(["dmesg"]) if "swiotlb" in layers else (1, "", "")
+    delta_mb = round((after["memtotal_kb"] - before["memtotal_kb"]) / 1024.0, 1)
+    rebooted = after["boot_id"] != before["boot_id"]
+    out: dict[str, Any] = {"phase": "verify", "changed": False, "boot": {"after": after, "records": {}}}
+    claimed = 0.0
+    for layer in layers:
+        verdict = ba.read_verdict(b, layer)
+        if layer == "swiotlb":
+            seen, problems = ba.verify_swiotlb(b, log if rc == 0 else None)
+        else:
+            seen, problems = ba.verify_carveouts(b)
+        if not rebooted:
+            problems.append("boot identity did not change: the device did not reboot")
+        status = ba.verify_status(verdict, problems)
+        details = {"verdict": verdict, "seen": seen, "verification": problems, "shared_boot": len(layers) > 1,
+                   "memtotal_before_kb": before["memtotal_kb"], "memtotal_after_kb": after["memtotal_kb"]}  # fmt: skip
+        reclaimed = None
+        attributed = None
+        if status == "applied":
+            if layer == "swiotlb":
+                use = seen["use"]
+                previous = before.get("swiotlb_previous_slots") or ba.DEFAULT_SWIOTLB_SLOTS
+                attributed = round((previous - use["expected_slots"]) * ba.SLOT_COST_BYTES / 1048576, 1)
+                # Booted with carveouts: SWIOTLB claims at most its formula share of the one MemTotal delta.
+                reclaimed = min(delta_mb, attributed) if len(layers) > 1 else delta_mb
+                claimed = reclaimed
+            else:
+                reclaimed = round(delta_mb - claimed, 1)
+        out["boot"]["records"][layer] = layer_record(status, "MemTotal", details, reclaimed, attributed)
+    return out
 
 
 def boot_record(status: str, plan: dict[str, Any], layer: str) -> dict[str, Any]:
@@ -750,7 +818,10 @@ def main() -> None:
     runner = Runner(module, module.get_bin_path("systemctl", required=True))
     try:
         check_input(p)
-        result = apply(module, runner) if p["phase"] == "apply" else probe(module, runner)
+        if p["phase"] == "verify":
+            result = verify(module)
+        else:
+            result = apply(module, runner) if p["phase"] == "apply" else probe(module, runner)
     except EngineFailure as exc:
         extra = dict(exc.extra)
         extra.setdefault("changed", False)

@@ -112,3 +112,42 @@ def test_merged_method_made_on_the_controller(device):
     assert ov.parse_fdt(merged.read_bytes()) is not None
     journal = json.loads(Path(device.journal).read_text())["layers"]["carveouts"]
     assert journal["owned"]["fdt"] == DTB
+
+
+def test_verify_run_after_the_reboot(device, tmp_path):
+    from test_engine_boot import reboot_into
+
+    shutil.copytree(device.tree, tmp_path / "own-dt")
+    device.tree = tmp_path / "own-dt"
+    args = boot_args(device)
+    args["swiotlb"]["debugfs_path"] = str(device.tmp / "swiotlb")
+    res, _phases = run_action(device, args)
+    assert res["reboot"] is True, res.get("msg")
+    reboot_into(device, res["apply"])
+
+    def verify_run(before: dict) -> tuple:
+        task = mock.MagicMock()
+        task.args = {"profile": PROFILE, "layers": ["swiotlb", "carveouts"], "boot": args, "before": before,
+                     "journal_path": device.journal}  # fmt: skip
+        task.check_mode = False
+        plugin = action.ActionModule(task, mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), None)
+        phases = []
+
+        def execute(name, module_args, task_vars):
+            phases.append(module_args["phase"])
+            return device.run(module_args["phase"], module_args["boot"], before=module_args["before"])
+
+        with (
+            mock.patch.object(ActionBase, "run", return_value={}),
+            mock.patch.object(plugin, "_execute_module", execute),
+        ):
+            return plugin.run(task_vars={}), phases
+
+    verified, phases = verify_run(res["apply"]["boot"]["snapshot"])
+    assert phases == ["verify"] and not verified.get("failed"), verified.get("msg")
+    assert {verified["report"][x]["status"] for x in ("swiotlb", "carveouts")} == {"applied"}
+    (device.state / "boot-commit" / "carveouts.json").write_text(
+        json.dumps({"status": "reverted", "failures": ["node /bus@0/display@13800000 enabled"]})
+    )
+    verified, _phases = verify_run(res["apply"]["boot"]["snapshot"])
+    assert verified["failed"] and "carveouts reverted: node /bus@0/display@13800000 enabled" in verified["msg"]

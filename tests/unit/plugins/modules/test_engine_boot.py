@@ -8,6 +8,7 @@ import base64
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,9 @@ class Device:
         (tmp / "cmdline").write_text("root=/dev/mmcblk0p1 rw\n")
         self.tmp, self.tree = tmp, tree / "dt"
         self.enabled = False
+        self.boot_id = "boot-1"
+        self.meminfo = tmp / "meminfo"
+        self.set_memtotal(7999000)
         self.calls: list[list[str]] = []
         self.moves: list[str] = []
 
@@ -84,8 +88,16 @@ class Device:
             **layers,
         }
 
+    def set_memtotal(self, kb: int) -> None:
+        text = (FIXTURES / "meminfo" / "orin-nano-r36.txt").read_text()
+        self.meminfo.write_text(re.sub(r"MemTotal:\s+\d+", f"MemTotal:       {kb}", text))
+
     def __call__(self, argv: list[str]) -> tuple[int, str, str]:
         self.calls.append(list(argv))
+        if argv[0] == "boot-id":
+            return 0, self.boot_id + "\n", ""
+        if argv[0] == "dmesg":
+            return 0, "software IO TLB: mapped [mem 0x00000000f8000000-0x00000000f8400000] (4MB)\n", ""
         if argv[1:2] == ["is-enabled"]:
             return (0, "enabled\n", "") if self.enabled else (1, "disabled\n", "")
         if argv[1:2] == ["enable"]:
@@ -94,14 +106,21 @@ class Device:
             self.enabled = False
         return 0, "", ""
 
-    def run(self, phase: str, boot: dict[str, Any], check: bool = False) -> dict[str, Any]:
+    def run(self, phase: str, boot: dict[str, Any], check: bool = False, **extra: Any) -> dict[str, Any]:
         real_move = basic.AnsibleModule.atomic_move
 
         def move(module: Any, src: str, dest: str, *a: Any, **k: Any) -> None:
             self.moves.append(dest)
             real_move(module, src, dest, *a, **k)
 
-        args = {"phase": phase, "journal_path": self.journal, "boot": boot, "management_interface": "eth0"}
+        args = {
+            "phase": phase,
+            "journal_path": self.journal,
+            "boot": boot,
+            "management_interface": "eth0",
+            "measure": {"meminfo_path": str(self.meminfo), "boot_id_command": ["boot-id"]},
+            **extra,
+        }
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(basic.AnsibleModule, "atomic_move", move)
             return run_module(engine.main, args, check=check, diff=True, run_command=self, bin_path="/bin/systemctl")
@@ -248,3 +267,63 @@ def test_kept_camera_overlay_and_one_layer_rollback_with_the_extlinux_module(dev
     assert res["changed"] and res["shared_with"] == ["swiotlb"]
     after = device.conf.read_text()
     assert f"OVERLAYS {CAMERA}\n" in after and "swiotlb=2048" in after and "DEFAULT edgeslim" in after
+
+
+def reboot_into(device: Device, applied: dict[str, Any], committed: bool = True, disable: bool = True) -> None:
+    """What the reboot gives the fake device: a new boot id, the new command line and pool, the overlay applied to
+    the live tree, MemTotal up by the freed memory, and the checker's verdicts."""
+    device.boot_id = "boot-2"
+    kernel_slots = applied["boot"]["swiotlb"]["kernel_slots"]
+    (device.tmp / "cmdline").write_text("root=/dev/mmcblk0p1 rw swiotlb=2048\n")
+    shutil.rmtree(device.tmp / "swiotlb", ignore_errors=True)
+    (device.tmp / "swiotlb").mkdir()
+    for name, value in (("io_tlb_nslabs", kernel_slots), ("io_tlb_used", 0), ("io_tlb_used_hiwater", 3)):
+        (device.tmp / "swiotlb" / name).write_text(f"{value}\n")
+    if disable:
+        for node in applied["boot"]["carveouts"]["paths"]:
+            (device.tree / node.lstrip("/") / "status").write_bytes(b"disabled\0")
+    device.set_memtotal(7999000 + 60 * 1024 + 62 * 1024)  # 60 MiB of pool and 62 MiB of carveouts back
+    status = "committed" if committed else "reverted"
+    verdicts = device.state / "boot-commit"
+    verdicts.mkdir(parents=True, exist_ok=True)
+    for layer in ("swiotlb", "carveouts"):
+        (verdicts / f"{layer}.json").write_text(json.dumps({"status": status, "notes": [], "failures": []}))
+
+
+@pytest.fixture
+def own_tree(tmp_path, tree) -> Path:
+    shutil.copytree(tree / "dt", tmp_path / "dt")
+    return tmp_path / "dt"
+
+
+@pytest.mark.parametrize("case", ["applied", "reverted", "not_disabled"])
+def test_verify_after_the_reboot(device, own_tree, case):
+    device.tree = own_tree
+    swiotlb = {**SWIOTLB, "debugfs_path": str(device.tmp / "swiotlb")}
+    boot = both(device)
+    boot["swiotlb"] = swiotlb
+    applied = device.run("apply", boot)
+    assert applied["changed"], applied.get("msg")
+    before = applied["boot"]["snapshot"]
+    assert before["memtotal_kb"] == 7999000 and before["boot_id"] == "boot-1"
+    assert before["swiotlb_previous_slots"] == 32768
+    reboot_into(device, applied, committed=case != "reverted", disable=case != "not_disabled")
+    res = device.run("verify", boot, before=before)
+    assert res["changed"] is False, res.get("msg")
+    records = res["boot"]["records"]
+    if case == "applied":
+        assert {r["status"] for r in records.values()} == {"applied"}, records
+        sw = records["swiotlb"]
+        assert sw["attributed_mb"] == round((32768 - applied["boot"]["swiotlb"]["kernel_slots"]) * 2072 / 1048576, 1)
+        assert sw["reclaimed_mb"] == min(122.0, sw["attributed_mb"])
+        assert records["carveouts"]["reclaimed_mb"] == round(122.0 - sw["reclaimed_mb"], 1)
+    elif case == "reverted":
+        assert {r["status"] for r in records.values()} == {"reverted"}
+    else:
+        assert records["swiotlb"]["status"] == "applied" and records["carveouts"]["status"] == "failed"
+        assert "does not show these nodes disabled" in records["carveouts"]["details"]["verification"][0]
+
+
+def test_verify_needs_the_apply_snapshot(device):
+    res = device.run("verify", device.boot(swiotlb=SWIOTLB))
+    assert res["failed"] and res["stage"] == "input" and "before" in res["msg"]
