@@ -20,14 +20,19 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay 
 from conftest import swiotlb_debugfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
-from test_engine_boot import DTB, OVERLAY, Device, tree  # noqa: F401 (tree is a fixture)
+from bootdevice import DTB, OVERLAY, Device, build_tree, reboot_into
 
 pytestmark = pytest.mark.skipif(not (shutil.which("dtc") and shutil.which("fdtoverlay")), reason="no dtc")
 PROFILE = {"services": {}, "blocks": [], "swiotlb": {"size_mib": 4}, "carveouts": {"recipes": ["headless"]}}
 
 
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return build_tree(tmp_path_factory.mktemp("nano"))
+
+
 @pytest.fixture
-def device(tmp_path, tree) -> Device:  # noqa: F811
+def device(tmp_path, tree) -> Device:
     dev = Device(tmp_path, tree)
     dev.debugfs = swiotlb_debugfs(tmp_path, nslabs=32768, used=10, hiwater=100)
     return dev
@@ -115,8 +120,6 @@ def test_merged_method_made_on_the_controller(device):
 
 
 def test_verify_run_after_the_reboot(device, tmp_path):
-    from test_engine_boot import reboot_into
-
     shutil.copytree(device.tree, tmp_path / "own-dt")
     device.tree = tmp_path / "own-dt"
     args = boot_args(device)

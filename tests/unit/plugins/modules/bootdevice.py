@@ -1,0 +1,153 @@
+"""A fake Jetson for the engine's boot layers (tests of the device module and of its action plugin): a rootfs with
+extlinux.conf and the board DTB, the Orin Nano's live device tree, the checker's state directories, a fake systemctl,
+boot id, dmesg and meminfo, and what a reboot into the boot layers changes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.module_utils import basic
+from ansible_collections.edgeslim.jetson.plugins.modules import engine
+from conftest import FIXTURES
+from modhelper import run_module
+
+REPO = Path(__file__).resolve().parents[4]
+SIM = REPO / "tests" / "sim"
+sys.path.insert(0, str(SIM))
+import build_image
+import dtb2fs
+
+DTC = shutil.which("dtc")
+DTB = "/boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb"
+OVERLAY = "/boot/edgeslim/carveouts.dtbo"
+CAMERA = "/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo"
+
+
+def build_tree(base: Path) -> Path:
+    """The Orin Nano variant's board DTB (base/board.dtb) and its live tree (base/dt)."""
+    build_image.compile_dts(SIM / "variants" / "orin-nano-8gb" / "board.dts", base / "board.dtb")
+    dtb2fs.unpack((base / "board.dtb").read_bytes(), base / "dt")
+    return base
+
+
+class Device:
+    """A rootfs in tmp_path with the boot files, the state directories and a fake systemctl."""
+
+    def __init__(self, tmp: Path, tree: Path) -> None:
+        self.root = tmp / "root"
+        for f in ("boot/Image", "boot/initrd"):
+            (self.root / f).parent.mkdir(parents=True, exist_ok=True)
+            (self.root / f).write_text("x")
+        (self.root / DTB.lstrip("/")).parent.mkdir(parents=True)
+        shutil.copy(tree / "board.dtb", self.root / DTB.lstrip("/"))
+        (self.root / "boot/extlinux").mkdir()
+        self.conf = self.root / "boot/extlinux/extlinux.conf"
+        shutil.copy(FIXTURES / "extlinux" / "r36-stock.conf", self.conf)
+        self.state = tmp / "var"
+        self.etc = tmp / "etc"
+        self.journal = str(tmp / "var/journal.json")
+        (tmp / "nv_tegra_release").write_text((FIXTURES / "l4t" / "r36.4.7.txt").read_text())
+        (tmp / "cmdline").write_text("root=/dev/mmcblk0p1 rw\n")
+        self.tmp, self.tree = tmp, tree / "dt"
+        self.enabled = False
+        self.boot_id = "boot-1"
+        self.meminfo = tmp / "meminfo"
+        self.set_memtotal(7999000)
+        self.calls: list[list[str]] = []
+        self.moves: list[str] = []
+
+    def boot(self, **layers: Any) -> dict[str, Any]:
+        return {
+            "extlinux_path": str(self.conf),
+            "root": str(self.root),
+            "boot_root": "/boot",
+            "devicetree_path": str(self.tree),
+            "release_path": str(self.tmp / "nv_tegra_release"),
+            "efivars_path": str(self.tmp / "efivars"),
+            "cmdline_path": str(self.tmp / "cmdline"),
+            "checker": {
+                "program": (REPO / "roles/boot_commit/files/edgeslim-boot-commit.py").read_text(),
+                "unit": (REPO / "roles/boot_commit/files/edgeslim-boot-commit.service").read_text(),
+                "program_path": str(self.etc / "lib/edgeslim-boot-commit"),
+                "unit_path": str(self.etc / "systemd/edgeslim-boot-commit.service"),
+                "state_dir": str(self.state),
+            },
+            **layers,
+        }
+
+    def set_memtotal(self, kb: int) -> None:
+        text = (FIXTURES / "meminfo" / "orin-nano-r36.txt").read_text()
+        self.meminfo.write_text(re.sub(r"MemTotal:\s+\d+", f"MemTotal:       {kb}", text))
+
+    def __call__(self, argv: list[str]) -> tuple[int, str, str]:
+        self.calls.append(list(argv))
+        if argv[0] == "boot-id":
+            return 0, self.boot_id + "\n", ""
+        if argv[0] == "dmesg":
+            return 0, "software IO TLB: mapped [mem 0x00000000f8000000-0x00000000f8400000] (4MB)\n", ""
+        if argv[1:2] == ["is-enabled"]:
+            return (0, "enabled\n", "") if self.enabled else (1, "disabled\n", "")
+        if argv[1:2] == ["enable"]:
+            self.enabled = True
+        if argv[1:2] == ["disable"]:
+            self.enabled = False
+        return 0, "", ""
+
+    def run(self, phase: str, boot: dict[str, Any], check: bool = False, **extra: Any) -> dict[str, Any]:
+        real_move = basic.AnsibleModule.atomic_move
+
+        def move(module: Any, src: str, dest: str, *a: Any, **k: Any) -> None:
+            self.moves.append(dest)
+            real_move(module, src, dest, *a, **k)
+
+        args = {
+            "phase": phase,
+            "journal_path": self.journal,
+            "boot": boot,
+            "management_interface": "eth0",
+            "measure": {"meminfo_path": str(self.meminfo), "boot_id_command": ["boot-id"]},
+            **extra,
+        }
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(basic.AnsibleModule, "atomic_move", move)
+            return run_module(engine.main, args, check=check, diff=True, run_command=self, bin_path="/bin/systemctl")
+
+    def pending(self) -> list[str]:
+        d = self.state / "pending"
+        return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def compiled(dts: str, tmp: Path) -> str:
+    (tmp / "c.dts").write_text(dts)
+    subprocess.run([DTC, "-q", "-I", "dts", "-O", "dtb", "-o", str(tmp / "c.dtbo"), str(tmp / "c.dts")], check=True)
+    return base64.b64encode((tmp / "c.dtbo").read_bytes()).decode()
+
+
+def reboot_into(device: Device, applied: dict[str, Any], committed: bool = True, disable: bool = True) -> None:
+    """What the reboot gives the fake device: a new boot id, the new command line and pool, the overlay applied to
+    the live tree, MemTotal up by the freed memory, and the checker's verdicts."""
+    device.boot_id = "boot-2"
+    kernel_slots = applied["boot"]["swiotlb"]["kernel_slots"]
+    (device.tmp / "cmdline").write_text("root=/dev/mmcblk0p1 rw swiotlb=2048\n")
+    shutil.rmtree(device.tmp / "swiotlb", ignore_errors=True)
+    (device.tmp / "swiotlb").mkdir()
+    for name, value in (("io_tlb_nslabs", kernel_slots), ("io_tlb_used", 0), ("io_tlb_used_hiwater", 3)):
+        (device.tmp / "swiotlb" / name).write_text(f"{value}\n")
+    if disable:
+        for node in applied["boot"]["carveouts"]["paths"]:
+            (device.tree / node.lstrip("/") / "status").write_bytes(b"disabled\0")
+    device.set_memtotal(7999000 + 60 * 1024 + 62 * 1024)  # 60 MiB of pool and 62 MiB of carveouts back
+    status = "committed" if committed else "reverted"
+    verdicts = device.state / "boot-commit"
+    verdicts.mkdir(parents=True, exist_ok=True)
+    for layer in ("swiotlb", "carveouts"):
+        (verdicts / f"{layer}.json").write_text(json.dumps({"status": status, "notes": [], "failures": []}))
