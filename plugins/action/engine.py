@@ -328,7 +328,8 @@ class ActionModule(ActionBase):
                                             commands=plan["commands"])  # fmt: skip
             if boot_changes:
                 for layer in self._boot_layers:
-                    report[layer] = self._boot_details("planned", probe["boot"], layer)
+                    status = "planned" if layer in probe["boot"]["changed_layers"] else "unchanged"
+                    report[layer] = self._boot_details(status, probe["boot"], layer)
             return result
         applied = self._execute_module(MODULE, module_args={**module_args, "phase": "apply"}, task_vars=task_vars)
         result["apply"] = applied

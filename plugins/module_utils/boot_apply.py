@@ -229,6 +229,8 @@ def plan_boot(b: dict[str, Any], journal_path: str) -> dict[str, Any]:
     out["extlinux"]["stock_default"] = stock
     files: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
+    # The entry made or made DEFAULT now: every layer's part takes effect with it (each is armed).
+    shared = conf.entry(b["managed_label"]) is None or conf.default_entry().label != b["managed_label"]
     try:
         if "swiotlb" in layers:
             out["swiotlb"] = plan_swiotlb(b)
@@ -250,6 +252,12 @@ def plan_boot(b: dict[str, Any], journal_path: str) -> dict[str, Any]:
     out["edits"] = results
     out["files"] = files
     out["changes"] = out["extlinux"]["changed"] or any(f["changed"] for f in files)
+    own = {layer: results[layer]["own_changed"] for layer in layers}
+    if "carveouts" in layers:
+        own["carveouts"] = own["carveouts"] or any(f["changed"] for f in files)
+    # A change of the file that is no layer's own (the MENU LABEL) counts for every layer.
+    shared = shared or (out["extlinux"]["changed"] and not any(own.values()))
+    out["changed_layers"] = [layer for layer in layers if out["changes"] and (shared or own[layer])]
     return out
 
 
@@ -273,7 +281,8 @@ def one_edit(
 ) -> dict[str, Any]:
     """One layer's part of the edit on ``conf``; its result carries what its journal record needs."""
     result: dict[str, Any] = {"previous_default": conf.default_label, "stock_default": stock, "params": p}
-    xe.edit_present(conf, p, journaled, sharers, result, assume)
+    label = xe.edit_present(conf, p, journaled, sharers, result, assume)
+    result["own_changed"] = xe.owned_values(conf, conf.require(label), p) != result["owned_before"]
     return result
 
 
@@ -541,7 +550,7 @@ def apply_boot(
     ext = plan["extlinux"]
     done: dict[str, Any] = {"armed": [], "files": [], "extlinux_written": False}
     try:
-        for layer in plan["layers"]:
+        for layer in plan["changed_layers"]:
             res = plan["edits"][layer]
             carveouts_files = [f for f in plan["files"] if f["changed"]] if layer == "carveouts" else []
             update = journal_update_with_files(res, ext["before"], carveouts_files)
@@ -557,10 +566,9 @@ def apply_boot(
             else:
                 ov.install(f["path"], f["data"], replace)
             done["files"].append(f["path"])
-        for layer in plan["layers"]:
-            if ext["changed"] or any(f["changed"] for f in plan["files"]):
-                arm(b, layer, plan, undo, replace, run)
-                done["armed"].append(layer)
+        for layer in plan["changed_layers"]:
+            arm(b, layer, plan, undo, replace, run)
+            done["armed"].append(layer)
         if ext["changed"]:
             p = plan["edits"][plan["layers"][0]]["params"]
             done["backup_file"] = xe.write_conf(p, ext["before"], ext["after"], lambda: None, replace, warn)

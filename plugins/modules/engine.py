@@ -650,7 +650,10 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
         out["boot"]["records"] = {layer: boot_record("unchanged", plan, layer) for layer in plan["layers"]}
         return
     if module.check_mode:
-        out["boot"]["records"] = {layer: boot_record("planned", plan, layer) for layer in plan["layers"]}
+        out["boot"]["records"] = {
+            layer: boot_record("planned" if layer in plan["changed_layers"] else "unchanged", plan, layer)
+            for layer in plan["layers"]
+        }
         return
 
     def run(args: list[str], check: bool) -> tuple[int, str, str]:
@@ -670,7 +673,10 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
     except ba.BootFailure as exc:
         raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **kept, **exc.extra) from exc
     out["boot"]["done"] = done
-    out["boot"]["records"] = {layer: boot_record("staged", plan, layer) for layer in plan["layers"]}
+    out["boot"]["records"] = {
+        layer: boot_record("staged" if layer in plan["changed_layers"] else "unchanged", plan, layer)
+        for layer in plan["layers"]
+    }
     out["changed"] = True
 
 

@@ -196,3 +196,17 @@ def test_verify_after_the_reboot(device, own_tree, case):
 def test_verify_needs_the_apply_snapshot(device):
     res = device.run("verify", device.boot(swiotlb=SWIOTLB))
     assert res["failed"] and res["stage"] == "input" and "before" in res["msg"]
+
+
+def test_a_new_size_rearms_swiotlb_only(device):
+    boot = both(device)
+    assert device.run("apply", boot)["changed"] is True
+    for name in ("swiotlb.json", "carveouts.json"):
+        (device.state / "pending" / name).unlink()
+    boot["swiotlb"] = {**SWIOTLB, "slots": 4096}
+    res = device.run("apply", boot)
+    assert res["changed"] is True and res["boot"]["done"]["armed"] == ["swiotlb"]
+    assert res["boot"]["records"]["carveouts"]["status"] == "unchanged"
+    assert device.pending() == ["swiotlb.json"] and "swiotlb=4096" in device.conf.read_text()
+    journal = json.loads(Path(device.journal).read_text())["layers"]
+    assert journal["swiotlb"]["owned"] == {"kernel_args": {"swiotlb": False}}  # the stock state is kept
