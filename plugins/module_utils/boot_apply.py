@@ -546,6 +546,7 @@ def apply_boot(
     if pending:
         raise BootFailure(f"the controller's compiled files are missing for {pending}: run edgeslim.jetson.engine as a "
                           "task (its action plugin compiles the overlay)", "input")  # fmt: skip
+    check_space(b, plan)
     undo = Undo(b, journal_path, replace)
     ext = plan["extlinux"]
     done: dict[str, Any] = {"armed": [], "files": [], "extlinux_written": False}
@@ -578,6 +579,30 @@ def apply_boot(
         msg = exc.msg if isinstance(exc, BootFailure) else str(exc)
         raise BootFailure(msg, "apply", changed=True, **restored) from exc
     return done
+
+
+def check_space(b: dict[str, Any], plan: dict[str, Any]) -> None:
+    """Refuse, before the first change, a file system that cannot take the new files, the previous copies set aside
+    and extlinux.conf with its backup (a full /boot would otherwise stop the apply half way, to be restored)."""
+    need: dict[int, list[Any]] = {}
+    writes = [
+        (f["path"], len(f["data"] or b"") + len(ov.read(f["path"]) or b"")) for f in plan["files"] if f["changed"]
+    ]
+    if plan["extlinux"]["changed"]:
+        ext = plan["extlinux"]
+        writes.append((ext["path"], len(ext["after"].encode()) + (len(ext["before"].encode()) if b["backup"] else 0)))
+    for path, size in writes:
+        directory = os.path.dirname(path)
+        while not os.path.isdir(directory):
+            directory = os.path.dirname(directory)
+        st = os.statvfs(directory)
+        entry = need.setdefault(st.f_fsid or hash(directory), [directory, 0, st.f_bavail * st.f_frsize])
+        entry[1] += size + 4096  # a block of slack per file
+    for directory, size, free in need.values():
+        if size > free:
+            raise BootFailure(f"not enough space for the boot layers' files in {directory}: {size} bytes needed, "
+                              f"{free} free; nothing was changed -- free space in /boot and re-run",
+                              "apply")  # fmt: skip
 
 
 def journal_update_with_files(

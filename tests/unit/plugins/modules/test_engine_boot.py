@@ -210,3 +210,17 @@ def test_a_new_size_rearms_swiotlb_only(device):
     assert device.pending() == ["swiotlb.json"] and "swiotlb=4096" in device.conf.read_text()
     journal = json.loads(Path(device.journal).read_text())["layers"]
     assert journal["swiotlb"]["owned"] == {"kernel_args": {"swiotlb": False}}  # the stock state is kept
+
+
+def test_a_full_boot_partition_is_refused_before_any_change(device, monkeypatch):
+    boot = both(device)
+    real = os.statvfs
+
+    class Full:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self.f_fsid, self.f_frsize, self.f_bavail, self.f_blocks = st.f_fsid, st.f_frsize, 1, st.f_blocks
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Full(real(path)))
+    res = device.run("apply", boot)
+    assert res["failed"] and res["changed"] is False and "not enough space" in res["msg"]
+    assert device.moves == [] and device.pending() == [] and not os.path.exists(device.journal)
