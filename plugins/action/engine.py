@@ -105,8 +105,8 @@ def reboot_allowed(settings: dict[str, Any], layer: str) -> bool:
 PASSED_THROUGH = ("extlinux_path", "root", "boot_root", "managed_label", "managed_menu_label", "backup", "backup_keep",
                   "devicetree_path", "release_path", "efivars_path", "cmdline_path")  # fmt: skip
 LAYER_KEYS = {
-    "swiotlb": ("debugfs_path", "max_boots", "checks"),
-    "carveouts": ("overlay_path", "merged_fdt_path", "fdt", "max_boots", "checks"),
+    "swiotlb": ("debugfs_path", "max_boots"),
+    "carveouts": ("overlay_path", "merged_fdt_path", "fdt", "max_boots"),
 }
 
 
@@ -118,9 +118,12 @@ def read_checker(name: str) -> str:
 def module_boot(boot: dict[str, Any], layers: list[str], accepted: dict[str, Any]) -> dict[str, Any]:
     """The device module's ``boot`` option: the accepted values of layer_refusals, the paths, the checker."""
     out = {k: boot[k] for k in PASSED_THROUGH if boot.get(k) is not None}
+    out["checks"] = {}
     for layer in layers:
         given = boot.get(layer) or {}
         out[layer] = {k: given[k] for k in LAYER_KEYS[layer] if given.get(k) is not None}
+        if given.get("checks"):
+            out["checks"][layer] = given["checks"]
     if "swiotlb" in layers:
         out["swiotlb"]["slots"] = accepted["swiotlb_slots"]
     if "carveouts" in layers:

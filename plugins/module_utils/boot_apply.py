@@ -39,6 +39,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux_ed
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
 from ansible_collections.edgeslim.jetson.plugins.module_utils import l4t
 from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
+from ansible_collections.edgeslim.jetson.plugins.module_utils.l4t import read_text
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import resolve_fdt_method
 
 LAYERS = ("swiotlb", "carveouts")  # the order of the edit and of the records
@@ -54,16 +55,12 @@ CHECKER_OPTIONS = {
     "state_dir": {"type": "path", "default": "/var/lib/edgeslim"},
     "boot_id_command": {"type": "list", "elements": "str", "default": ["cat", "/proc/sys/kernel/random/boot_id"]},
 }
-LAYER_CHECKS = {
-    "units_active": {"type": "list", "elements": "str", "default": []},
-    "command": {"type": "str", "default": ""},
-    "timeout": {"type": "float"},
-}
+# Health checks of a layer (boot.checks.<layer>) the checker runs at boot besides the layer's own.
+CHECK_TYPES = {"units_active": list, "command": str, "timeout": (int, float)}
 SWIOTLB_OPTIONS = {
     "slots": {"type": "int", "required": True},
     "debugfs_path": {"type": "path", "default": tlb.DEBUGFS_PATH},
     "max_boots": {"type": "int", "default": 3},
-    "checks": {"type": "dict", "default": {}, "options": LAYER_CHECKS},
 }
 CARVEOUTS_OPTIONS = {
     "recipes": {"type": "list", "elements": "str", "required": True},
@@ -75,7 +72,6 @@ CARVEOUTS_OPTIONS = {
     "overlaid_b64": {"type": "str"},
     "merged_b64": {"type": "str"},
     "max_boots": {"type": "int", "default": 3},
-    "checks": {"type": "dict", "default": {}, "options": LAYER_CHECKS},
 }
 BOOT_OPTIONS = {
     "extlinux_path": {"type": "path", "default": "/boot/extlinux/extlinux.conf"},
@@ -92,6 +88,7 @@ BOOT_OPTIONS = {
     "swiotlb": {"type": "dict", "options": SWIOTLB_OPTIONS},
     "carveouts": {"type": "dict", "options": CARVEOUTS_OPTIONS},
     "checker": {"type": "dict", "options": CHECKER_OPTIONS},
+    "checks": {"type": "dict", "default": {}},
 }
 
 
@@ -111,6 +108,7 @@ def check_boot_input(b: dict[str, Any]) -> None:
         raise BootFailure("boot: name at least one boot layer (swiotlb, carveouts)", "input")
     if b["backup_keep"] < 1:
         raise BootFailure(f"boot.backup_keep must be at least 1, got {b['backup_keep']}", "input")
+    check_health_checks(b["checks"])
     for layer in selected(b):
         if b[layer]["max_boots"] < 1:
             raise BootFailure(f"boot.{layer}.max_boots must be at least 1, got {b[layer]['max_boots']}", "input")
@@ -134,19 +132,27 @@ def check_boot_input(b: dict[str, Any]) -> None:
                 decode(c, name)
 
 
+def check_health_checks(checks: dict[str, Any]) -> None:
+    """boot.checks: layer -> {units_active: [unit, ...], command: shell command, timeout: seconds > 0}."""
+    for layer, spec in checks.items():
+        if layer not in LAYERS or not isinstance(spec, dict):
+            raise BootFailure(f"boot.checks.{layer}: expected one of {list(LAYERS)} with a mapping of checks", "input")
+        for key, value in spec.items():
+            kind = CHECK_TYPES.get(key)
+            if kind is None or not isinstance(value, kind) or isinstance(value, bool):
+                raise BootFailure(f"boot.checks.{layer}.{key} refused: {value!r} (units_active is a list of units, "
+                                  "command a shell command, timeout seconds)", "input")  # fmt: skip
+        if not all(isinstance(u, str) and u for u in spec.get("units_active", [])):
+            raise BootFailure(f"boot.checks.{layer}.units_active must name units", "input")
+        if "timeout" in spec and spec["timeout"] <= 0:
+            raise BootFailure(f"boot.checks.{layer}.timeout must be a positive number of seconds", "input")
+
+
 def decode(c: dict[str, Any], name: str) -> bytes:
     try:
         return base64.b64decode(c[name], validate=True)
     except ValueError as exc:
         raise BootFailure(f"boot.carveouts.{name} is not base64: {exc}", "input") from None
-
-
-def read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
 
 
 def host_path(b: dict[str, Any], path: str) -> str:
@@ -416,7 +422,7 @@ def pending_file(overlay: str, source: str, dts: str) -> dict[str, Any]:
 def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any]) -> dict[str, Any]:
     """What the checker reads at boot (roles/boot_commit arm.yml writes the same record)."""
     settings = b[layer]
-    checks: dict[str, Any] = {k: v for k, v in settings["checks"].items() if v is not None}
+    checks: dict[str, Any] = {"units_active": [], "command": "", **(b["checks"].get(layer) or {})}
     if layer == "swiotlb":
         checks.update(cmdline_contains=[f"swiotlb={settings['slots']}"], kernel_log_absent=["swiotlb buffer is full"])
     else:

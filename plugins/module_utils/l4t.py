@@ -146,3 +146,12 @@ def secure_boot_state(data: bytes | None) -> tuple[bool | None, str]:
     if value not in (0, 1):
         return None, f"{SECURE_BOOT_VAR}: value {value} is neither 0 nor 1"
     return value == 1, ""
+
+
+def read_text(path: str) -> str | None:
+    """A small system file (/proc/cmdline, /etc/nv_tegra_release, ...) as text, None when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return None

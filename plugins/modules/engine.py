@@ -113,15 +113,14 @@ options:
     type: dict
     suboptions:
       extlinux_path:
-        description: The extlinux.conf file.
+        description:
+          - The extlinux.conf file L4TLauncher reads.
+          - Its timestamped backups are kept beside it (O(boot.backup)).
         type: path
         default: /boot/extlinux/extlinux.conf
-      root:
-        description: Prefix under which the absolute paths named in extlinux.conf are found (tests).
-        type: path
-        default: /
       boot_root:
-        description: The overlay and the merged DTB must resolve inside this directory.
+        description:
+          - The overlay and the merged DTB must resolve inside this directory (after C(..) and symlinks).
         type: path
         default: /boot
       managed_label:
@@ -132,6 +131,10 @@ options:
         description: Its MENU LABEL (one identity whichever layers it carries).
         type: str
         default: "edgeslim: slimmed boot entry"
+      root:
+        description: Prefix under which the absolute paths named in extlinux.conf are found (tests).
+        type: path
+        default: /
       backup:
         description: Keep a timestamped copy of extlinux.conf before writing it.
         type: bool
@@ -172,23 +175,6 @@ options:
             description: Boots the change may take to commit before the device reverts it.
             type: int
             default: 3
-          checks:
-            description: Health checks of the boot (besides the command line and the kernel log).
-            type: dict
-            default: {}
-            suboptions:
-              units_active:
-                description: Units that must be active.
-                type: list
-                elements: str
-                default: []
-              command:
-                description: A shell command that must exit 0 (the checker runs it with C(/bin/sh -c)).
-                type: str
-                default: ""
-              timeout:
-                description: Seconds each check command may take (the checker's default when unset).
-                type: float
       carveouts:
         description: The carveouts layer - FDT and OVERLAYS (or a merged FDT) in the managed entry.
         type: dict
@@ -227,23 +213,13 @@ options:
             description: Boots the change may take to commit before the device reverts it.
             type: int
             default: 3
-          checks:
-            description: Health checks of the boot (besides the disabled nodes).
-            type: dict
-            default: {}
-            suboptions:
-              units_active:
-                description: Units that must be active.
-                type: list
-                elements: str
-                default: []
-              command:
-                description: A shell command that must exit 0 (the checker runs it with C(/bin/sh -c)).
-                type: str
-                default: ""
-              timeout:
-                description: Seconds each check command may take (the checker's default when unset).
-                type: float
+      checks:
+        description:
+          - Health checks the checker runs at boot per layer, besides the layer's own (the command line and the
+            kernel log for swiotlb, the disabled nodes for carveouts) - layer name to C(units_active) (units that
+            must be active), C(command) (a shell command that must exit 0) and C(timeout) (seconds per command).
+        type: dict
+        default: {}
       checker:
         description: The commit-or-revert checker armed for the next boot (the action plugin fills it in).
         type: dict

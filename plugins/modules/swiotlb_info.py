@@ -161,14 +161,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
-
-
-def read_text(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except OSError:
-        return None
+from ansible_collections.edgeslim.jetson.plugins.module_utils.l4t import read_text
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ def device(tmp_path, tree) -> Device:
     return Device(tmp_path, tree)
 
 
-SWIOTLB = {"slots": 2048, "checks": {"units_active": ["ssh.service"]}}
+SWIOTLB = {"slots": 2048}
+CHECKS = {"swiotlb": {"units_active": ["ssh.service"]}}
 CARVEOUTS = {"recipes": ["headless"], "fdt_method": "overlays"}
 
 
@@ -40,7 +41,7 @@ def both(device: Device) -> dict[str, Any]:
     probe = device.run("probe", device.boot(swiotlb=SWIOTLB, carveouts=CARVEOUTS))
     assert not probe.get("failed"), probe.get("msg")
     dtbo = compiled(probe["boot"]["carveouts"]["dts"], device.tmp)
-    return device.boot(swiotlb=SWIOTLB, carveouts={**CARVEOUTS, "dtbo_b64": dtbo})
+    return device.boot(swiotlb=SWIOTLB, carveouts={**CARVEOUTS, "dtbo_b64": dtbo}, checks=CHECKS)
 
 
 def test_probe_reads_everything_and_changes_nothing(device):
@@ -136,6 +137,8 @@ def test_failed_extlinux_write_restores_everything(device, monkeypatch):
 def test_refusals_before_any_change(device):
     bad = device.run("apply", device.boot(swiotlb={"slots": 0}))
     assert bad["failed"] and bad["stage"] == "input" and "swiotlb=0 refused" in bad["msg"]
+    checks = device.run("apply", device.boot(swiotlb=SWIOTLB, checks={"swiotlb": {"command": ["true"]}}))
+    assert checks["failed"] and checks["stage"] == "input" and "boot.checks.swiotlb.command refused" in checks["msg"]
     unknown = device.run("apply", device.boot(carveouts={"recipes": ["no_gpu"]}))
     assert unknown["failed"] and unknown["stage"] == "plan" and "no_gpu" in unknown["msg"]
     uncompiled = device.run("apply", device.boot(carveouts=CARVEOUTS))
