@@ -68,12 +68,16 @@ CARVEOUTS_OPTIONS = {
     "overlay_path": {"type": "path", "default": "/boot/edgeslim/carveouts.dtbo"},
     "merged_fdt_path": {"type": "path", "default": "/boot/edgeslim/kernel-carveouts.dtb"},
     "fdt": {"type": "str"},
+    "dtc": {"type": "list", "elements": "str", "default": ["dtc"]},
+    "fdtoverlay": {"type": "list", "elements": "str", "default": ["fdtoverlay"]},
     "dtbo_b64": {"type": "str"},
     "overlaid_b64": {"type": "str"},
     "merged_b64": {"type": "str"},
     "max_boots": {"type": "int", "default": 3},
 }
 BOOT_OPTIONS = {
+    "settings": {"type": "dict"},  # controller side (the action plugin), refused on the device
+    "cache_dir": {"type": "path", "default": "~/.cache/edgeslim/overlays"},  # controller side
     "extlinux_path": {"type": "path", "default": "/boot/extlinux/extlinux.conf"},
     "root": {"type": "path", "default": "/"},
     "boot_root": {"type": "path", "default": "/boot"},
@@ -104,6 +108,8 @@ def selected(b: dict[str, Any]) -> list[str]:
 
 def check_boot_input(b: dict[str, Any]) -> None:
     """Bad input refused before anything is read or changed."""
+    if b["settings"] is not None:
+        raise BootFailure("boot.settings are resolved on the controller: run edgeslim.jetson.engine as a task", "input")
     if not selected(b):
         raise BootFailure("boot: name at least one boot layer (swiotlb, carveouts)", "input")
     if b["backup_keep"] < 1:

@@ -100,6 +100,13 @@ options:
         description: Seconds to wait after the unit changes before verifying them.
         type: float
         default: 1.0
+  layers:
+    description:
+      - Controller side only. The layers this task performs; the action plugin removes it.
+    type: list
+    elements: str
+    choices: [services, swiotlb, carveouts]
+    default: [services]
   boot:
     description:
       - The boot layers' request (SWIOTLB, carveouts). Omit to leave the boot layers alone.
@@ -112,6 +119,18 @@ options:
         it restores what it changed before it fails.
     type: dict
     suboptions:
+      settings:
+        description:
+          - Controller side only. The layers' variables as the roles resolve them (C(swiotlb_size_mib),
+            C(swiotlb_min_mib), C(swiotlb_force_below_usage), C(carveouts_recipes), C(carveouts_fdt_method),
+            C(edgeslim_reboot_ok), C(swiotlb_reboot_ok), C(carveouts_reboot_ok), ...), checked by
+            M(edgeslim.jetson.layer_refusals)'s rules; the action plugin turns them into O(boot.swiotlb.slots),
+            O(boot.carveouts.recipes) and O(boot.carveouts.fdt_method).
+        type: dict
+      cache_dir:
+        description: Controller side only. Where compiled overlays are kept by the hash of their source.
+        type: path
+        default: ~/.cache/edgeslim/overlays
       extlinux_path:
         description:
           - The extlinux.conf file L4TLauncher reads.
@@ -200,6 +219,16 @@ options:
           fdt:
             description: The board's DTB when the stock entry has no FDT line.
             type: str
+          dtc:
+            description: Controller side only. argv of the controller's dtc.
+            type: list
+            elements: str
+            default: [dtc]
+          fdtoverlay:
+            description: Controller side only. argv of the controller's fdtoverlay (merged method).
+            type: list
+            elements: str
+            default: [fdtoverlay]
           dtbo_b64:
             description: The overlay compiled on the controller (base64); checked against the plan before install.
             type: str
@@ -321,6 +350,38 @@ EXAMPLES = r"""
 - name: The record
   ansible.builtin.debug:
     var: engine.report.services
+
+- name: Both boot layers in one apply (one extlinux.conf write, armed before DEFAULT changes)
+  edgeslim.jetson.engine:
+    profile: "{{ edgeslim_profile }}"
+    layers: [swiotlb, carveouts]
+    boot:
+      settings:
+        swiotlb_size_mib: 4
+        carveouts_recipes: [headless, no_camera]
+        carveouts_fdt_method: auto
+        edgeslim_reboot_ok: true
+      checks:
+        swiotlb:
+          units_active: [ssh.service]
+  register: boot
+
+- name: Reboot once for both
+  when: boot.reboot
+  ansible.builtin.reboot:
+
+- name: Verify after the reboot (verdicts, running kernel, device tree, MemTotal)
+  when: boot.reboot
+  edgeslim.jetson.engine:
+    profile: "{{ edgeslim_profile }}"
+    layers: [swiotlb, carveouts]
+    boot:
+      settings:
+        swiotlb_size_mib: 4
+        carveouts_recipes: [headless, no_camera]
+        carveouts_fdt_method: auto
+        edgeslim_reboot_ok: true
+    before: "{{ boot.apply.boot.snapshot }}"
 """
 
 RETURN = r"""
@@ -414,6 +475,12 @@ ARGUMENT_SPEC = {
     "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
     "management_interface": {"type": "str"},
     "measure": {"type": "dict", "options": MEASURE_SPEC, "default": {}},
+    "layers": {
+        "type": "list",
+        "elements": "str",
+        "choices": ["services", "swiotlb", "carveouts"],
+        "default": ["services"],
+    },
     "boot": {"type": "dict", "options": ba.BOOT_OPTIONS},
     "before": {"type": "dict", "default": {}},
 }
