@@ -418,6 +418,8 @@ class ActionModule(ActionBase):
             # The services layer ran and kept its change (a failing layer restores itself only).
             if "services" in module_args and applied.get("services"):
                 report["services"] = applied["services"]["record"]
+            if "restored" not in applied:  # refused before the boot layers' first change
+                status, failed = "failed", {"error": msg, "changed": False}
             for layer in self._boot_layers:
                 report[layer] = boot_record(status, failed_task=FAILED_BOOT, **failed)
         else:

@@ -685,7 +685,8 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
     outcome is returned with it, as the layer ran and kept its change)."""
     p = module.params
     b = p["boot"]
-    kept = {"services": out["services"]} if "services" in out else {}
+    # The services layer ran before (and keeps its change): a boot failure returns its outcome and says it changed.
+    kept: dict[str, Any] = {"services": out["services"], "changed": out["changed"]} if "services" in out else {}
     plan = plan_boot(p, **kept)
     out["boot"] = ba.public(plan)
     out["diff"].extend(ba.extlinux_diff(plan))
@@ -714,7 +715,8 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
     try:
         done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run)
     except ba.BootFailure as exc:
-        raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **kept, **exc.extra) from exc
+        extra = {**kept, **exc.extra, "changed": bool(exc.extra.get("changed") or out["changed"])}
+        raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **extra) from exc
     out["boot"]["done"] = done
     out["boot"]["records"] = {
         layer: boot_record("staged" if layer in plan["changed_layers"] else "unchanged", plan, layer)

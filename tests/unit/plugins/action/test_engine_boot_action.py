@@ -154,3 +154,23 @@ def test_verify_run_after_the_reboot(device, tmp_path):
     )
     verified, _phases = verify_run(res["apply"]["boot"]["snapshot"])
     assert verified["failed"] and "carveouts reverted: node /bus@0/display@13800000 enabled" in verified["msg"]
+
+
+@pytest.mark.parametrize("restored", [None, True, False])
+def test_a_boot_failure_after_the_services_layer_keeps_its_record(restored):
+    plugin = action.ActionModule(mock.MagicMock(), mock.MagicMock(), mock.MagicMock(), mock.MagicMock(),
+                                 mock.MagicMock(), None)  # fmt: skip
+    plugin._boot_layers = ["swiotlb", "carveouts"]
+    services = {"status": "applied", "reclaimed_mb": 800.0}
+    applied = {"failed": True, "changed": True, "boot_failed": True, "msg": "boom", "services": {"record": services}}
+    if restored is not None:
+        applied.update(restored=restored, restore_error="" if restored else "cannot remove x")
+    res = plugin._apply_failed({"report": {}}, {"services": {}, "boot": {}}, applied)
+    assert res["failed"] and res["changed"] is True and res["report"]["services"] == services
+    expected = {None: "failed", True: "rolled_back", False: "failed"}[restored]
+    assert {res["report"][x]["status"] for x in ("swiotlb", "carveouts")} == {expected}
+    details = res["report"]["swiotlb"]["details"]
+    if restored is None:
+        assert details["changed"] is False
+    elif restored is False:
+        assert details["restore_error"] == "cannot remove x"
