@@ -406,6 +406,7 @@ svg text{font-family:"DejaVu Sans",Arial,sans-serif;font-size:12px}
 table{border-collapse:collapse;margin-top:6px}
 th,td{border-bottom:1px solid #dee2e6;padding:3px 8px;text-align:left;vertical-align:top}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td:first-child{white-space:nowrap}
 tfoot td{font-weight:bold;border-top:2px solid #adb5bd}
 td.notes{color:#495057;font-size:12px;max-width:360px}
 """
@@ -441,12 +442,23 @@ def _segments(x: float, y: float, height: float, scale: float, parts: dict[str, 
     return out
 
 
+def _axis_steps(top: float) -> int:
+    """How many grid steps split ``top`` (a ``_nice_ceiling``) into round ones: 1, 2, 2.5 or 5 times a power of ten."""
+    for steps in (5, 4, 6, 8, 3):
+        step = top / steps
+        mantissa = step / 10 ** math.floor(math.log10(step))
+        if any(abs(mantissa - m) < 1e-9 for m in (1, 2, 2.5, 5)):
+            return steps
+    return 5
+
+
 def _axis(top: float, y0: float, y1: float) -> list[str]:
-    """Vertical grid lines with their MB labels above the bars: 0 and five steps up to ``top``."""
+    """Vertical grid lines with their MB labels above the bars, from 0 to ``top`` in round steps."""
     out = []
-    for i in range(6):
-        value = top * i / 5
-        x = _BAR_X + _BAR_W * i / 5
+    steps = _axis_steps(top)
+    for i in range(steps + 1):
+        value = top * i / steps
+        x = _BAR_X + _BAR_W * i / steps
         out.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" stroke="#e9ecef"/>')
         out.append(f'<text x="{x:.1f}" y="{y0 - 6}" text-anchor="middle" fill="#6c757d">{_plain(value)}</text>')
     return out

@@ -249,3 +249,9 @@ def test_html_report_zero_one_and_two_hundred_hosts():
     long_name = "x" * 80
     svg = report.host_chart_svg(report.build_rows({long_name: host_stats()}, {}))
     assert f"<title>{long_name}</title>" in svg and "x" * 29 + "\u2026" in svg  # shortened, full name on hover
+
+
+def test_axis_ends_and_steps_are_round():
+    assert [report._nice_ceiling(v) for v in (0, 0.4, 1019, 1200.1, 3894, 121175)] == [1, 0.4, 1200, 1500, 4000, 150000]
+    for top, steps in ((1200, 6), (1000, 5), (1500, 6), (800, 4), (600, 6), (250, 5), (1, 5), (4000, 4)):
+        assert report._axis_steps(top) == steps, top
