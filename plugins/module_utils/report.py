@@ -360,7 +360,7 @@ def render_mermaid(rows: list[Row], limit: int = CHART_HOSTS) -> str:
         running = [round(a + b, 1) for a, b in zip(running, series[name])]
         cumulative.append((name, running))
     top = _nice_ceiling(max(cumulative[-1][1]))
-    palette = ", ".join(LAYER_COLOURS[name] for name, _ in reversed(cumulative))
+    palette = ", ".join(LAYER_COLOURS[layer[0]] for layer in reversed(cumulative))
     init = {"themeVariables": {"xyChart": {"plotColorPalette": palette}}}
     out = [
         "```mermaid",
@@ -370,8 +370,8 @@ def render_mermaid(rows: list[Row], limit: int = CHART_HOSTS) -> str:
         "    x-axis [" + ", ".join(f'"{_mermaid_label(label)}"' for label in labels) + "]",
         f'    y-axis "MB" 0 --> {_plain(top)}',
     ]
-    for _, values in reversed(cumulative):
-        out.append("    bar [" + ", ".join(_plain(v) for v in values) + "]")
+    for layer in reversed(cumulative):
+        out.append("    bar [" + ", ".join(_plain(v) for v in layer[1]) + "]")
     out.append("```")
     return "\n".join(out) + "\n"
 

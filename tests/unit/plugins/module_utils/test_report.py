@@ -183,7 +183,7 @@ def test_mermaid_chart_caps_hosts_and_marks_failures():
     few = report.build_rows(
         {h: custom[h] for h in ("robot-001", "robot-007")}, {"robot-007": "failed", "x": "not_reached"}
     )
-    labels, _, _ = chart_parts(mermaid_block(report.render_markdown(few)))
+    labels = chart_parts(mermaid_block(report.render_markdown(few)))[0]
     assert labels == ["robot-001", "robot-007 (rolled_back)", "x (not_reached)"]
 
 
