@@ -24,7 +24,7 @@ from ansible.executor.stats import AggregateStats
 from ansible_collections.edgeslim.jetson.plugins.callback.slim_report import CallbackModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import report
 
-WINDOW = (1000, 1120)  # the whole example page
+WINDOW = (1000, 1180)  # the whole example page
 ORIN_NANO_KB = 7802880
 ORIN_NX_16GB_KB = 15655780
 
