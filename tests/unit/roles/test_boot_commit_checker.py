@@ -348,7 +348,11 @@ def test_a_full_boot_on_revert_leaves_the_file_whole_says_so_and_retries_at_the_
 def test_set_default_removes_its_temporary_file_when_the_write_fails(checker, tmp_path, monkeypatch):
     conf = tmp_path / "extlinux.conf"
     conf.write_text(THREE_ENTRIES)
-    monkeypatch.setattr(checker.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checker.os, "fsync", full)
     with pytest.raises(OSError):
         checker.set_default(str(conf), "primary")
     assert [p.name for p in tmp_path.iterdir()] == ["extlinux.conf"] and conf.read_text() == THREE_ENTRIES
