@@ -294,6 +294,10 @@ def read_pending(path: str) -> tuple[dict, str | None]:
         if isinstance(doc.get("extlinux_path"), str) and doc["extlinux_path"]:
             salvaged["extlinux_path"] = doc["extlinux_path"]
         return salvaged, f"pending record {path} lacks {', '.join(bad)}"
+    if doc["layer"] != layer:  # arm writes pending/<layer>.json; the verdict's file is named after the layer
+        return {"layer": layer, "extlinux_path": doc["extlinux_path"]}, (
+            f"pending record {path} names layer {doc['layer']!r}, not its file's {layer!r}"
+        )
     try:
         doc["boots"] = int(doc.get("boots", 0))
         doc["max_boots"] = int(doc.get("max_boots", 3))

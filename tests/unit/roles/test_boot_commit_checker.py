@@ -255,6 +255,10 @@ def test_a_revert_only_targets_an_existing_label(checker, boot, recorded, expect
      '"max_boots": "three"}', "invalid"),
     ('{"layer": "swiotlb", "extlinux_path": "/boot/extlinux/extlinux.conf", "previous_default": "primary", '
      '"checks": {"timeout": 0}}', "invalid: checks.timeout must be a positive number"),
+    ('{"layer": "../../etc/cron.d/x", "extlinux_path": "/boot/extlinux/extlinux.conf", "previous_default": "primary"}',
+     "names layer '../../etc/cron.d/x', not its file's 'swiotlb'"),  # the verdict's file name comes from the layer
+    ('{"layer": "swiotlb", "extlinux_path": "/boot/extlinux/extlinux.conf", "previous_default": "primary", '
+     '"checks": null}', "invalid: checks is NoneType, not an object"),
 ])  # fmt: skip
 def test_a_damaged_pending_record_reverts_to_the_first_non_managed_entry(checker, boot, monkeypatch, content, reason):
     extlinux, pending, results = boot
