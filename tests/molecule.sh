@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every Molecule scenario under extensions/molecule/ serially (2 cores: never two at once), each under the
 # shared podman lock, and fail if any failed. Usage: tests/molecule.sh [scenario ...]
+# Run from the collection root: Molecule finds the scenarios' base, extensions/molecule/config.yml, from there.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/tests/sim/containers.conf}
