@@ -45,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,11 @@ KERNEL_OF_L4T = {35: "5.10", 36: "5.15", 38: "6.8", 39: "6.8"}
 DISPLAY_COMPATIBLES = ("nvidia,tegra234-display", "nvidia,tegra264-display")
 FRAMEBUFFER_COMPATIBLE = "nvidia,tegra-display-framebuffer"
 STATE_DIR = Path(os.environ.get("EDGESLIM_SIM_BOOT_STATE", "/run/edgeslim-sim/boot"))
+# A Jetson's boot chain (MB1, MB2, UEFI, L4TLauncher) takes tens of seconds before the kernel; a container restarts in
+# about one. At a reboot (the container booted before) the stand-in takes FIRMWARE_SECONDS before the device's init
+# starts, which also keeps a reboot command that an SSH connection retry re-sends (ansible.cfg `retries`, pauses of
+# 0 + 1 + 3 s) from reaching the new boot and rebooting it again.
+FIRMWARE_SECONDS = 8.0
 
 
 class BootError(Exception):
@@ -310,7 +316,8 @@ def replace_tree(live: Path, tree: Path) -> None:
             shutil.copy2(child, live / child.name)
 
 
-def hook(state: dict, cgroup_root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc")) -> dict:
+def hook(state: dict, cgroup_root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc"),
+         firmware_seconds: float = FIRMWARE_SECONDS) -> dict:  # fmt: skip
     config = json.loads((Path(state["bundle"]) / "config.json").read_text())
     ann = config.get("annotations") or {}
     if not ann.get(ANN_FIRMWARE_DT):
@@ -327,6 +334,8 @@ def hook(state: dict, cgroup_root: Path = Path("/sys/fs/cgroup"), proc: Path = P
         set_memory_limit(cgroup, version, record["memtotal_kb"] * 1024)
         if ann.get(ANN_LIVE_DT):
             replace_tree(Path(ann[ANN_LIVE_DT]), tree)
+    if (STATE_DIR / f"{state.get('id')}.json").exists():  # a reboot, not the container's first start
+        time.sleep(firmware_seconds)
     record.update({
         "container": state.get("id"), "hostname": config.get("hostname"), "live_dt": ann.get(ANN_LIVE_DT),
         "at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -210,7 +210,7 @@ def test_hook_sets_the_memory_limit_and_rewrites_the_live_tree(firmware, tmp_pat
     live = tmp_path / "live"
     shutil.copytree(fw / "dt", live)
     state = bundle(tmp_path, fw, root, live)
-    record = bs.hook(state, cgroup_root=tmp_path / "cgroup", proc=tmp_path / "proc")
+    record = bs.hook(state, cgroup_root=tmp_path / "cgroup", proc=tmp_path / "proc", firmware_seconds=0)
     cg = tmp_path / "cgroup/memory/libpod_parent/libpod-abc"
     limit = int((cg / "memory.limit_in_bytes").read_text())
     assert limit == record["memtotal_kb"] * 1024
@@ -224,7 +224,9 @@ def test_hook_sets_the_memory_limit_and_rewrites_the_live_tree(firmware, tmp_pat
 def test_hook_lowers_the_limit_for_a_larger_pool(firmware, tmp_path):
     fw = firmware["orin-nano-8gb"]
     root = rootfs(tmp_path, fw, "orin-nano-8gb", nano_entry("65536", overlays=None))
-    bs.hook(bundle(tmp_path, fw, root, None), cgroup_root=tmp_path / "cgroup", proc=tmp_path / "proc")
+    bs.hook(
+        bundle(tmp_path, fw, root, None), cgroup_root=tmp_path / "cgroup", proc=tmp_path / "proc", firmware_seconds=0
+    )
     cg = tmp_path / "cgroup/memory/libpod_parent/libpod-abc"
     assert int((cg / "memory.limit_in_bytes").read_text()) == CONFIGURED - 66304 * 1024
 
@@ -234,13 +236,13 @@ def test_hook_refuses_what_it_cannot_simulate(firmware, tmp_path):
     root = rootfs(tmp_path, fw, "orin-nano-8gb", nano_entry())
     state = bundle(tmp_path, fw, root, None, limit=None)
     with pytest.raises(bs.BootError, match="no --memory limit"):
-        bs.hook(state, cgroup_root=tmp_path / "cgroup", proc=tmp_path / "proc")
+        bs.hook(state, cgroup_root=tmp_path / "cgroup", proc=tmp_path / "proc", firmware_seconds=0)
     config = json.loads((tmp_path / "bundle/config.json").read_text())
     config["annotations"][bs.ANN_FIRMWARE_DT] = str(tmp_path)
     config["linux"]["resources"]["memory"] = {"limit": CONFIGURED}
     (tmp_path / "bundle/config.json").write_text(json.dumps(config))
     with pytest.raises(bs.BootError, match="not a device tree"):
-        bs.hook(state, cgroup_root=tmp_path / "cgroup", proc=tmp_path / "proc")
+        bs.hook(state, cgroup_root=tmp_path / "cgroup", proc=tmp_path / "proc", firmware_seconds=0)
 
 
 def test_dispatcher_refuses_an_annotation_that_is_not_a_stand_in(tmp_path):
