@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """podman OCI hook of the simulated Jetson fleet (stage createRuntime), installed by tests/sim/testbed.sh into
 /var/lib/edgeslim-sim and registered in tests/sim/containers.conf's hooks_dir. It only dispatches: the container's
 annotation io.edgeslim.sim.boot names the boot stand-in (tests/sim/boot_standin.py) of the checkout that started the

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Stand-in for a Jetson's boot chain in the simulated fleet: at every (re)start of a simulated Jetson, boot its own
 extlinux.conf into the container's MemTotal (and, for fleet.py's devices, its live device tree).
 

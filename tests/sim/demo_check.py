@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """`make demo`'s closing check: every warehouse robot of the fleet reports the three layers with megabytes
 reclaimed (services from MemAvailable, SWIOTLB and carve-outs from MemTotal across the simulated boot), and no
 host outside the group took part in the run.
