@@ -3,7 +3,8 @@
 # Idempotent; called by `make host` (and so by `make test` / `make demo`). See docs/development.md.
 set -euo pipefail
 
-PACKAGES=(podman runc debootstrap device-tree-compiler lxcfs gcc libc6-dev shellcheck)
+# chromium + a font: the unit lane renders the HTML fleet report headless and checks the screenshot.
+PACKAGES=(podman runc debootstrap device-tree-compiler lxcfs gcc libc6-dev shellcheck chromium fonts-dejavu-core)
 LXCFS_DIR=/var/lib/lxcfs
 # Each systemd container takes ~6 inotify instances; the default 128 hangs fleets above ~20 hosts.
 INOTIFY_MIN=1024

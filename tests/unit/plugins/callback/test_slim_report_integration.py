@@ -23,6 +23,8 @@ def test_playbook_writes_report(tmp_path):
     doc = json.loads((tmp_path / "edgeslim-report.json").read_text())
     assert {h["host"]: h["status"] for h in doc["hosts"]} == {"fake-1": "ok", "fake-2": "rolled_back"}
     assert doc["totals"]["reclaimed_mb_total"] == 1600.0 / 2
+    page = (tmp_path / "edgeslim-report.html").read_text()  # in the default formats
+    assert "fake-1" in page and "<svg" in page
 
 
 def test_no_files_without_output_dir(tmp_path):
