@@ -87,6 +87,7 @@ def test_check_mode_plans_the_units_and_writes_nothing(tmp_path):
         f'--extra-vars "@{tmp_path / "pull.json"}" playbooks/pull.yml'
     )
     assert "Type=oneshot" in service.splitlines()
+    assert 'Environment="ANSIBLE_EDGESLIM_REPORT_DIR=/var/lib/edgeslim/reports"' in service.splitlines()
     timer = rendered(result, "timer").splitlines()
     assert {"OnBootSec=15min", "OnUnitActiveSec=6h", "RandomizedDelaySec=30min"} <= set(timer)
     diff = result["registered"]["vars"]["diff"]

@@ -25,6 +25,12 @@ def test_timer_is_enabled_with_a_randomized_delay(host):
     assert show(host, f"{UNIT}.timer", "Triggers") == f"{UNIT}.service"
 
 
+def test_systemd_accepts_the_unit_files(host):
+    result = host.run(f"systemd-analyze verify /etc/systemd/system/{UNIT}.service /etc/systemd/system/{UNIT}.timer")
+    assert result.rc == 0, result.stderr
+    assert "ANSIBLE_EDGESLIM_REPORT_DIR=/var/lib/edgeslim/reports" in show(host, f"{UNIT}.service", "Environment")
+
+
 def test_the_service_ran_ansible_pull_of_the_served_commit(host):
     assert show(host, f"{UNIT}.service", "Result") == "success"
     exec_start = show(host, f"{UNIT}.service", "ExecStart")
