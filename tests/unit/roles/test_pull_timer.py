@@ -25,7 +25,7 @@ GOOD = {
 
 def run_role(tmp_path: Path, role_vars: dict) -> dict:
     """The role in check mode with --diff; what it registered is dumped to a file by a task after it."""
-    role_vars = {"pull_timer_vars_file": str(tmp_path / "pull.json"), **role_vars}
+    role_vars = {"pull_timer_vars_file": str(tmp_path / "etc" / "pull.json"), **role_vars}
     dump = {
         "name": "Dump what the role registered",
         "ansible.builtin.copy": {
@@ -84,7 +84,7 @@ def test_check_mode_plans_the_units_and_writes_nothing(tmp_path):
     assert exec_start == (
         f'ExecStart={BIN / "ansible-pull"} --url "git://127.0.0.1/edgeslim.git" --checkout "main" '
         f'--directory "/var/lib/edgeslim/pull" --clean --inventory localhost, '
-        f'--extra-vars "@{tmp_path / "pull.json"}" playbooks/pull.yml'
+        f'--extra-vars "@{tmp_path / "etc" / "pull.json"}" playbooks/pull.yml'
     )
     assert "Type=oneshot" in service.splitlines()
     assert 'Environment="ANSIBLE_EDGESLIM_REPORT_DIR=/var/lib/edgeslim/reports"' in service.splitlines()
@@ -94,7 +94,7 @@ def test_check_mode_plans_the_units_and_writes_nothing(tmp_path):
     variables = json.loads((diff if isinstance(diff, dict) else diff[0])["after"])
     assert variables == {"profile_name": "warehouse_robot", "edgeslim_reboot_ok": False, "edgeslim_pull_max_delay": 0}
     assert result["registered"]["enable"]["skipped"] is True  # a unit not written in check mode is not enabled
-    assert not (tmp_path / "pull.json").exists()
+    assert not (tmp_path / "etc").exists()
     assert not Path("/etc/systemd/system/edgeslim-pull-unittest.service").exists()
 
 
