@@ -57,9 +57,11 @@ def test_pull_slimmed_the_device(host):
 
 def test_the_pull_held_the_device_lock_while_it_ran(host):
     record = json.loads(host.file("/root/lock-during-pull.json").content_string)
-    assert record["holder"]["controller"] == "ansible-pull"
-    assert record["holder"]["playbook"] == "pull"
+    assert record["controller"] == "ansible-pull"
+    assert record["playbook"] == "pull"
+    assert record["user"] == "root"
     assert record["run_id"] != "held-by-test"
+    assert record["unit"] == f"edgeslim-lock-{record['run_id']}.service"
 
 
 def test_lock_released(host):
