@@ -26,8 +26,10 @@ import build_image as bi
 
 HERE = Path(__file__).resolve().parent
 IMAGE_REPO = f"{bi.IMAGE_REPO}-pull"
-# git: ansible-pull's checkout, and `git daemon` serving the test repository on the device's loopback.
-PACKAGES = ["git"]
+# git: ansible-pull's checkout, and `git daemon` serving the test repository on the device's loopback. Under
+# ansible-pull the device is the controller: dtc (device-tree-compiler, with fdtoverlay) and cpp compile the carveouts
+# overlay there, as meta/bindep.txt asks of a controller's execution environment.
+PACKAGES = ["git", "device-tree-compiler", "cpp"]
 REQUIREMENTS = HERE / "pull" / "requirements.txt"
 DEV_REQUIREMENTS = HERE.parents[1] / "requirements-dev.txt"
 PYTHON = "3.12"
