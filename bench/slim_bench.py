@@ -356,7 +356,7 @@ def main() -> int:
         CONTAINERS_CONF=os.environ.get("CONTAINERS_CONF", str(ROOT / "tests" / "sim" / "containers.conf")),
         PATH=f"{BIN}:{os.environ['PATH']}",
         EDGESLIM_SIM_SCALE=str(args.scale),
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
+        ANSIBLE_CONFIG=str(ROOT / "tests" / "ansible.cfg"),
         ANSIBLE_CALLBACK_PLUGINS=str(ROOT / "bench" / "callback_plugins"),
         ANSIBLE_CALLBACKS_ENABLED="edgeslim.jetson.slim_report,roundtrips",
     )

@@ -10,6 +10,8 @@ export PATH=$PWD/.venv/bin:$PATH
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/tests/sim/containers.conf}
 # Full-size services by default so the figures match the published ones (desktop ~865 MB); DEMO_SCALE=0.1 is faster.
 export EDGESLIM_SIM_SCALE=${DEMO_SCALE:-1.0}
+# The testbed's Ansible configuration (simulated inventory, no host key checking); the root ansible.cfg is production.
+export ANSIBLE_CONFIG=$PWD/tests/ansible.cfg
 export ANSIBLE_EDGESLIM_REPORT_DIR=${ANSIBLE_EDGESLIM_REPORT_DIR:-$PWD/reports/demo}
 # The simulated fleet reuses 127.0.0.1 ports: SSH ControlMasters left by an earlier fleet (ControlPersist) must not
 # be reused for the new containers, so each demo run gets its own control directory.

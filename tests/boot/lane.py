@@ -106,13 +106,13 @@ class Device:
 
     def play(self, playbook: str | Path, extra_vars: dict | None = None, name: str = "play",
              report_dir: Path | None = None) -> subprocess.CompletedProcess:  # fmt: skip
-        """ansible-playbook against this guest with the repository's ansible.cfg (collection from this checkout,
+        """ansible-playbook against this guest with the testbed's tests/ansible.cfg (collection from this checkout,
         slim_report callback enabled); output kept as build/boot/<test>/<name>.log."""
         inventory = self.guest.inventory(self.run_dir / "hosts.yml")
         (self.run_dir / f"{name}.vars.json").write_text(json.dumps(extra_vars or {}, indent=2))
         env = dict(os.environ)
         env["PATH"] = f"{REPO / '.venv/bin'}:{env.get('PATH', '')}"
-        env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+        env["ANSIBLE_CONFIG"] = str(REPO / "tests" / "ansible.cfg")
         env["ANSIBLE_FORCE_COLOR"] = "0"
         env["ANSIBLE_NOCOLOR"] = "1"
         if report_dir:
