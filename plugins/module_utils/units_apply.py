@@ -85,7 +85,8 @@ class Runner:
         return match_states(units, parse_show(out))
 
     def active_units(self) -> set[str]:
-        """Every active (or activating/reloading) unit of the types a batch can take down as dependencies."""
+        """Every active unit of the types a batch can take down as dependencies (a unit still activating, e.g. a
+        oneshot running, is left out: it goes inactive on its own)."""
         _rc, out, _err = self.run(
             [
                 self.systemctl,
@@ -94,7 +95,7 @@ class Runner:
                 "--plain",
                 "--no-legend",
                 "--full",
-                "--state=active,activating,reloading",
+                "--state=active",
                 "--type=" + ",".join(OBSERVED_TYPES),
             ]
         )

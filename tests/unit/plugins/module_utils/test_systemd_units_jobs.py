@@ -18,7 +18,7 @@ def test_list_units_names_including_marked_and_templated():
         "serial-getty@ttyTCU0.service",
         "avahi-daemon.socket",
         "dbus.socket",
-        "es-reloading.service",
+        "es-marked.service",
     ]
 
 
