@@ -23,24 +23,11 @@ if __name__ == "__main__":  # run as a script: make the collection importable as
 from ansible.executor.stats import AggregateStats
 from ansible_collections.edgeslim.jetson.plugins.callback.slim_report import CallbackModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import report
+from fake_display import FakeDisplay
 
 WINDOW = (1000, 1180)  # the whole example page
 ORIN_NANO_KB = 7802880
 ORIN_NX_16GB_KB = 15655780
-
-
-class QuietDisplay:
-    def __init__(self):
-        self.lines = []
-
-    def banner(self, text):
-        self.lines.append(text)
-
-    def display(self, text):
-        self.lines.append(text)
-
-    def warning(self, text):
-        self.lines.append("WARNING " + text)
 
 
 def _layer(status, mb, measured_by, **extra):
@@ -109,7 +96,7 @@ def write_example_report(out_dir: Path) -> Path:
     """The callback's own path from stats to files (v2_playbook_on_stats), robot-05 targeted but never reached."""
     stats, not_reached = example_fleet()
     cb = CallbackModule()
-    cb._display = QuietDisplay()
+    cb._display = FakeDisplay()
     cb._plugin_options = {"output_dir": str(out_dir), "formats": ["json", "markdown", "html"]}
     cb._not_reached = set(not_reached)
     cb.v2_playbook_on_stats(stats)
