@@ -402,12 +402,17 @@ def build(tag: str) -> None:
         root.mkdir()
         run(["tar", "-C", str(root), "-xf", str(base)])
         customise(root)
-        log(f"importing {tag} ...")
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        run(["podman", "import", "--quiet", "--change", 'CMD ["/sbin/init"]', "-", tag], stdin=tar.stdout,
-            stdout=subprocess.DEVNULL)  # fmt: skip
-        if tar.wait() != 0:
-            raise RuntimeError("tar of the rootfs failed")
+        import_rootfs(root, tag)
+
+
+def import_rootfs(root: Path, tag: str) -> None:
+    """Import a customised root file system as the image `tag` (booting /sbin/init)."""
+    log(f"importing {tag} ...")
+    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+    run(["podman", "import", "--quiet", "--change", 'CMD ["/sbin/init"]', "-", tag], stdin=tar.stdout,
+        stdout=subprocess.DEVNULL)  # fmt: skip
+    if tar.wait() != 0:
+        raise RuntimeError("tar of the rootfs failed")
 
 
 def main() -> int:

@@ -149,12 +149,7 @@ def build(tag: str) -> None:
         bi.run(["tar", "-C", str(root), "-xf", str(base)])
         bi.customise(root)
         bi.log(f"pull device: {install_ansible(root)}, Python {interpreter()}")
-        bi.log(f"importing {tag} ...")
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        bi.run(["podman", "import", "--quiet", "--change", 'CMD ["/sbin/init"]', "-", tag], stdin=tar.stdout,
-               stdout=subprocess.DEVNULL)  # fmt: skip
-        if tar.wait() != 0:
-            raise RuntimeError("tar of the rootfs failed")
+        bi.import_rootfs(root, tag)
 
 
 def main() -> int:
