@@ -8,7 +8,8 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 # Podman adjustments for this testbed (runtime runc, ulimits): see tests/sim/containers.conf.
 export CONTAINERS_CONF := $(CURDIR)/tests/sim/containers.conf
-export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+# The testbed's Ansible configuration (the root ansible.cfg is the production one: host keys checked).
+export ANSIBLE_CONFIG := $(CURDIR)/tests/ansible.cfg
 COLLECTION_LINK := .collections/ansible_collections/edgeslim/jetson
 # Size of the simulated services: 1.0 = published figures (desktop ~800 MB); tests use less.
 SIM_SCALE ?= 0.1
@@ -36,7 +37,8 @@ $(BIN)/.stamp: requirements-dev.txt tests/sim/vendor_podman_collection.py
 
 venv: $(BIN)/.stamp link
 
-# Resolve edgeslim.jetson.* from this checkout without installing it (ansible.cfg collections_path).
+# Resolve edgeslim.jetson.* from this checkout without installing it for the testbed (tests/ansible.cfg collections_path,
+# Molecule's ANSIBLE_COLLECTIONS_PATH); playbooks find the committed collections/ link next to them anyway.
 link:
 	@mkdir -p $(dir $(COLLECTION_LINK))
 	@[ -L $(COLLECTION_LINK) ] || ln -sfn ../../.. $(COLLECTION_LINK)

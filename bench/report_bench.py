@@ -46,7 +46,8 @@ def main() -> None:
             render(rows)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        print(f"report: {n:6d} hosts  rows+4 renderings {elapsed * 1000:7.1f} ms  peak {peak / 1048576:6.1f} MiB  "
+        print(f"report: {n:6d} hosts  rows+{len(report.RENDERERS)} renderings {elapsed * 1000:7.1f} ms  "
+              f"peak {peak / 1048576:6.1f} MiB  "
               + "  ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes_out.items()))  # fmt: skip
 
 

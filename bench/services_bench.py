@@ -129,7 +129,7 @@ def main() -> int:
     args = parser.parse_args()
     env = dict(os.environ)
     env.setdefault("CONTAINERS_CONF", str(ROOT / "tests/sim/containers.conf"))
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
+    env["ANSIBLE_CONFIG"] = str(ROOT / "tests" / "ansible.cfg")
     os.environ.update({"CONTAINERS_CONF": env["CONTAINERS_CONF"]})
     subprocess.run(["podman", "rm", "-f", NAME], capture_output=True, check=False)
     podman("run", "-d", "--name", NAME, args.image, "/sbin/init")

@@ -45,7 +45,7 @@ ansible-galaxy collection build --force --output-path "$OUT" >/dev/null
 tar tzf "$tarball" | sort >"$OUT/tarball.txt"
 echo "$(wc -l <"$OUT/tarball.txt") entries in $tarball (list: $OUT/tarball.txt)"
 # Testbed and local files that must never ship.
-if grep -E '^(ansible\.cfg|slim\.yml|inventories/sim|tests/|extensions/|bench/|build/|reports/|\.venv|\.cache|\.collections|changelogs/\.plugin-cache|importer_result)' \
+if grep -E '^(ansible\.cfg|slim\.yml|inventories/sim|tests/|extensions/|bench/|build/|reports/|\.venv|\.cache|\.collections|collections/|playbooks/collections|changelogs/\.plugin-cache|importer_result)' \
   "$OUT/tarball.txt"; then
   fail "testbed or local files in the tarball (build_ignore in galaxy.yml)"
 fi

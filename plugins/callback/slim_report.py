@@ -4,7 +4,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: slim_report
 type: aggregate
-short_description: Fleet table of reclaimed memory per host, plus JSON, Markdown and JUnit files
+short_description: Fleet table of reclaimed memory per host, plus JSON, Markdown, JUnit and HTML files
 description:
   - At the end of a play run, collects the C(edgeslim) stats that the collection's roles publish with
     C(ansible.builtin.set_stats) (per host) and Ansible's own per-host outcome (ok, failed, unreachable).
@@ -12,8 +12,9 @@ description:
     total, status) and fleet totals. Rolled-back and failed hosts are reported as such.
   - A layer with status C(planned) (a C(--check) run computed its change and wrote nothing) is a plan, not a change
     and never a pending reboot - its host counts as ok, its megabytes are not counted, and the row says C(planned).
-  - Writes the report as JSON, Markdown (for a pull-request comment) and JUnit XML (one test case per host) when
-    O(output_dir) is set.
+  - Writes the report as JSON, Markdown (for a pull-request comment, with a Mermaid bar chart of the reclaimed MB
+    per host), JUnit XML (one test case per host) and HTML (one self-contained page with inline SVG bars per host
+    stacked by layer, the fleet totals and status colours) when O(output_dir) is set.
   - Prints one progress line when each canary batch ends (batch n/N, hosts done, failed, MB reclaimed so far).
   - Hosts the play targeted but never reached (a canary abort stopped it before their batch) are reported with
     status C(not_reached).
@@ -32,10 +33,12 @@ options:
       - section: edgeslim_report
         key: output_dir
   formats:
-    description: Which files to write into O(output_dir).
+    description:
+      - Which files to write into O(output_dir), each as C(edgeslim-report.<ext>)
+        (C(json), C(markdown) C(.md), C(junit) C(.xml), C(html), C(table) C(.txt)).
     type: list
     elements: str
-    default: [json, markdown, junit]
+    default: [json, markdown, junit, html]
     env:
       - name: ANSIBLE_EDGESLIM_REPORT_FORMATS
     ini:

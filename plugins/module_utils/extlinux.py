@@ -348,7 +348,8 @@ def check_kernel_arg(key: str, value: str | None, allow_root_change: bool = Fals
     unless allowed, a bounded SWIOTLB pool."""
     check_cmdline_arg(key, None if removing else value)
     if key.replace("-", "_") in PROTECTED_ARGS and not allow_root_change:
-        raise ExtlinuxError(f"refusing to {'remove' if removing else 'set'} {key}= in APPEND: it decides which "
+        where = "from" if removing else "in"
+        raise ExtlinuxError(f"refusing to {'remove' if removing else 'set'} {key}= {where} APPEND: it decides which "
                             "system boots; set allow_root_change to change it")  # fmt: skip
     if key == "swiotlb" and not removing:
         check_swiotlb(value)

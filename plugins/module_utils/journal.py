@@ -14,8 +14,11 @@ never a torn one. A sidecar ``<journal>.lock`` serialises concurrent writers (e.
 
 A second copy, ``<journal>.prev``, is written (atomically, fsynced) just before the journal is replaced, so a
 journal damaged afterwards (truncated by a filesystem repair, zeroed by a bad flash, edited by hand) still has a
-readable copy of the same or the one-older generation. An empty or unparsable journal is never reset: writers
-refuse it; readers that restore (``load_journal_fallback``) fall back to the copy with a warning.
+readable copy of the same or the one-older generation. Each write through ``update_layer`` increments the
+document's ``generation``; a restore that falls back to the copy names the generation it used, and refuses a copy
+that what is still legible of the damaged journal shows to be another generation or run. An empty or unparsable
+journal is never reset: writers refuse it; readers that restore (``load_journal_fallback``) fall back to the copy
+with a warning.
 
 Pure Python, no Ansible imports: the modules pass ``module.atomic_move`` as ``replace``.
 """
@@ -29,6 +32,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -64,6 +68,9 @@ def validate_journal(doc: Any, source: str = "journal") -> dict[str, Any]:
         raise JournalError(
             f"{source}: unsupported journal version {version!r} (this collection writes {JOURNAL_VERSION})"
         )
+    generation = doc.get("generation", 0)
+    if isinstance(generation, bool) or not isinstance(generation, int) or generation < 0:
+        raise JournalError(f"{source}: 'generation' must be a non-negative integer, got {generation!r}")
     layers = doc.get("layers")
     if not isinstance(layers, dict):
         raise JournalError(f"{source}: 'layers' must be a JSON object")
@@ -116,9 +123,48 @@ def load_journal(path: str = DEFAULT_JOURNAL_PATH) -> dict[str, Any]:
         raise JournalError(f"{exc}. {recovery_hint(path)}") from exc
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# What a damaged journal may still show of itself: keys are sorted, so a truncated document starts with its
+# generation, and each layer's object with its "created" stamp (the run that first wrote it).
+_GENERATION_RE = re.compile(r'\A\s*\{\s*"generation":\s*(\d+)')
+_CREATED_RE = r'"%s":\s*\{\s*"created":\s*"([^"]*)"'
+
+
+def generation(doc: dict[str, Any]) -> int:
+    """The document's write counter (0 for a journal written before generations were counted)."""
+    return int(doc.get("generation", 0))
+
+
+def _same_run(damaged_text: str, copy: dict[str, Any]) -> str | None:
+    """Why the copy is not the damaged journal's generation or run (``None`` when nothing says it is not)."""
+    match = _GENERATION_RE.match(damaged_text)
+    if match:
+        seen, have = int(match.group(1)), generation(copy)
+        # the copy is written first: it holds the journal's generation, or the next one when a write was cut
+        if have not in (seen, seen + 1):
+            return f"the copy holds generation {have}, the damaged journal generation {seen}"
+    for name, layer in sorted(copy["layers"].items()):
+        created = re.search(_CREATED_RE % re.escape(name), damaged_text)
+        if created and layer.get("created") != created.group(1):
+            return (
+                f"layer {name!r} of the copy was created {layer.get('created')}, "
+                f"the damaged journal's at {created.group(1)} (another run)"
+            )
+    return None
+
+
 def load_journal_fallback(path: str = DEFAULT_JOURNAL_PATH) -> tuple[dict[str, Any], str | None]:
     """For readers that restore: the journal, or -- when it is unreadable -- its copy ``<path>.prev`` with a
-    warning (second item). Raises ``JournalError`` when neither is readable."""
+    warning (second item) naming the copy and the generation used. The copy is refused when what is still legible
+    in the damaged journal (its generation, a layer's ``created`` stamp) names another generation or run. Raises
+    ``JournalError`` naming both files and the recovery path when neither is usable."""
     try:
         return _read_journal(path), None
     except JournalError as exc:
@@ -130,7 +176,20 @@ def load_journal_fallback(path: str = DEFAULT_JOURNAL_PATH) -> tuple[dict[str, A
         doc = _read_journal(prev)
     except JournalError as exc:
         raise JournalError(f"{damaged}; its copy is unreadable too: {exc}. {recovery_hint(path)}") from exc
-    return doc, f"{damaged}; using its copy {prev} (written just before the journal was last replaced)"
+    mismatch = _same_run(_read_text(path), doc)
+    if mismatch:
+        raise JournalError(
+            f"{damaged}; its copy {prev} is readable but not the same run ({mismatch}): refusing to restore "
+            f"from it. {recovery_hint(path)}"
+        )
+    stamps = ", ".join(
+        f"{name} created {layer.get('created')}" for name, layer in sorted(doc["layers"].items()) if "created" in layer
+    )
+    return doc, (
+        f"{damaged}; using its copy {prev}: generation {generation(doc)}"
+        + (f" ({stamps})" if stamps else "")
+        + ", written just before the journal was last replaced"
+    )
 
 
 def dump_journal(doc: dict[str, Any]) -> str:
@@ -261,5 +320,7 @@ def update_layer(
                 raise JournalError(f"{path}: cannot keep the damaged journal aside: {exc.strerror}") from exc
             if warnings is not None:
                 warnings.append(f"{warning}; the damaged journal is kept as {path + CORRUPT_SUFFIX}")
-        write_journal(path, with_layer(doc, layer, new), replace=replace)
+        updated = with_layer(doc, layer, new)
+        updated["generation"] = generation(doc) + 1
+        write_journal(path, updated, replace=replace)
         return old, new

@@ -57,12 +57,32 @@ class L4TError(ValueError):
     pass
 
 
-def parse_nv_tegra_release(text: str) -> dict:
+def read_nv_tegra_release(path: str) -> tuple[dict | None, str | None]:
+    """(release, None), or (None, why the release is unknown): a missing, unreadable, empty or foreign file is named."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None, (
+            f"{path} is missing: the L4T release is unknown (not an L4T root file system, or the file was removed); "
+            "release-dependent choices treat it as unknown"
+        )
+    except OSError as exc:
+        return None, f"{path} cannot be read ({exc.strerror or exc}): the L4T release is unknown"
+    if not text.strip():
+        return None, f"{path} is empty: the L4T release is unknown"
+    try:
+        return parse_nv_tegra_release(text, path), None
+    except L4TError as exc:
+        return None, str(exc)
+
+
+def parse_nv_tegra_release(text: str, path: str = "/etc/nv_tegra_release") -> dict:
     """First line: ``# R36 (release), REVISION: 4.7, GCID: ..., BOARD: ..., EABI: ..., DATE: ...``."""
     first = text.splitlines()[0] if text.strip() else ""
     m = _RELEASE.match(first)
     if not m:
-        raise L4TError(f"/etc/nv_tegra_release: first line is not an L4T release line: {first[:80]!r}")
+        raise L4TError(f"{path}: first line is not an L4T release line: {first[:80]!r}")
     major, minor, patch = (int(x) for x in m.groups())
     fields = dict(re.findall(r"(\w+): ([^,]+)", first))
     extra = dict(re.findall(r"^(?:# )?(KERNEL_VARIANT|TARGET_USERSPACE_LIB_DIR\w*)[:=] ?(.+)$", text, re.M))

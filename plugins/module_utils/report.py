@@ -9,7 +9,10 @@ the measure stage publishes ``edgeslim.memory.{before,after} = {MemTotal_kb, Mem
 
 from __future__ import annotations
 
+import html
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -234,6 +237,13 @@ def render_markdown(rows: list[Row], title: str = "edgeslim: reclaimed memory") 
     out += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     out += ["| " + " | ".join(_md_escape(c) for c in _cells(r)) + " |" for r in rows]
     out.append("| " + " | ".join(f"**{c}**" if c else "" for c in _total_cells(t)) + " |")
+    chart = render_mermaid(rows)
+    if chart:
+        out += ["", chart.rstrip("\n"), ""]
+        out.append(
+            f"_Reclaimed MB per host, stacked left to right: {', '.join(LAYERS)}. Megabytes of rolled-back, failed "
+            f"and planned layers are not counted; at most {CHART_HOSTS} bars, the last the mean of the other hosts._"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -257,5 +267,324 @@ def render_junit(rows: list[Row], suite: str = "edgeslim.slim") -> str:
     return ET.tostring(ts, encoding="unicode", xml_declaration=True) + "\n"
 
 
-RENDERERS = {"json": render_json, "markdown": render_markdown, "junit": render_junit, "table": render_table}
-EXTENSIONS = {"json": "json", "markdown": "md", "junit": "xml", "table": "txt"}
+# Pictures ---------------------------------------------------------------------------------------------------------
+# One colour per layer (the HTML bars and the Mermaid chart) and per host status (the HTML chips and legend).
+LAYER_COLOURS = {"services": "#4c78a8", "swiotlb": "#b279a2", "carveouts": "#72b7b2"}
+STATUS_COLOURS = {
+    "ok": "#2b8a3e",
+    "planned": "#74c0fc",  # ok, but check mode only planned its layers
+    "pending_reboot": "#f59f00",
+    "rolled_back": "#e8590c",
+    "failed": "#c92a2a",
+    "unreachable": "#343a40",
+    "not_run": "#adb5bd",
+    "not_reached": "#dee2e6",
+}
+CHART_HOSTS = 20  # the Mermaid chart shows the hosts that reclaimed most, the rest as one "others" bar
+
+
+def counted_mb(row: Row) -> dict[str, float]:
+    """The megabytes of each layer that count towards the row's total (not rolled back, failed or planned)."""
+    out = {}
+    for name in LAYERS:
+        mb = row.reclaimed_mb.get(name)
+        out[name] = 0.0 if mb is None or row.layer_status.get(name) in NOT_COUNTED else mb
+    return out
+
+
+def status_key(row: Row) -> str:
+    """The key of the row's status colour: its status, or ``planned`` for an ok host whose layers were only planned."""
+    if row.status == "ok" and row.planned:
+        return "planned"
+    return row.status if row.status in STATUS_COLOURS else "not_run"
+
+
+def _nice_ceiling(value: float) -> float:
+    """The smallest round number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a power of ten) >= value, the end of
+    an axis split in five steps; 1 for nothing."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if step * power >= value:
+            return step * power
+    return 10 * power  # pragma: no cover - the loop always returns
+
+
+def _plain(value: float) -> str:
+    """A number as Mermaid reads it: digits and at most one decimal, never an exponent."""
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+_MERMAID_LABEL = re.compile(r"[^A-Za-z0-9._:@/+ (),-]")
+
+
+def _mermaid_label(text: str, limit: int = 32) -> str:
+    """A category label safe inside Mermaid's double quotes and a Markdown code fence."""
+    text = _MERMAID_LABEL.sub("_", text)
+    return text if len(text) <= limit else text[: limit - 1] + "~"
+
+
+def chart_series(rows: list[Row], limit: int = CHART_HOSTS) -> tuple[list[str], dict[str, list[float]]]:
+    """Categories and per-layer megabytes for the Markdown chart: every host when there are at most ``limit``,
+    else the ``limit - 1`` that reclaimed most and one "others (N hosts, mean)" bar with the mean of the rest. Hosts
+    that did not end ``ok`` carry their status in the label."""
+    ranked = sorted(rows, key=lambda r: (-r.total_mb, r.host))
+    shown, rest = (ranked, []) if len(ranked) <= limit else (ranked[: limit - 1], ranked[limit - 1 :])
+    labels, series = [], {name: [] for name in LAYERS}
+    for row in shown:
+        key = status_key(row)
+        labels.append(row.host if key == "ok" else f"{row.host} ({key})")
+        for name, mb in counted_mb(row).items():
+            series[name].append(round(mb, 1))
+    if rest:  # their mean, not their sum: one bar N times a host's would flatten every other bar
+        labels.append(f"others ({len(rest)} hosts, mean)")
+        for name in LAYERS:
+            series[name].append(round(sum(counted_mb(r)[name] for r in rest) / len(rest), 1))
+    return labels, series
+
+
+def render_mermaid(rows: list[Row], limit: int = CHART_HOSTS) -> str:
+    """A Mermaid ``xychart-beta`` of reclaimed MB per host, stacked by layer (docs/report.md, "The chart").
+
+    xychart has no stacked bars: each ``bar`` line is drawn over the previous ones at the same place. So the bars
+    are cumulative, tallest first (services + swiotlb + carveouts, then services + swiotlb, then services) and what
+    shows of each is its layer's share; the init directive gives them the layers' colours. Empty for no hosts.
+    """
+    if not rows:
+        return ""
+    labels, series = chart_series(rows, limit)
+    cumulative, running = [], [0.0] * len(labels)
+    for name in LAYERS:
+        running = [round(a + b, 1) for a, b in zip(running, series[name])]
+        cumulative.append((name, running))
+    top = _nice_ceiling(max(cumulative[-1][1]))
+    palette = ", ".join(LAYER_COLOURS[layer[0]] for layer in reversed(cumulative))
+    init = {"themeVariables": {"xyChart": {"plotColorPalette": palette}}}
+    out = [
+        "```mermaid",
+        "%%{init: " + json.dumps(init) + "}%%",
+        "xychart-beta horizontal",
+        '    title "Reclaimed MB per host, stacked by layer"',
+        "    x-axis [" + ", ".join(f'"{_mermaid_label(label)}"' for label in labels) + "]",
+        f'    y-axis "MB" 0 --> {_plain(top)}',
+    ]
+    for layer in reversed(cumulative):
+        out.append("    bar [" + ", ".join(_plain(v) for v in layer[1]) + "]")
+    out.append("```")
+    return "\n".join(out) + "\n"
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _ink(fill: str) -> str:
+    """Black or white text, whichever reads better on ``fill`` (#rrggbb)."""
+    r, g, b = (int(fill[i : i + 2], 16) for i in (1, 3, 5))
+    return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+HTML_WIDTH = 960  # px of each chart; the page scrolls for long fleets (24 px per host)
+_LABEL_W, _CHIP_W, _BAR_X, _BAR_W, _ROW_H, _BAR_H, _AXIS_H = 210, 118, 344, 500, 24, 16, 26
+
+_CSS = """
+body{font:14px/1.4 "DejaVu Sans",Arial,sans-serif;color:#212529;margin:24px;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:22px 0 6px}
+.headline{font-size:16px;margin:0 0 10px}.muted{color:#6c757d}
+.legend{display:flex;flex-wrap:wrap;gap:6px 14px;align-items:center;margin:4px 0}
+.legend span{display:inline-flex;align-items:center;gap:5px}
+.sw{display:inline-block;width:14px;height:14px;border-radius:2px}
+.chip{display:inline-block;padding:1px 8px;border-radius:9px;font-size:12px;white-space:nowrap}
+.scroll{overflow:auto;max-width:100%}
+svg text{font-family:"DejaVu Sans",Arial,sans-serif;font-size:12px}
+table{border-collapse:collapse;margin-top:6px}
+th,td{border-bottom:1px solid #dee2e6;padding:3px 8px;text-align:left;vertical-align:top}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+td:first-child{white-space:nowrap}
+tfoot td{font-weight:bold;border-top:2px solid #adb5bd}
+td.notes{color:#495057;font-size:12px;max-width:360px}
+"""
+
+
+def _chip(key: str, text: str | None = None) -> str:
+    fill = STATUS_COLOURS[key]
+    return f'<span class="chip" style="background:{fill};color:{_ink(fill)}">{_esc(text or key)}</span>'
+
+
+def _legend(rows: list[Row]) -> str:
+    layers = "".join(f'<span><i class="sw" style="background:{LAYER_COLOURS[n]}"></i>{_esc(n)}</span>' for n in LAYERS)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[status_key(row)] = counts.get(status_key(row), 0) + 1
+    chips = "".join(f"<span>{_chip(k)} <span class=muted>{counts.get(k, 0)}</span></span>" for k in STATUS_COLOURS)
+    return f'<div class="legend"><b>layers</b> {layers}</div><div class="legend"><b>status</b> {chips}</div>'
+
+
+def _segments(x: float, y: float, height: float, scale: float, parts: dict[str, float], tip: str) -> list[str]:
+    """Stacked rectangles, one per layer with megabytes, left to right in layer order."""
+    out = []
+    for name in LAYERS:
+        mb = parts.get(name) or 0.0
+        if mb <= 0:
+            continue
+        width = max(mb * scale, 1.0)
+        out.append(
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{height}" '
+            f'fill="{LAYER_COLOURS[name]}"><title>{_esc(tip)}{_esc(name)} {mb:.0f} MB</title></rect>'
+        )
+        x += width
+    return out
+
+
+def _axis_steps(top: float) -> int:
+    """How many grid steps split ``top`` (a ``_nice_ceiling``) into round ones: 1, 2, 2.5 or 5 times a power of ten."""
+    for steps in (5, 4, 6, 8, 3):
+        step = top / steps
+        mantissa = step / 10 ** math.floor(math.log10(step))
+        if any(abs(mantissa - m) < 1e-9 for m in (1, 2, 2.5, 5)):
+            return steps
+    return 5
+
+
+def _axis(top: float, y0: float, y1: float) -> list[str]:
+    """Vertical grid lines with their MB labels above the bars, from 0 to ``top`` in round steps."""
+    out = []
+    steps = _axis_steps(top)
+    for i in range(steps + 1):
+        value = top * i / steps
+        x = _BAR_X + _BAR_W * i / steps
+        out.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y1}" stroke="#e9ecef"/>')
+        out.append(f'<text x="{x:.1f}" y="{y0 - 6}" text-anchor="middle" fill="#6c757d">{_plain(value)}</text>')
+    return out
+
+
+def host_chart_svg(rows: list[Row]) -> str:
+    """One row per host: name, status chip, its reclaimed MB stacked by layer, the total (inline SVG)."""
+    top = _nice_ceiling(max((r.total_mb for r in rows), default=0.0))
+    scale = _BAR_W / top
+    height = _AXIS_H + _ROW_H * max(len(rows), 1) + 6
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{HTML_WIDTH}" height="{height}" '
+        f'viewBox="0 0 {HTML_WIDTH} {height}" role="img" aria-label="reclaimed MB per host">'
+    ]
+    out += _axis(top, _AXIS_H, height - 4)
+    for i, row in enumerate(rows):
+        y = _AXIS_H + i * _ROW_H
+        mid = y + _ROW_H / 2 + 4
+        key = status_key(row)
+        fill = STATUS_COLOURS[key]
+        out.append(
+            f'<text x="{_LABEL_W - 8}" y="{mid:.1f}" text-anchor="end"><title>{_esc(row.host)}</title>'
+            f"{_esc(_short(row.host, 30))}</text>"
+        )
+        out.append(f'<rect x="{_LABEL_W}" y="{y + 4}" width="{_CHIP_W}" height="{_ROW_H - 8}" rx="8" fill="{fill}"/>')
+        out.append(
+            f'<text x="{_LABEL_W + _CHIP_W / 2}" y="{mid:.1f}" text-anchor="middle" fill="{_ink(fill)}" '
+            f'font-size="11">{_esc(key)}</text>'
+        )
+        parts = counted_mb(row)
+        out += _segments(_BAR_X, y + (_ROW_H - _BAR_H) / 2, _BAR_H, scale, parts, f"{row.host}: ")
+        end = _BAR_X + sum(max(mb * scale, 1.0) for mb in parts.values() if mb > 0)
+        label = f"{row.total_mb:.0f} MB"
+        undone = [f"{n} {row.layer_status[n]}" for n in LAYERS if row.layer_status.get(n) in ("failed", "rolled_back")]
+        if undone:
+            label += " (" + ", ".join(undone) + ")"
+        if row.planned:
+            label += " (planned: " + ", ".join(row.planned) + ")"
+        elif row.status == "not_reached":
+            label = "not reached"
+        out.append(f'<text x="{end + 6:.1f}" y="{mid:.1f}" fill="#495057">{_esc(label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def fleet_chart_svg(rows: list[Row]) -> str:
+    """The fleet totals as one bar stacked by layer, each part labelled with its MB."""
+    t = totals(rows)
+    total = t["reclaimed_mb_total"]
+    width = _BAR_X + _BAR_W - _LABEL_W
+    scale = width / total if total > 0 else 0.0
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{HTML_WIDTH}" height="58" viewBox="0 0 {HTML_WIDTH} 58" '
+        f'role="img" aria-label="fleet totals">',
+        f'<text x="{_LABEL_W - 8}" y="22" text-anchor="end" font-weight="bold">FLEET ({t["hosts"]} hosts)</text>',
+        f'<rect x="{_LABEL_W}" y="8" width="{width}" height="20" fill="#f1f3f5"/>',
+    ]
+    out += _segments(_LABEL_W, 8, 20, scale, t["reclaimed_mb"], "fleet: ")
+    out.append(f'<text x="{_LABEL_W + width + 8}" y="22" font-weight="bold">{total:.0f} MB</text>')
+    x = _LABEL_W
+    for name in LAYERS:
+        mb = t["reclaimed_mb"][name]
+        out.append(f'<rect x="{x}" y="38" width="12" height="12" fill="{LAYER_COLOURS[name]}"/>')
+        out.append(f'<text x="{x + 17}" y="49">{_esc(name)} {mb:.0f} MB</text>')
+        x += 170
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _table(rows: list[Row]) -> str:
+    t = totals(rows)
+    head = ["host", "model", "profile", "status", *LAYERS, "total MB", "notes"]
+    numeric = set(LAYERS) | {"total MB"}
+    out = ["<table><thead><tr>" + "".join(f"<th{' class=n' if h in numeric else ''}>{_esc(h)}</th>" for h in head)]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        cells = _cells(row)
+        layer_cells = "".join(
+            f'<td class=n title="{_esc(row.layer_status.get(n, "-"))}">{_esc(_fmt(row.reclaimed_mb.get(n)))}</td>'
+            for n in LAYERS
+        )
+        out.append(
+            f"<tr><td>{_esc(row.host)}</td><td>{_esc(row.model)}</td><td>{_esc(row.profile)}</td>"
+            f"<td>{_chip(status_key(row), cells[-1])}</td>{layer_cells}<td class=n>{_esc(_fmt(row.total_mb))}</td>"
+            f'<td class="notes">{"<br>".join(_esc(n) for n in row.notes)}</td></tr>'
+        )
+    status = ", ".join(f"{k} {v}" for k, v in t["by_status"].items())
+    layer_totals = "".join(f"<td class=n>{_fmt(t['reclaimed_mb'][n])}</td>" for n in LAYERS)
+    out.append(
+        f"</tbody><tfoot><tr><td>FLEET ({t['hosts']})</td><td></td><td></td><td>{_esc(status)}</td>"
+        f"{layer_totals}<td class=n>{_fmt(t['reclaimed_mb_total'])}</td><td></td></tr></tfoot></table>"
+    )
+    return "\n".join(out)
+
+
+def render_html(rows: list[Row], title: str = "edgeslim: reclaimed memory") -> str:
+    """One self-contained page (inline CSS and SVG, no script, nothing fetched): headline, legend, the fleet totals
+    bar, a bar per host stacked by layer with its status colour, and the table. Every text from the fleet
+    (host names, models, profiles, notes) is HTML-escaped."""
+    t = totals(rows)
+    summary = ", ".join(f"{k}: {v}" for k, v in t["by_status"].items()) or "no hosts"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="headline"><b>{t["reclaimed_mb_total"]:.0f} MB</b> reclaimed on {t["hosts"]} hosts '
+        f"({_esc(summary)}). Megabytes of rolled-back, failed and planned layers are not counted.</p>",
+        _legend(rows),
+        "<h2>Fleet totals</h2>",
+        f'<div class="scroll">{fleet_chart_svg(rows)}</div>',
+        "<h2>Reclaimed MB per host</h2>",
+        f'<div class="scroll">{host_chart_svg(rows)}</div>' if rows else '<p class="muted">No hosts.</p>',
+        "<h2>Hosts</h2>",
+        _table(rows),
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+RENDERERS = {
+    "json": render_json,
+    "markdown": render_markdown,
+    "junit": render_junit,
+    "table": render_table,
+    "html": render_html,
+}
+EXTENSIONS = {"json": "json", "markdown": "md", "junit": "xml", "table": "txt", "html": "html"}

@@ -29,6 +29,9 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import ge
 SLOT_BYTES = 2048  # IO_TLB_SIZE
 SEGSIZE = 128  # IO_TLB_SEGSIZE
 DEFAULT_SLOTS = 32768  # IO_TLB_DEFAULT_SIZE, 64 MiB
+# struct io_tlb_slot per slot (kernel 6.1). Buffer and metadata are both memblock allocations, so both leave MemTotal:
+# the emulated-boot lane measured SLOT_BYTES + SLOT_METADATA_BYTES per slot to the kB (docs/emulated-boot.md).
+SLOT_METADATA_BYTES = 24
 MIB = 1048576
 DEBUGFS_PATH = "/sys/kernel/debug/swiotlb"
 CPU_POSSIBLE_PATH = "/sys/devices/system/cpu/possible"
@@ -99,6 +102,11 @@ def peak(reading: dict) -> tuple[int | None, str | None]:
     if hiwater is not None and (used_max is None or hiwater >= used_max):
         return hiwater, "io_tlb_used_hiwater"
     return used_max, "io_tlb_used"
+
+
+def memtotal_cost_bytes(slots: int) -> int:
+    """What a pool of ``slots`` slots takes off MemTotal: the 2 KiB buffers plus their metadata (kernel 6.1)."""
+    return slots * (SLOT_BYTES + SLOT_METADATA_BYTES)
 
 
 def mib_to_slots(mib: int) -> int:

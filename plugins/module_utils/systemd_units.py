@@ -68,6 +68,9 @@ MASKED_STATES = ("masked", "masked-runtime")
 RUNNING_STATES = ("active", "activating", "reloading", "deactivating", "refreshing")
 # Units that start others: restored before the units they trigger.
 TRIGGER_SUFFIXES = ("socket", "path", "timer")
+# Unit types compared before and after a batch to find the units systemd stopped as dependencies.
+OBSERVED_TYPES = ("service", "socket", "path", "timer")
+OBSERVED_VIA = "observed"
 # Units no caller or profile can unprotect (``protected`` only adds to these): losing one cuts the device off
 # (ssh, the bus systemctl and logind talk over, logging, console gettys = the recovery path) or breaks the A/B boot
 # chain (NVIDIA's slot bookkeeping and rootfs validation). Patterns use the same matcher as ``protected``.
@@ -348,17 +351,18 @@ class Plan:
         return any(u.actions for u in self.units) or self.default_target_after != self.default_target_before
 
     def commands(self, systemctl: str) -> list[list[str]]:
-        """Batched argv: ``mask --now``, ``disable --now``, ``stop`` (static units), ``set-default``."""
+        """Batched argv: ``mask --now``, ``disable --now``, ``stop`` (static units), ``set-default``. The stops are
+        queued with ``--no-block``: the caller waits for their jobs with its own deadline (``wait_stop_jobs``)."""
         mask = [u.unit for u in self.units if "mask" in u.actions]
         disable = [u.unit for u in self.units if "disable" in u.actions and "mask" not in u.actions]
         stop = [u.unit for u in self.units if u.actions == ["stop"]]
         argvs: list[list[str]] = []
         if mask:
-            argvs.append([systemctl, "mask", "--now", "--", *mask])
+            argvs.append([systemctl, "mask", "--now", "--no-block", "--", *mask])
         if disable:
-            argvs.append([systemctl, "disable", "--now", "--", *disable])
+            argvs.append([systemctl, "disable", "--now", "--no-block", "--", *disable])
         if stop:
-            argvs.append([systemctl, "stop", "--", *stop])
+            argvs.append([systemctl, "stop", "--no-block", "--", *stop])
         if self.default_target_after and self.default_target_after != self.default_target_before:
             argvs.append([systemctl, "set-default", self.default_target_after])
         return argvs
@@ -528,6 +532,43 @@ def _unit_actions(state: UnitState, plan: UnitPlan) -> list[str]:
     return actions
 
 
+def parse_list_units(text: str) -> list[str]:
+    """Unit names from ``systemctl list-units --plain --no-legend --full`` (first column; a leading state marker
+    such as ``●`` is skipped)."""
+    names = []
+    for line in text.splitlines():
+        fields = [f for f in line.split()[:2] if _UNIT_RE.match(f)]
+        if fields:
+            names.append(fields[0])
+    return names
+
+
+def parse_list_jobs(text: str) -> list[tuple[str, str, str]]:
+    """``(unit, type, state)`` from ``systemctl list-jobs --plain --no-legend --full`` (``JOB UNIT TYPE STATE``);
+    lines that are not a job (``No jobs running.``) are skipped."""
+    jobs = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[0].isdigit():
+            jobs.append((fields[1], fields[2], fields[3]))
+    return jobs
+
+
+def observed_record(state: UnitState) -> dict[str, Any]:
+    """Journal record of a unit that was active before a batch and inactive after it although no command named
+    it (systemd stopped it as a dependency): restore starts it again; its unit file state is not touched."""
+    return {
+        "unit_file_state": state.unit_file_state,
+        "active_state": "active",
+        "load_state": state.load_state,
+        "requested": [],
+        "action": "stop",
+        "companion_of": None,
+        "block": None,
+        "via": OBSERVED_VIA,
+    }
+
+
 def verify_applied(plan: Plan, states: dict[str, UnitState], default_target: str | None) -> list[str]:
     """Check the final states against the plan; return problems (empty list = verified)."""
     problems = []
@@ -606,9 +647,13 @@ class RestorePlan:
             argvs.append([systemctl, "set-default", self.default_target_after])
         # Triggers first: systemd refuses to start a socket whose service is already running ("Job failed"),
         # so sockets/paths/timers start in their own call before the services they trigger.
+        # Units that went down only as dependencies (Requires=/BindsTo=/..., or observed) start last, once what
+        # they depend on runs again.
         starts = [u["unit"] for u in self.units if "start" in u["actions"]]
         triggers = [u for u in starts if u.rsplit(".", 1)[-1] in TRIGGER_SUFFIXES]
-        for group in (triggers, [u for u in starts if u not in triggers]):
+        deps = [u["unit"] for u in self.units if "start" in u["actions"] and u.get("dependency")]
+        deps = [u for u in deps if u not in triggers]
+        for group in (triggers, [u for u in starts if u not in triggers and u not in deps], deps):
             if group:
                 argvs.append([systemctl, "start", "--", *group])
         stops = [u["unit"] for u in self.units if "stop" in u["actions"]]
@@ -663,6 +708,7 @@ def compute_restore(layer: dict[str, Any], states: dict[str, UnitState], default
                 "actions": actions,
                 "before": state.record(),
                 "after": {k: rec.get(k, "") for k in ("unit_file_state", "active_state", "load_state")},
+                "dependency": rec.get("via") not in (None, "PartOf="),
             }
         )
     target = layer.get("default_target")

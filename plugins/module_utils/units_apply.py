@@ -12,6 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+# Upper bound of a batch's stop jobs (seconds): a unit's own TimeoutStopSec= still applies (systemd kills it then
+# and marks it failed); past this deadline the batch fails and the engine restores.
+DEFAULT_STOP_TIMEOUT = 120.0
+STOP_POLL_INTERVAL = 0.5
+
 from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import (
     JournalError,
     load_journal_fallback,
@@ -19,6 +24,8 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import (
     utc_now,
 )
 from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import (
+    OBSERVED_TYPES,
+    OBSERVED_VIA,
     Plan,
     UnitsError,
     compute_plan,
@@ -30,6 +37,9 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units impo
     normalize_protected,
     normalize_unit,
     normalize_units,
+    observed_record,
+    parse_list_jobs,
+    parse_list_units,
     parse_show,
     show_argv,
     verify_applied,
@@ -73,6 +83,28 @@ class Runner:
             return {}
         _rc, out, _err = self.run(show_argv(self.systemctl, units))
         return match_states(units, parse_show(out))
+
+    def active_units(self) -> set[str]:
+        """Every active unit of the types a batch can take down as dependencies (a unit still activating, e.g. a
+        oneshot running, is left out: it goes inactive on its own)."""
+        _rc, out, _err = self.run(
+            [
+                self.systemctl,
+                "--no-pager",
+                "list-units",
+                "--plain",
+                "--no-legend",
+                "--full",
+                "--state=active",
+                "--type=" + ",".join(OBSERVED_TYPES),
+            ]
+        )
+        return set(parse_list_units(out))
+
+    def stop_jobs(self) -> list[str]:
+        """Units with a queued or running stop job."""
+        _rc, out, _err = self.run([self.systemctl, "--no-pager", "list-jobs", "--plain", "--no-legend", "--full"])
+        return [unit for unit, kind, _state in parse_list_jobs(out) if kind == "stop"]
 
     def default_target(self) -> str | None:
         rc, out, _err = self.run([self.systemctl, "get-default"], check=False)
@@ -227,26 +259,122 @@ def journal_plan(
         raise runner.failure(f"cannot journal the previous states, nothing changed: {exc}") from exc
 
 
-def run_plan(runner: Runner, plan: Plan, result: dict[str, Any], journal_path: str, layer: str, delay: float) -> None:
-    """Run the batched commands of a journaled plan, then verify (after ``delay`` s: catch units that something
-    restarts behind our back)."""
+def run_plan(
+    runner: Runner,
+    plan: Plan,
+    result: dict[str, Any],
+    journal_path: str,
+    layer: str,
+    delay: float,
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+) -> None:
+    """Run the batched commands of a journaled plan, wait for their stop jobs (at most ``stop_timeout`` s), then
+    verify (after ``delay`` s: catch units that something restarts behind our back).
+
+    Units active before the batch and inactive after it that no command named (systemd stopped them through a
+    dependency) are added to the journal layer, so that restore starts them again, and to ``stopped_with``
+    (``via: observed``). A unit that ends ``failed`` (its stop timed out and systemd killed it) is a warning,
+    kept in ``stop_warnings`` and in its entry of ``units`` (``stop_result``)."""
     units = list(result["units"])
     try:
+        active_before = runner.active_units()
         for argv in result["commands"]:
             runner.ran.append(argv)
             runner.run(argv)
-    except RunError as exc:
+        pending = wait_stop_jobs(runner, active_before | {u.unit for u in plan.units}, stop_timeout)
+    except (RunError, UnitsError) as exc:
         raise runner.failure(
             f"{exc}. Previous states are in {journal_path} (layer {layer}); "
             "run edgeslim.jetson.units with state=restore to undo the partial change",
             units=result["units"],
             current=_safe_states(runner, units),
         ) from exc
+    if pending:
+        raise runner.failure(
+            f"{', '.join(pending)} still stopping after {stop_timeout:g} s (stop_timeout); the stop job is left "
+            f"to systemd (the unit's own TimeoutStopSec= applies). Previous states are in {journal_path} "
+            f"(layer {layer})",
+            units=result["units"],
+            current=_safe_states(runner, units),
+        )
+    record_observed(runner, plan, result, journal_path, layer, active_before)
     time.sleep(max(0.0, delay))
-    problems = verify_applied(plan, runner.states(units), runner.default_target())
+    states = runner.states(units)
+    problems = verify_applied(plan, states, runner.default_target())
     if problems:
         raise runner.failure("verification failed after apply: " + "; ".join(problems), units=result["units"])
+    warnings = result.setdefault("stop_warnings", [])
+    for name, state in sorted(states.items()):
+        if state.active_state == "failed":
+            msg = (
+                f"{name} ended failed after its stop ({state.sub_state or 'failed'}): it did not exit on SIGTERM "
+                "within its TimeoutStopSec= and systemd killed it, or its stop command failed; it is down, "
+                "check `systemctl status` / `journalctl -u` for it"
+            )
+            result["units"][name]["stop_result"] = "failed"
+            result["units"][name].setdefault("notes", []).append(msg)
+            warnings.append(msg)
+            runner.module.warn(msg)
     result["systemctl_calls"] = runner.calls
+
+
+def wait_stop_jobs(runner: Runner, units: set[str], timeout: float) -> list[str]:
+    """Wait until none of ``units`` has a stop job (``--no-block`` queued them); return those still stopping at
+    the deadline (empty: all done)."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        pending = sorted(set(runner.stop_jobs()) & units)
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(min(STOP_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+
+def record_observed(
+    runner: Runner, plan: Plan, result: dict[str, Any], journal_path: str, layer: str, active_before: set[str]
+) -> None:
+    """Journal (and report) the units systemd stopped during the batch although the plan did not name them."""
+    named = set()
+    for unit in plan.units:
+        named.add(unit.unit)
+        named.update(unit.requested)
+    gone = sorted(active_before - runner.active_units() - named)
+    if not gone:
+        return
+    states = {n: s for n, s in runner.states(gone).items() if s.exists and not s.running and s.id not in named}
+    if not states:
+        return
+    records = {s.id: observed_record(s) for s in states.values()}
+
+    def add(old: dict[str, Any] | None) -> dict[str, Any]:
+        new = dict(old or {})
+        journaled = dict(new.get("units") or {})
+        for name, rec in records.items():
+            journaled.setdefault(name, rec)
+        new["units"] = journaled
+        new["updated"] = utc_now()
+        return new
+
+    try:
+        update_layer(journal_path, layer, add, replace=runner.module.atomic_move)
+    except JournalError as exc:
+        raise runner.failure(
+            f"{', '.join(records)} went down with the batch but could not be journaled: {exc}",
+            units=result["units"],
+        ) from exc
+    for name, state in sorted(states.items()):
+        result["stopped_with"][state.id] = {"by": None, "via": OBSERVED_VIA}
+        result["units"][state.id] = {
+            "unit": state.id,
+            "requested": [],
+            "want": "stop",
+            "actions": [],
+            "before": {**state.record(), "active_state": "active"},
+            "after": state.record(),
+            "notes": [f"{name}: stopped by systemd as a dependency of the batch (no command named it)"],
+            "companion_of": None,
+            "block": None,
+            "via": OBSERVED_VIA,
+        }
 
 
 def _was_stopped(entry: dict[str, Any]) -> bool:
@@ -292,6 +420,8 @@ def restore_units(module: Any, runner: Runner, journal_path: str, layer_name: st
         "default_target": {"before": rplan.default_target_before, "after": rplan.default_target_after},
         "commands": rplan.commands(runner.systemctl),
         "diff": diff_dict(before_text, after_text),
+        # started again after the units they depend on: they had gone down only as dependencies
+        "restarted_dependencies": [e["unit"] for e in entries if e.get("dependency") and "start" in e["actions"]],
     }
     if check_mode:
         result["systemctl_calls"] = runner.calls

@@ -184,13 +184,9 @@ def main() -> None:
     except (dt.DeviceTreeError, OSError) as exc:
         module.fail_json(msg=f"device tree at {dtroot}: {exc}", **result)
     ident = l4t.identify(compatible)
-    release_text = read_text(path("/etc/nv_tegra_release"))
-    release = None
-    if release_text is not None:
-        try:
-            release = l4t.parse_nv_tegra_release(release_text)
-        except l4t.L4TError as exc:
-            notes.append(str(exc))
+    release, note = l4t.read_nv_tegra_release(path("/etc/nv_tegra_release"))
+    if note:
+        notes.append(note)
     if release is not None:
         rc, out, _err = module.run_command(["dpkg-query", "-W", "-f", "${Version}", "nvidia-l4t-core"])
         release["core_package"] = out.strip() if rc == 0 and out.strip() else None

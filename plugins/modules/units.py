@@ -111,6 +111,14 @@ options:
       - Only spent when something changed.
     type: float
     default: 1.0
+  stop_timeout:
+    description:
+      - Upper bound, in seconds, of the wait for the batch's stop jobs (queued with C(--no-block); the units stop
+        in parallel, so this bounds every unit). A unit's own C(TimeoutStopSec=) still applies first - systemd
+        kills a unit that ignores C(SIGTERM) and marks it C(failed), which is reported as a warning.
+      - A stop job still running at the deadline fails the task (previous states are in the journal).
+    type: float
+    default: 120.0
 notes:
   - Check mode and C(--diff) show the exact plan (one line per unit, C(unit_file_state/active_state) before and
     after) and the argv lists that would run.
@@ -185,9 +193,23 @@ stopped_with:
     - Running units that go down only because a unit of the plan stops (C(Requires=), C(Requisite=), C(BindsTo=)
       it), with the unit that takes each down and the directive. Journaled and restarted by restore; their memory is
       not attributed to the plan.
+    - A unit active before the batch and inactive after it that no command named is added with C(via=observed)
+      (and C(by=null)) after comparing C(systemctl list-units --state=active) before and after.
   returned: always
   type: dict
   sample: {avahi-daemon.service: {by: avahi-daemon.socket, via: Requires=}}
+stop_warnings:
+  description:
+    - Units that ended C(failed) after their stop (killed after C(TimeoutStopSec=)), one message each; the unit
+      entry in RV(units) has C(stop_result=failed).
+  returned: when something changed
+  type: list
+  elements: str
+restarted_dependencies:
+  description: With O(state=restore), units started again that had gone down only as dependencies (started last).
+  returned: when state is restore and a layer existed
+  type: list
+  elements: str
 default_target:
   description: Default target before and after.
   returned: always
@@ -217,6 +239,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError
 from ansible_collections.edgeslim.jetson.plugins.module_utils.units_apply import (
+    DEFAULT_STOP_TIMEOUT,
     REQUEST_OPTIONS,
     RunError,
     Runner,
@@ -240,7 +263,7 @@ def apply(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     if module.check_mode or not plan.changes:
         return result
     journal_plan(module, runner, plan, p["journal_path"], p["layer"])
-    run_plan(runner, plan, result, p["journal_path"], p["layer"], p["verify_delay"])
+    run_plan(runner, plan, result, p["journal_path"], p["layer"], p["verify_delay"], p["stop_timeout"])
     return result
 
 
@@ -253,6 +276,7 @@ def main() -> None:
             "layer": {"type": "str", "default": "services"},
             "management_interface": {"type": "str"},
             "verify_delay": {"type": "float", "default": 1.0},
+            "stop_timeout": {"type": "float", "default": DEFAULT_STOP_TIMEOUT},
         },
         supports_check_mode=True,
     )

@@ -14,27 +14,30 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / ".collections"))  # `make link`: edgeslim.jetson from this checkout
 import qemu
+from ansible_collections.edgeslim.jetson.plugins.module_utils import devicetree
+from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
 
 ARTIFACTS = REPO / "build/boot"
 RESULTS = ARTIFACTS / "results.jsonl"
-# Kernel 6.1 SWIOTLB costs per slot: the 2 KiB buffer (IO_TLB_SIZE) plus 24 B of struct io_tlb_slot metadata, both
-# memblock-allocated, so both leave MemTotal. Default pool 32768 slots (64 MiB). Confirmed to the kB in
-# emulated-boot.md §3 (swiotlb=16384: +33152 kB; 65536: -66304 kB).
-SLOT_BYTES = 2048 + 24
-DEFAULT_SLOTS = 32768
+# The expected-size formulas live with the collection (the simulated fleet's boot stand-in uses the same ones):
+# kernel 6.1 SWIOTLB costs per slot the 2 KiB buffer (IO_TLB_SIZE) plus 24 B of struct io_tlb_slot metadata, both
+# memblock-allocated, so both leave MemTotal; default pool 32768 slots (64 MiB); a no-map carve-out of S bytes costs
+# S - S/512. Confirmed to the kB in emulated-boot.md §3 (swiotlb=16384: +33152 kB; 65536: -66304 kB; 256 MiB no-map:
+# -261632 kB).
+SLOT_BYTES = tlb.SLOT_BYTES + tlb.SLOT_METADATA_BYTES
+DEFAULT_SLOTS = tlb.DEFAULT_SLOTS
 # Exact on the verified kernel; a few pages of slack for rounding we have not seen.
 TOLERANCE_KB = 16
 
 
 def swiotlb_cost_kb(slots: int) -> float:
-    return slots * SLOT_BYTES / 1024
+    return tlb.memtotal_cost_bytes(slots) / 1024
 
 
 def no_map_cost_kb(size_bytes: int) -> float:
-    """A no-map carve-out of S bytes takes S - S/512 off MemTotal: the linear map is page-granular, so the hole also
-    saves S/4096 * 8 B of page tables (emulated-boot.md §3: 256 MiB -> -261632 kB)."""
-    return (size_bytes - size_bytes / 512) / 1024
+    return devicetree.no_map_cost_bytes(size_bytes) / 1024
 
 
 def record(test: str, **data: object) -> None:
@@ -103,13 +106,13 @@ class Device:
 
     def play(self, playbook: str | Path, extra_vars: dict | None = None, name: str = "play",
              report_dir: Path | None = None) -> subprocess.CompletedProcess:  # fmt: skip
-        """ansible-playbook against this guest with the repository's ansible.cfg (collection from this checkout,
+        """ansible-playbook against this guest with the testbed's tests/ansible.cfg (collection from this checkout,
         slim_report callback enabled); output kept as build/boot/<test>/<name>.log."""
         inventory = self.guest.inventory(self.run_dir / "hosts.yml")
         (self.run_dir / f"{name}.vars.json").write_text(json.dumps(extra_vars or {}, indent=2))
         env = dict(os.environ)
         env["PATH"] = f"{REPO / '.venv/bin'}:{env.get('PATH', '')}"
-        env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+        env["ANSIBLE_CONFIG"] = str(REPO / "tests" / "ansible.cfg")
         env["ANSIBLE_FORCE_COLOR"] = "0"
         env["ANSIBLE_NOCOLOR"] = "1"
         if report_dir:

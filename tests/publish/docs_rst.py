@@ -48,6 +48,11 @@ function Link(el)
   if text == path or text == path:match("([^/]+)$") then return pandoc.Code("docs/" .. path) end
   return {pandoc.Str(text .. " "), pandoc.Code("(docs/" .. path .. ")")}
 end
+-- Pictures stay in the repository (docs/images/): the docs site names them.
+function Image(el)
+  local text = pandoc.utils.stringify(el.caption)
+  return {pandoc.Str(text .. " "), pandoc.Code("(docs/" .. el.src .. ")")}
+end
 """
 
 

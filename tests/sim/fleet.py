@@ -7,8 +7,10 @@
 
 Each host is a container of the image built by build_image.py with: its own memory limit, seen as MemTotal
 through lxcfs; the variant's device tree at /sys/firmware/devicetree/base; sshd published on a distinct
-127.0.0.1 port; `--restart=always` so an in-guest reboot comes back. The Ansible inventory is written to
-inventories/sim/hosts.yml (or --inventory). See docs/development.md.
+127.0.0.1 port; `--restart=always` so an in-guest reboot comes back, through the simulated boot
+(boot_standin.py): each start accounts the device's own DEFAULT extlinux entry (SWIOTLB pool, booted device tree and
+its carve-outs) into MemTotal and rewrites the host's live device tree. The Ansible inventory is written to
+inventories/sim/hosts.yml (or --inventory). See docs/development.md and docs/testing.md.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import concurrent.futures as cf
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,6 +36,11 @@ import build_image
 import dtb2fs
 
 CACHE = HERE / "cache"
+# Per-container live device trees (rewritten by the simulated boot at every start of the container).
+LIVE_DT = CACHE / "dt-live"
+BOOT_STANDIN = HERE / "boot_standin.py"
+# Installed by testbed.sh (`make host`), found through containers.conf's hooks_dir.
+BOOT_HOOK = Path("/var/lib/edgeslim-sim/hooks.d/edgeslim-sim-boot.json")
 KEY = CACHE / "ssh" / "id_ed25519"
 LXCFS_MEMINFO = Path("/var/lib/lxcfs/proc/meminfo")
 DEFAULT_INVENTORY = ROOT / "inventories" / "sim" / "hosts.yml"
@@ -95,6 +103,8 @@ def ensure_prereqs(n_hosts: int) -> None:
             log(f"fs.inotify.max_user_instances {cur} -> {need}")
         except OSError as exc:
             sys.exit(f"fleet: fs.inotify.max_user_instances is {cur}, {n_hosts} hosts need {need} ({exc})")
+    if not BOOT_HOOK.exists():
+        sys.exit(f"fleet: {BOOT_HOOK} is missing: the simulated boot is not installed (run `make host`)")
     ensure_ssh_key()
 
 
@@ -149,10 +159,27 @@ def container_name(fleet: str, host: str) -> str:
     return f"es-{fleet}-{host}"
 
 
+def live_device_tree(name: str, stock: Path) -> Path:
+    """A fresh copy of the variant's tree for one container: the simulated boot rewrites it at every start."""
+    live = LIVE_DT / name
+    shutil.rmtree(live, ignore_errors=True)
+    shutil.copytree(stock, live)
+    return live
+
+
+def boot_annotations(stock: Path, live: Path | None = None) -> list[str]:
+    """podman arguments that enable the simulated boot (boot_standin.py) for a container."""
+    args = ["--annotation", f"io.edgeslim.sim.boot={BOOT_STANDIN}",
+            "--annotation", f"io.edgeslim.sim.firmware-dt={stock}"]  # fmt: skip
+    return args + (["--annotation", f"io.edgeslim.sim.live-dt={live}"] if live else [])
+
+
 def run_host(fleet: str, host: dict[str, Any], port: int, image: str, scale: str) -> str:
     v = variants()[host["variant"]]
     name = container_name(fleet, host["name"])
     podman("rm", "-f", "-t", "0", name, check=False)
+    stock = device_tree_dir(v)
+    live = live_device_tree(name, stock)
     argv = [
         "run", "-d", "--name", name, "--hostname", host["name"], "--systemd=always", "--restart=always",
         "--label", f"{LABEL}={fleet}", "--label", f"edgeslim.port={port}",
@@ -162,7 +189,7 @@ def run_host(fleet: str, host: dict[str, Any], port: int, image: str, scale: str
         "--memory", f"{v['ram_mb']}m",
         "-v", f"{LXCFS_MEMINFO}:/proc/meminfo:rw",
         "--security-opt", "unmask=/sys/firmware", "--tmpfs", "/sys/firmware:ro",
-        "-v", f"{device_tree_dir(v)}:/sys/firmware/devicetree/base:ro",
+        "-v", f"{live}:/sys/firmware/devicetree/base:ro", *boot_annotations(stock, live),
         "-v", f"{KEY}.pub:/etc/ssh/edgeslim_authorized_keys:ro",
         "-e", f"EDGESLIM_SIM_VARIANT={v['name']}", "-e", f"EDGESLIM_SIM_SCALE={scale}",
         "-p", f"127.0.0.1:{port}:22",
@@ -230,6 +257,9 @@ def write_inventory(fleet: str, path: Path) -> None:
                 "edgeslim_sim_fleet": fleet,
                 "edgeslim_boot_id_command": BOOT_ID_ARGV,
                 "edgeslim_boot_time_command": BOOT_TIME_COMMAND,
+                # The simulated boot accounts the booted entry into MemTotal: the boot layers report the measured
+                # MemTotal delta (their kernel checks stay unverified_container).
+                "edgeslim_measure_in_container": True,
             },
             "children": groups,
         }
@@ -288,6 +318,8 @@ def cmd_down(args: argparse.Namespace) -> int:
         log("no containers")
         return 0
     podman("rm", "-f", "-t", "0", *[h["container"] for h in hosts])
+    for h in hosts:
+        shutil.rmtree(LIVE_DT / h["container"], ignore_errors=True)
     log(f"removed {len(hosts)} containers")
     inv = Path(args.inventory)
     if inv.exists() and (args.all or f"fleet '{fleet}'" in inv.read_text().splitlines()[0]):
@@ -301,6 +333,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     ensure_ssh_key()  # scenarios that reach a container over SSH authorize it
     print(f"export EDGESLIM_SIM_IMAGE={image}")
     print(f"export EDGESLIM_SIM_SSH_KEY={KEY}")
+    # Molecule platforms that boot their extlinux.conf (the simulated boot) annotate io.edgeslim.sim.boot with it.
+    print(f"export EDGESLIM_SIM_BOOT_STANDIN={BOOT_STANDIN}")
     for name, v in variants().items():
         key = name.upper().replace("-", "_")
         print(f"export EDGESLIM_SIM_DT_{key}={device_tree_dir(v)}")

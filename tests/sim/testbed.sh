@@ -3,7 +3,8 @@
 # Idempotent; called by `make host` (and so by `make test` / `make demo`). See docs/development.md.
 set -euo pipefail
 
-PACKAGES=(podman runc debootstrap device-tree-compiler lxcfs gcc libc6-dev shellcheck)
+# chromium + a font: the unit lane renders the HTML fleet report headless and checks the screenshot.
+PACKAGES=(podman runc debootstrap device-tree-compiler lxcfs gcc libc6-dev shellcheck chromium fonts-dejavu-core)
 LXCFS_DIR=/var/lib/lxcfs
 # Each systemd container takes ~6 inotify instances; the default 128 hangs fleets above ~20 hosts.
 INOTIFY_MIN=1024
@@ -63,4 +64,18 @@ if [ "$cur" -lt "$INOTIFY_MIN" ]; then
   sysctl -q -w fs.inotify.max_user_instances="$INOTIFY_MIN"
   echo "testbed: fs.inotify.max_user_instances $cur -> $INOTIFY_MIN"
 fi
+# The simulated boot (tests/sim/boot_standin.py): a podman OCI hook that accounts each simulated Jetson's booted
+# extlinux.conf entry into its MemTotal at every start. Registered in tests/sim/containers.conf's hooks_dir; it runs
+# only for containers annotated io.edgeslim.sim.boot (the stand-in of the checkout that started them).
+HOOKS_HOME=/var/lib/edgeslim-sim
+hook_json='{"version": "1.0.0", "hook": {"path": "/usr/bin/python3", "args": ["python3", "'$HOOKS_HOME'/boot_hook.py"]}, "when": {"annotations": {"^io\\.edgeslim\\.sim\\.boot$": ".+"}}, "stages": ["createRuntime"]}'
+src_hook="$(dirname "$0")/boot_hook.py"
+if ! cmp -s "$src_hook" "$HOOKS_HOME/boot_hook.py" || [ "$(cat "$HOOKS_HOME/hooks.d/edgeslim-sim-boot.json" 2>/dev/null)" != "$hook_json" ]; then
+  need_root "install the simulated boot's OCI hook" "$HOOKS_HOME/hooks.d/edgeslim-sim-boot.json"
+  mkdir -p "$HOOKS_HOME/hooks.d"
+  install -m 0755 "$src_hook" "$HOOKS_HOME/boot_hook.py"
+  printf '%s\n' "$hook_json" > "$HOOKS_HOME/hooks.d/edgeslim-sim-boot.json"
+  echo "testbed: simulated boot hook installed in $HOOKS_HOME"
+fi
+
 echo "testbed: ready (podman $(podman --version | awk '{print $3}'), lxcfs, inotify $(cat /proc/sys/fs/inotify/max_user_instances), Python $(awk '/^[0-9]/{print $1}' "$(dirname "$0")/image/pythons.txt" | paste -sd " "))"

@@ -10,13 +10,15 @@ Standalone on purpose: it must work at boot without Ansible. Checks that need th
 It fails safe: every check command has a timeout (checks.timeout in the record, default CHECK_TIMEOUT s) and a
 timeout is a failure; max_boots is tested before the checks; an unreadable record or an unexpected error reverts;
 a revert only names a label that exists; results are written best effort (a read-only or full /var never stops
-the extlinux.conf decision).
+the extlinux.conf decision); a revert that /boot has no room for leaves extlinux.conf whole and no temporary file,
+says so in one log line and is owed: the record is kept and the next boot reverts first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import glob
 import json
 import os
@@ -35,6 +37,9 @@ EXTLINUX = "/boot/extlinux/extlinux.conf"  # reverted when a record is too damag
 # checks of every pending record, or systemd kills the checker before it can revert.
 CHECK_TIMEOUT = 120
 REQUIRED = {"layer": str, "extlinux_path": str, "previous_default": str}
+# A revert that cannot be written for want of room (or a read-only /boot) is kept and retried at the next boot.
+NO_ROOM = {errno.ENOSPC: "/boot is full", errno.EFBIG: "the file is too large for /boot",
+           errno.EDQUOT: "the disk quota of /boot is used up", errno.EROFS: "/boot is read-only"}  # fmt: skip
 
 
 class CheckTimeout(Exception):
@@ -91,7 +96,9 @@ def run(argv: list[str], timeout: float | None = None) -> subprocess.CompletedPr
 
 
 def check_timeout(spec: dict) -> float:
-    value = spec.get("timeout", CHECK_TIMEOUT)
+    value = spec.get("timeout")
+    if value is None:  # unset (or null from an argument spec's sub-option): the default
+        return CHECK_TIMEOUT
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ValueError(f"checks.timeout must be a positive number of seconds, got {value!r}")
     return value
@@ -109,7 +116,7 @@ def checks(pending: dict) -> tuple[list[str], list[str]]:
     spec = pending.get("checks", {})
     timeout = check_timeout(spec)
     failures, notes = [], []
-    for unit in spec.get("units_active", []):
+    for unit in spec.get("units_active") or []:
         try:
             state = run(["systemctl", "is-active", unit], timeout).stdout.strip()
         except CheckTimeout as exc:
@@ -118,14 +125,14 @@ def checks(pending: dict) -> tuple[list[str], list[str]]:
         if state != "active":
             failures.append(f"{unit} is {state or 'unknown'}")
     container = in_container()
-    for arg in spec.get("cmdline_contains", []):
+    for arg in spec.get("cmdline_contains") or []:
         if container:
             notes.append(f"cmdline check for {arg} not possible in a container (host kernel)")
             continue
         with open("/proc/cmdline") as handle:
             if arg not in handle.read().split():
                 failures.append(f"/proc/cmdline lacks {arg} (the bootloader did not boot the managed entry)")
-    for path in spec.get("dt_disabled", []):
+    for path in spec.get("dt_disabled") or []:
         if container:
             notes.append(f"device-tree check for {path} not possible in a container (the live tree is not this boot's)")
             continue
@@ -134,7 +141,7 @@ def checks(pending: dict) -> tuple[list[str], list[str]]:
             failures.append(f"{path} is missing from the live device tree")
         elif status != "disabled":
             failures.append(f"{path} is {status} in the live device tree (the overlay was not applied)")
-    for text in spec.get("kernel_log_absent", []):
+    for text in spec.get("kernel_log_absent") or []:
         try:
             dmesg = run(["dmesg"], timeout)
         except CheckTimeout as exc:
@@ -184,16 +191,33 @@ def set_default(path: str, label: str) -> None:
     if not done:
         out.insert(0, f"DEFAULT {label}\n")
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".extlinux.")
-    # mkstemp creates 0600: keep the file's own mode and owner, or a revert leaves extlinux.conf root-only (the
-    # emulated-boot lane caught it: a reverted device's file was no longer world-readable as it is on L4T).
-    stat = os.stat(path)
-    os.fchmod(fd, stat.st_mode & 0o7777)
-    os.fchown(fd, stat.st_uid, stat.st_gid)
-    with os.fdopen(fd, "w", newline="") as handle:
-        handle.write("".join(out))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        # mkstemp creates 0600: keep the file's own mode and owner, or a revert leaves extlinux.conf root-only (the
+        # emulated-boot lane caught it: a reverted device's file was no longer world-readable as it is on L4T).
+        stat = os.stat(path)
+        os.fchmod(fd, stat.st_mode & 0o7777)
+        os.fchown(fd, stat.st_uid, stat.st_gid)
+        with os.fdopen(fd, "w", newline="") as handle:
+            fd = -1  # the handle owns it now
+            handle.write("".join(out))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # /boot full (ENOSPC, EFBIG) or read-only: extlinux.conf was never touched; leave no temporary file behind
+        # to take the space a retry needs.
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename survives a power cut
+        dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def labels(path: str) -> tuple[list[str], str | None]:
@@ -270,6 +294,10 @@ def read_pending(path: str) -> tuple[dict, str | None]:
         if isinstance(doc.get("extlinux_path"), str) and doc["extlinux_path"]:
             salvaged["extlinux_path"] = doc["extlinux_path"]
         return salvaged, f"pending record {path} lacks {', '.join(bad)}"
+    if doc["layer"] != layer:  # arm writes pending/<layer>.json; the verdict's file is named after the layer
+        return {"layer": layer, "extlinux_path": doc["extlinux_path"]}, (
+            f"pending record {path} names layer {doc['layer']!r}, not its file's {layer!r}"
+        )
     try:
         doc["boots"] = int(doc.get("boots", 0))
         doc["max_boots"] = int(doc.get("max_boots", 3))
@@ -286,6 +314,9 @@ def evaluate(path: str) -> tuple[dict, list[str], list[str]]:
     pending, error = read_pending(path)
     if error:
         return pending, [f"{error}; reverting to an existing non-managed entry"], []
+    owed = pending.get("revert_required")
+    if owed:  # an earlier boot decided to revert and could not write /boot: no second chance for the checks
+        return pending, [f"a revert failed at an earlier boot ({owed}); retrying it"], []
     try:
         pending["boots"] += 1
         # Counted before anything else: a hang or a crash still uses up a boot. A read-only /var cannot count;
@@ -300,14 +331,32 @@ def evaluate(path: str) -> tuple[dict, list[str], list[str]]:
         return pending, [f"checker error: {type(exc).__name__}: {exc}"], []
 
 
+def labels_or_none(path: str) -> str | None:
+    try:
+        return labels(path)[1]
+    except (OSError, ValueError):
+        return None
+
+
 def revert(pending: dict, result: dict) -> bool:
     """Point DEFAULT at an existing earlier entry and re-sign; True when extlinux.conf was rewritten."""
     path = pending["extlinux_path"]
+    target = None
     try:
         target = revert_target(path, pending)
         set_default(path, target)
     except Exception as exc:
-        log(traceback.format_exc())
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            # The safest state left: the entry this boot runs, extlinux.conf whole (the atomic write never touched
+            # it; an in-place rewrite could leave it unparseable at a power cut), no reboot (it would boot the same
+            # entry), and the revert owed at the next boot (process keeps the record).
+            log(
+                f"cannot revert {path} to {target!r}: {NO_ROOM[exc.errno]} ({os.strerror(exc.errno)}); "
+                f"extlinux.conf is unchanged (DEFAULT {labels_or_none(path)}), no temporary file is left, and "
+                f"the revert is retried at the next boot -- free space in {os.path.dirname(path)} and reboot"
+            )
+        else:
+            log(traceback.format_exc())
         result["notes"] = [*result["notes"], f"revert of {path} failed: {type(exc).__name__}: {exc}"]
         result["status"] = "revert_failed"
         return False
@@ -339,14 +388,20 @@ def process(pending_dir: str = PENDING, results_dir: str = RESULTS) -> bool:
             failures = [f"booted together with {', '.join(others)}, which failed; the shared entry is reverted"]
         result = {"layer": layer, "boots": pending.get("boots"), "checked": now(), "notes": notes,
                   "failures": failures, "boot_identity": boot_identity(pending.get("boot_id_command"))}  # fmt: skip
+        keep = False
         if failures:
-            reboot = revert(pending, result) or reboot
+            reverted = revert(pending, result)
+            reboot = reverted or reboot
+            keep = not reverted and result["status"] == "revert_failed"
         else:
             result["status"] = "committed"
-        try:
-            os.unlink(path)
-        except OSError as exc:
-            log(f"cannot remove {path}: {exc}")
+        if keep:  # the revert is owed: the next boot retries it first (best effort on a full or read-only /var)
+            try_write_json(path, {**pending, "revert_required": "; ".join(failures)})
+        else:
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                log(f"cannot remove {path}: {exc}")
         try_write_json(os.path.join(results_dir, f"{layer}.json"), result)
         print(f"edgeslim-boot-commit: {layer}: {result['status']} {failures or ''} {result['notes'] or ''}")
     return reboot

@@ -255,6 +255,10 @@ def test_a_revert_only_targets_an_existing_label(checker, boot, recorded, expect
      '"max_boots": "three"}', "invalid"),
     ('{"layer": "swiotlb", "extlinux_path": "/boot/extlinux/extlinux.conf", "previous_default": "primary", '
      '"checks": {"timeout": 0}}', "invalid: checks.timeout must be a positive number"),
+    ('{"layer": "../../etc/cron.d/x", "extlinux_path": "/boot/extlinux/extlinux.conf", "previous_default": "primary"}',
+     "names layer '../../etc/cron.d/x', not its file's 'swiotlb'"),  # the verdict's file name comes from the layer
+    ('{"layer": "swiotlb", "extlinux_path": "/boot/extlinux/extlinux.conf", "previous_default": "primary", '
+     '"checks": null}', "invalid: checks is NoneType, not an object"),
 ])  # fmt: skip
 def test_a_damaged_pending_record_reverts_to_the_first_non_managed_entry(checker, boot, monkeypatch, content, reason):
     extlinux, pending, results = boot
@@ -297,3 +301,94 @@ def test_a_full_var_leaves_no_half_written_pending_record(checker, boot, monkeyp
     monkeypatch.setattr(checker.json, "dump", full)
     assert checker.try_write_json(str(pending / "swiotlb.json"), {"layer": "swiotlb", "boots": 1}) is False
     assert [p.name for p in pending.iterdir()] == ["swiotlb.json"] and (pending / "swiotlb.json").read_text() == before
+
+
+@pytest.mark.parametrize("code", [28, 27, 30])  # ENOSPC, EFBIG, EROFS
+def test_a_full_boot_on_revert_leaves_the_file_whole_says_so_and_retries_at_the_next_boot(
+    checker, boot, monkeypatch, capsys, code
+):
+    """/boot full while the revert is written: no temporary file, extlinux.conf byte-identical (never half
+    written), a log line saying what to do, no reboot (it would boot the same entry), and the record kept with the
+    revert owed, so the next boot reverts without running the checks again."""
+    extlinux, pending, results = boot
+    _pending(pending, "swiotlb", extlinux, "false")
+    before = extlinux.read_bytes()
+    real_fdopen = checker.os.fdopen
+
+    def full(fd, *args, **kwargs):
+        handle = real_fdopen(fd, *args, **kwargs)
+        if not checker.os.readlink(f"/proc/self/fd/{fd}").startswith(str(extlinux.parent / ".extlinux.")):
+            return handle  # /var (the boot count, the verdict) has room
+
+        def write(text):
+            raise OSError(code, checker.os.strerror(code))
+
+        handle.write = write
+        return handle
+
+    monkeypatch.setattr(checker.os, "fdopen", full)
+    assert checker.process(str(pending), str(results)) is False
+    assert extlinux.read_bytes() == before
+    assert sorted(p.name for p in extlinux.parent.iterdir()) == ["extlinux.conf", "pending", "results"]
+    verdict = _verdict(results, "swiotlb")
+    assert verdict["status"] == "revert_failed"
+    err = capsys.readouterr().err
+    assert f"cannot revert {extlinux} to 'primary'" in err
+    assert "extlinux.conf is unchanged (DEFAULT edgeslim)" in err and "no temporary file is left" in err
+    assert "the revert is retried at the next boot" in err
+    record = json.loads((pending / "swiotlb.json").read_text())
+    assert record["revert_required"].startswith("health command failed (rc 1): false")
+
+    monkeypatch.setattr(checker.os, "fdopen", real_fdopen)
+    marker = extlinux.parent / "checked"
+    _record(pending, "swiotlb", checks={"command": f"touch {marker}"})
+    assert checker.process(str(pending), str(results)) is True
+    assert not marker.exists() and "\nDEFAULT primary\n" in extlinux.read_text()
+    verdict = _verdict(results, "swiotlb")
+    assert verdict["status"] == "reverted" and verdict["failures"][0].startswith("a revert failed at an earlier boot")
+    assert not list(pending.iterdir())
+
+
+def test_set_default_removes_its_temporary_file_when_the_write_fails(checker, tmp_path, monkeypatch):
+    conf = tmp_path / "extlinux.conf"
+    conf.write_text(THREE_ENTRIES)
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checker.os, "fsync", full)
+    with pytest.raises(OSError):
+        checker.set_default(str(conf), "primary")
+    assert [p.name for p in tmp_path.iterdir()] == ["extlinux.conf"] and conf.read_text() == THREE_ENTRIES
+
+
+def _arm_spec_errors(params: dict) -> list[str]:
+    """The arm side's argument spec, checked as Ansible checks it before the role runs (validate_argument_spec)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    yaml = pytest.importorskip("yaml")
+    spec = yaml.safe_load((CHECKER.parents[1] / "meta/argument_specs.yml").read_text())["argument_specs"]["arm"]
+    return list(ArgumentSpecValidator(spec["options"]).validate(params).error_messages)
+
+
+CHECKS = {"units_active": [], "cmdline_contains": ["swiotlb=2048"], "kernel_log_absent": ["swiotlb buffer is full"],
+          "command": "", "timeout": 60}  # fmt: skip
+ARMED = {"boot_commit_layer": "swiotlb", "boot_commit_extlinux_path": "/boot/extlinux/extlinux.conf",
+         "boot_commit_previous_default": "primary", "boot_commit_max_boots": 3,
+         "boot_commit_checks": CHECKS}  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({}, None),
+    ({"boot_commit_checks": {"unit_active": ["app.service"]}}, "boot_commit_checks.unit_active"),  # misspelt
+    ({"boot_commit_checks": "true"}, "boot_commit_checks"),
+    ({"boot_commit_checks": {"units_active": {"a": 1}}}, "units_active"),
+    ({"boot_commit_max_boots": "three"}, "boot_commit_max_boots"),
+    ({"boot_commit_previous_default": "__omit__"}, "boot_commit_previous_default"),
+])  # fmt: skip
+def test_the_pending_record_is_validated_when_armed(change, message):
+    errors = _arm_spec_errors({k: v for k, v in {**ARMED, **change}.items() if v != "__omit__"})
+    if message is None:
+        assert errors == []
+    else:
+        assert errors and any(message in e for e in errors), errors

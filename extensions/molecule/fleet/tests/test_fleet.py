@@ -17,6 +17,10 @@ CANARY = EPHEMERAL / "report-canary" / "edgeslim-report.json"
 REFUSED = EPHEMERAL / "report-refused"
 # Robots slimmed without a reboot, then restored by playbooks/rollback.yml: JetPack 5 (3.8) and 7 (3.12).
 RESTORED = {"es-fleet-robot-r35": "3.8", "es-fleet-robot-thor": "3.12"}
+STOCK_KB = int(os.environ.get("EDGESLIM_SIM_MEMTOTAL_MIB_ORIN_NANO_8GB", "7620")) * 1024
+# What the simulated boot books for the warehouse robot's entry (the emulated lane's formulas): swiotlb=2048 instead
+# of 32768 slots, (32768 - 2048) x 2072 B; display disabled, so no 32 MiB no-map early-boot framebuffer, S - S/512.
+SWIOTLB_KB, FRAMEBUFFER_KB = 62160, 32704
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +36,18 @@ def test_report_marks_each_host(report):
     ok = report["es-fleet-robot-ok"]
     assert ok["status"] == "ok"
     # Services applied; both boot layers rebooted (once, see test_device_state) and were committed by the device. A
-    # container runs the host's kernel, so the boot layers cannot be measured here: never reported as "applied".
+    # container runs the host's kernel, so the kernel checks were impossible: never reported as "applied". MemTotal
+    # is the simulated boot's, so the megabytes are measured: SWIOTLB its formula share, carveouts the rest.
     assert ok["layer_status"] == {
         "services": "applied",
         "swiotlb": "unverified_container",
         "carveouts": "unverified_container",
     }
     assert ok["reclaimed_mb"]["services"] > 0
+    swiotlb_mb = round(SWIOTLB_KB / 1024, 1)
+    assert ok["reclaimed_mb"]["swiotlb"] == swiotlb_mb
+    assert ok["reclaimed_mb"]["carveouts"] == round((SWIOTLB_KB + FRAMEBUFFER_KB) / 1024 - swiotlb_mb, 1)
+    assert abs(ok["memtotal_after_mb"] - ok["memtotal_before_mb"] - (SWIOTLB_KB + FRAMEBUFFER_KB) / 1024) < 0.1
     assert report["es-fleet-robot-fault"]["status"] == "rolled_back"
     # Health check failed after the reboot: the device reverted SWIOTLB by itself, the play rolled back the services
     # layer it had applied before (slim_rollback_scope host) and failed the host.
@@ -111,6 +120,12 @@ def test_device_state(host):
         assert all(v["boots"] == 1 for v in verdicts.values()), verdicts
     if name(host) == "es-fleet-robot-ok":
         assert {v["status"] for v in verdicts.values()} == {"committed"}
+    # MemTotal is what the booted entry gives (the simulated boot): the committed robot gained both boot layers; the
+    # sick robot reverted by itself and boots the stock entry again, so it gained nothing; the others never rebooted.
+    if name(host) in ("es-fleet-robot-ok", "es-fleet-robot-sick", "es-fleet-robot-fault", "es-fleet-robot-r35"):
+        memtotal = int(host.file("/proc/meminfo").content_string.split("MemTotal:", 1)[1].split()[0])
+        gained = SWIOTLB_KB + FRAMEBUFFER_KB if name(host) == "es-fleet-robot-ok" else 0
+        assert memtotal == STOCK_KB + gained, (name(host), memtotal)
     if name(host) == "es-fleet-robot-sick":
         assert verdicts["swiotlb"]["status"] == "reverted"
         assert any("health command failed" in f for f in verdicts["swiotlb"]["failures"])

@@ -26,3 +26,33 @@ def test_default_target_and_journal(host):
     assert host.check_output("systemctl get-default") == "graphical.target"
     journal = json.loads(host.file("/var/lib/edgeslim/journal.json").content_string)
     assert journal["layers"] == {}
+
+
+def _stubborn_record(host) -> dict:
+    return json.loads(host.file("/root/es-stubborn-result.json").content_string)
+
+
+def test_stubborn_unit_bounded_and_reported(host):
+    record = _stubborn_record(host)
+    slim = record["slim"]
+    assert slim["status"] == "applied", slim
+    unit = slim["details"]["units"]["es-stubborn.service"]
+    assert unit["stop_result"] == "failed", unit
+    assert any("es-stubborn.service ended failed" in note for note in unit["notes"])
+    assert slim["details"]["stop_failed"] == ["es-stubborn.service"]
+    # TimeoutStopSec=5 applied: the stop ended in seconds, far below the 120 s stop_timeout
+    assert record["seconds"] < 100, record["seconds"]
+    after = record["after_slim"]
+    assert "Id=es-stubborn.service\nActiveState=failed\nUnitFileState=disabled" in after
+
+
+def test_requires_client_stopped_as_dependency_and_restarted(host):
+    record = _stubborn_record(host)
+    with_it = record["slim"]["details"]["stopped_with"]
+    assert with_it["es-dep-client.service"] == {"by": "es-dep-server.service", "via": "Requires="}
+    assert "Id=es-dep-client.service\nActiveState=inactive\nUnitFileState=enabled" in record["after_slim"]
+    rollback = record["rollback"]
+    assert rollback["restored"] is True
+    assert "es-dep-client.service" in rollback["restarted_dependencies"]
+    assert host.service("es-dep-client.service").is_running
+    assert host.service("es-stubborn.service").is_running

@@ -1,10 +1,17 @@
 """slim with both boot layers -> one reboot -> commit on the device; a re-run (Molecule's idempotence step) changed
 nothing and did not reboot; then the rollback entry point restored the stock file and removed the boot-time checker.
-The container runs the host's kernel, so the SWIOTLB layer must say "unverified_container"."""
+The container runs the host's kernel, so the boot layers must say "unverified_container"; MemTotal is the simulated
+boot's (tests/sim/boot_standin.py books the entry the container booted), so their reclaimed_mb is measured."""
 
 from __future__ import annotations
 
 import json
+import os
+
+STOCK_KB = int(os.environ.get("EDGESLIM_SIM_MEMTOTAL_MIB_ORIN_NANO_8GB", "7620")) * 1024
+# The emulated lane's formulas for what the managed entry boots: swiotlb=2048 instead of the default 32768 slots,
+# (32768 - 2048) x 2072 B; the display disabled, so no 32 MiB no-map early-boot framebuffer: 32 MiB - 32 MiB/512.
+SWIOTLB_KB, FRAMEBUFFER_KB = 62160, 32704
 
 
 def test_device_committed_after_the_reboot(host):
@@ -15,9 +22,20 @@ def test_device_committed_after_the_reboot(host):
     assert any("not possible in a container" in n for n in verdict["notes"])
 
 
-def test_role_reported_unverified_not_applied(host):
-    result = json.loads(host.file("/root/swiotlb-result.json").content_string)
-    assert result == {"status": "unverified_container", "reclaimed_mb": None}
+def test_layers_reported_unverified_with_the_measured_memtotal(host):
+    """Never "applied" (the kernel checks were impossible); the megabytes are the MemTotal the simulated boot gave,
+    split as slim splits one shared reboot: SWIOTLB its formula share, carveouts the rest."""
+    swiotlb = json.loads(host.file("/root/swiotlb-result.json").content_string)
+    assert swiotlb == {"status": "unverified_container", "reclaimed_mb": round(SWIOTLB_KB / 1024, 1)}
+    carveouts = json.loads(host.file("/root/carveouts-result.json").content_string)
+    assert carveouts["status"] == "unverified_container"
+    assert carveouts["reclaimed_mb"] == round((SWIOTLB_KB + FRAMEBUFFER_KB) / 1024 - round(SWIOTLB_KB / 1024, 1), 1)
+    committed = int(host.file("/root/memtotal-committed").content_string.split()[1])
+    assert committed == STOCK_KB + SWIOTLB_KB + FRAMEBUFFER_KB
+
+
+def test_rollback_boot_is_back_to_the_stock_memtotal(host):
+    assert int(host.file("/proc/meminfo").content_string.split("MemTotal:", 1)[1].split()[0]) == STOCK_KB
 
 
 def test_rerun_with_reboots_allowed_did_not_reboot(host):

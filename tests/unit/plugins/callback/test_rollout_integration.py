@@ -13,7 +13,7 @@ HERE = ROOT / "tests/integration/rollout"
 
 
 def run(tmp_path, *args, inventory_vars=None):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_EDGESLIM_REPORT_DIR=str(tmp_path),
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "tests/ansible.cfg"), ANSIBLE_EDGESLIM_REPORT_DIR=str(tmp_path),
                ANSIBLE_SHOW_CUSTOM_STATS="1")  # fmt: skip
     sources = ["-i", str(HERE / "inventory.yml")]
     if inventory_vars:  # a second inventory source: group_vars of the fleet, as an operator would set them

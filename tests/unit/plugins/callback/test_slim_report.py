@@ -6,20 +6,7 @@ import json
 
 from ansible.executor.stats import AggregateStats
 from ansible_collections.edgeslim.jetson.plugins.callback.slim_report import CallbackModule
-
-
-class FakeDisplay:
-    def __init__(self):
-        self.lines = []
-
-    def banner(self, text):
-        self.lines.append(text)
-
-    def display(self, text):
-        self.lines.append(text)
-
-    def warning(self, text):
-        self.lines.append("WARNING " + text)
+from fake_display import FakeDisplay
 
 
 def make_callback(tmp_path, output_dir=True):

@@ -64,7 +64,7 @@ def test_slim_task_refuses_before_any_change(tmp_path, extra, refused):
     marker = "first-change-would-run-here"
     play = tmp_path / "play.yml"
     play.write_text(PLAY.format(tasks=ROOT / "roles/slim/tasks/reboot_policy.yml", marker=marker))
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "tests" / "ansible.cfg"))
     res = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(play), "-e", json.dumps(extra)],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False,

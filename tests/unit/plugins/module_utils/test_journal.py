@@ -37,7 +37,11 @@ def test_update_layer_touches_only_its_layer(tmp_path):
     assert old is None and new == {"units": {"a.service": {}}}
     with open(path) as handle:
         doc = json.load(handle)
-    assert doc == {"version": 1, "layers": {"swiotlb": {"append": "x"}, "services": {"units": {"a.service": {}}}}}
+    assert doc == {
+        "version": 1,
+        "generation": 2,
+        "layers": {"swiotlb": {"append": "x"}, "services": {"units": {"a.service": {}}}},
+    }
     j.update_layer(path, "services", lambda old: None)
     assert j.load_journal(path)["layers"] == {"swiotlb": {"append": "x"}}
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"

@@ -69,6 +69,65 @@ def test_restore_clearing_rebuilds_from_the_copy_and_keeps_the_damaged_file(tmp_
     warnings = []
     old, new = j.update_layer(str(path), "services", lambda old: None, fallback=True, warnings=warnings)
     assert old == GEN2["layers"]["services"] and new is None
-    assert j.load_journal(str(path)) == {"version": 1, "layers": {"swiotlb": {}}}
+    assert j.load_journal(str(path)) == {"version": 1, "generation": 1, "layers": {"swiotlb": {}}}
     assert (tmp_path / "journal.json.corrupt").read_text() == ""
     assert len(warnings) == 1 and "journal.json.corrupt" in warnings[0]
+
+
+def _two_runs(tmp_path):
+    """A journal written twice through update_layer (generation 2), services layer created by run R1."""
+    path = tmp_path / "journal.json"
+    j.update_layer(str(path), "services", lambda old: {"created": "R1", "units": {"gdm.service": {}}})
+    j.update_layer(str(path), "swiotlb", lambda old: {"created": "S1"})
+    return path
+
+
+def test_every_layer_write_increments_the_generation(tmp_path):
+    path = _two_runs(tmp_path)
+    assert j.load_journal(str(path))["generation"] == 2
+    assert json.loads((tmp_path / "journal.json.prev").read_text())["generation"] == 2
+    j.update_layer(str(path), "swiotlb", lambda old: old)  # unchanged: nothing written
+    assert j.load_journal(str(path))["generation"] == 2
+
+
+def test_torn_journal_falls_back_to_the_same_run_naming_the_generation(tmp_path):
+    path = _two_runs(tmp_path)
+    text = path.read_text()
+    path.write_text(text[: len(text) - 30])  # a torn write: the head (generation, created stamps) is legible
+    doc, warning = j.load_journal_fallback(str(path))
+    assert doc["layers"]["services"]["created"] == "R1"
+    assert f"using its copy {path}.prev: generation 2 (services created R1, swiotlb created S1)" in warning
+
+
+@pytest.mark.parametrize(
+    ("copy", "why"),
+    [
+        ({"version": 1, "generation": 1, "layers": {"services": {"created": "R1"}}}, "generation 1, the damaged"),
+        ({"version": 1, "generation": 2, "layers": {"services": {"created": "R0"}}}, "created R0, the damaged"),
+    ],
+)
+def test_copy_of_another_generation_or_run_is_refused_naming_both_files(tmp_path, copy, why):
+    path = _two_runs(tmp_path)
+    path.write_text(path.read_text()[:90])
+    (tmp_path / "journal.json.prev").write_text(json.dumps(copy, sort_keys=True))
+    with pytest.raises(j.JournalError) as err:
+        j.load_journal_fallback(str(path))
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: not valid JSON") and f"its copy {path}.prev is readable but not the same run" in msg
+    assert why in msg and "docs/journal.md, Recovery" in msg and f"cp -p {path}.prev {path}" in msg
+
+
+def test_both_files_bad_names_both_and_the_recovery(tmp_path):
+    path = _two_runs(tmp_path)
+    path.write_text("")
+    (tmp_path / "journal.json.prev").write_text('{"version": 1, "gen')
+    with pytest.raises(j.JournalError) as err:
+        j.load_journal_fallback(str(path))
+    msg = str(err.value)
+    assert f"{path}: the journal is empty" in msg and f"its copy is unreadable too: {path}.prev: not valid JSON" in msg
+    assert "docs/journal.md, Recovery" in msg
+
+
+def test_generation_must_be_a_count():
+    with pytest.raises(j.JournalError, match="'generation' must be a non-negative integer"):
+        j.parse_journal('{"version": 1, "generation": "2", "layers": {}}')

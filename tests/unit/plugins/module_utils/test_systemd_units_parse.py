@@ -101,11 +101,12 @@ def test_plan_collapses_aliases_and_reports_absent():
     assert by["nvargus-daemon.service"].actions == ["disable"]
     assert plan.absent == ["whoopsie.service", "cups.service"]
     assert plan.commands("systemctl") == [
-        ["systemctl", "mask", "--now", "--", "gdm.service", "packagekit.service"],
+        ["systemctl", "mask", "--now", "--no-block", "--", "gdm.service", "packagekit.service"],
         [
             "systemctl",
             "disable",
             "--now",
+            "--no-block",
             "--",
             "nvargus-daemon.service",
             "avahi-daemon.service",
@@ -121,7 +122,7 @@ def test_static_unit_in_disable_list_is_stopped_with_note():
     unit = plan.units[0]
     assert unit.actions == ["stop"]
     assert "mask it" in unit.notes[0]
-    assert plan.commands("systemctl") == [["systemctl", "stop", "--", "packagekit.service"]]
+    assert plan.commands("systemctl") == [["systemctl", "stop", "--no-block", "--", "packagekit.service"]]
 
 
 def test_protected_alias_refused():

@@ -4,7 +4,10 @@ It prints `systemctl show` blocks in systemd's shape (see tests/unit/fixtures/un
 matters here: aliases (`gdm3` -> `gdm.service`), static/enabled/disabled/indirect unit files, masking (and its
 refusal when the unit file lives in /etc/systemd/system), `--now`, RefuseManualStop, triggers, the default target,
 stop propagation to the units PartOf=/Requires=/Requisite=/BindsTo= a stopped unit (transitively, as systemd's
-UNIT_ATOM_PROPAGATE_STOP), and injected faults (a unit whose stop fails).
+UNIT_ATOM_PROPAGATE_STOP), `list-units --state=active` and `list-jobs` in systemd's `--plain --no-legend` shape,
+and injected faults (a unit whose stop fails, a unit that ignores SIGTERM and ends `failed` when systemd kills it
+after TimeoutStopSec=, a stop job that never finishes, a unit that goes down with another although no dependency
+property says so).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ class FakeUnit:
     required_by: tuple[str, ...] = ()
     requisite_of: tuple[str, ...] = ()
     bound_by: tuple[str, ...] = ()
+    ignores_sigterm: bool = False  # the stop times out: systemd SIGKILLs it and the unit ends "failed"
+    stop_hangs: bool = False  # the stop job never finishes (stays listed by list-jobs, unit "deactivating")
+    takes_down: tuple[str, ...] = ()  # units that exit when this one stops, invisible to `systemctl show`
 
     def __post_init__(self) -> None:
         # what `enable` brings back: an indirect unit (enabled through Also=) returns to indirect
@@ -43,6 +49,7 @@ class FakeSystemd:
         self.default_target = default_target
         self.omit_empty = omit_empty
         self.calls: list[list[str]] = []
+        self.jobs: list[tuple[str, str]] = []  # (unit, type) of the jobs still running
 
     # -- helpers
     def get(self, name: str) -> FakeUnit | None:
@@ -88,7 +95,7 @@ class FakeSystemd:
                 "BoundBy": " ".join(unit.bound_by),
                 "LoadState": "masked" if unit.masked else "loaded",
                 "ActiveState": unit.active,
-                "SubState": "running" if unit.active == "active" else "dead",
+                "SubState": {"active": "running", "failed": "failed"}.get(unit.active, "dead"),
                 "FragmentPath": "" if unit.masked else unit.fragment,
                 "UnitFileState": "masked" if unit.masked else unit.file_state,
                 "RefuseManualStop": "yes" if unit.refuse_manual_stop else "no",
@@ -106,8 +113,16 @@ class FakeSystemd:
             )
         if unit.stop_fails:
             return f"Job for {unit.id} failed.\n"
-        unit.active = "inactive"
+        if unit.stop_hangs:
+            unit.active = "deactivating"
+            self.jobs.append((unit.id, "stop"))
+            return None
+        unit.active = "failed" if unit.ignores_sigterm else "inactive"
         self._propagate_stop(unit)
+        for name in unit.takes_down:
+            dep = self.units.get(name)
+            if dep is not None and dep.active == "active":
+                dep.active = "inactive"
         return None
 
     def _propagate_stop(self, unit: FakeUnit) -> None:
@@ -126,6 +141,19 @@ class FakeSystemd:
         names = [a for a in args[1:] if not a.startswith("--")]
         if verb == "show":
             return 0, "\n".join(self._block(n) for n in names), ""
+        if verb == "list-units":
+            assert "--plain" in args and "--no-legend" in args, args
+            states = next(a.split("=", 1)[1].split(",") for a in args if a.startswith("--state="))
+            types = next(a.split("=", 1)[1].split(",") for a in args if a.startswith("--type="))
+            lines = [
+                f"{u.id} loaded {u.active} {'running' if u.active == 'active' else 'dead'} {u.id} daemon"
+                for u in sorted(self.units.values(), key=lambda x: x.id)
+                if u.active in states and u.id.rsplit(".", 1)[1] in types
+            ]
+            return 0, "".join(line + "\n" for line in lines), ""
+        if verb == "list-jobs":
+            assert "--plain" in args and "--no-legend" in args, args
+            return 0, "".join(f"{n + 100} {u} {k} running\n" for n, (u, k) in enumerate(self.jobs)), ""
         if verb == "get-default":
             return 0, self.default_target + "\n", ""
         if verb == "set-default":

@@ -304,3 +304,25 @@ def test_bad_input_refused_before_anything_runs(tmp_path, args, message):
     res = run(dev, "apply", services, tmp_path, **args)
     assert res["failed"] is True and message in res["msg"], res
     assert dev.fake.snapshot() == before and not (tmp_path / "journal.json").exists()
+
+
+def test_apply_reports_a_unit_that_ended_failed_and_units_stopped_unnamed(tmp_path):
+    # through units_apply's defaults: the engine is unchanged and still gets bounded stops, the failed-unit warning
+    # and the observed dependencies in its record
+    units = [
+        *jetson_units(),
+        FakeUnit("es-stubborn.service", ignores_sigterm=True),
+        FakeUnit("es-server.service", takes_down=("es-client.service",)),
+        FakeUnit("es-client.service"),
+    ]
+    dev = device(tmp_path, units)
+    services = {**WAREHOUSE, "disable": [*WAREHOUSE["disable"], "es-stubborn", "es-server"]}
+    res = run(dev, "apply", services, tmp_path)
+    assert res["changed"] is True, res
+    d = res["services"]["record"]["details"]
+    assert d["units"]["es-stubborn.service"]["stop_result"] == "failed"
+    assert d["stopped_with"]["es-client.service"] == {"by": None, "via": "observed"}
+    assert journal(tmp_path)["layers"]["services"]["units"]["es-client.service"]["via"] == "observed"
+    assert "list-jobs" in dev.verbs()
+    res = run(dev, "apply", services, tmp_path)  # a re-run: the failed unit is down and disabled, nothing to do
+    assert res["changed"] is False, res

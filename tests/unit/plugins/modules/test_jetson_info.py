@@ -140,3 +140,21 @@ def test_pool_from_a_debugfs_directory(tmp_path):
     res = run({"root": str(root), "devicetree_path": str(dtdir), "swiotlb_debugfs_path": str(pool)})
     pool_read = res["swiotlb"]
     assert (pool_read["pool_slots"], pool_read["pool_mib"], pool_read["source"]) == (2048, 4.0, "debugfs")
+
+
+def test_a_missing_nv_tegra_release_is_named(tmp_path):
+    """A Jetson device tree without /etc/nv_tegra_release: the release is unknown and the module says why."""
+    root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "")
+    (root / "etc" / "nv_tegra_release").unlink()
+    res = run({"root": str(root), "devicetree_path": str(dtdir), "efivars_path": str(tmp_path / "no-efi")})
+    assert res["is_jetson"] is True and "l4t" not in res and "failed" not in res
+    missing = f"{root}/etc/nv_tegra_release is missing: the L4T release is unknown"
+    assert any(w.startswith(missing) for w in res["warnings_list"]), res["warnings_list"]
+
+
+def test_an_empty_nv_tegra_release_is_named(tmp_path):
+    root, dtdir = make_root(tmp_path, "orin-nano-8gb", "r36.4.7.txt", "")
+    (root / "etc" / "nv_tegra_release").write_text("")
+    res = run({"root": str(root), "devicetree_path": str(dtdir), "efivars_path": str(tmp_path / "no-efi")})
+    assert "l4t" not in res
+    assert any("/etc/nv_tegra_release is empty" in w for w in res["warnings_list"]), res["warnings_list"]

@@ -49,10 +49,24 @@ def test_apply_warehouse_plan_batched(tmp_path):
     assert fake.state("gnome-session-desktop.service") == ("enabled", "inactive")
     assert "gnome-session-desktop.service" in res["stopped"]
     assert res["units"]["gnome-session-desktop.service"]["actions"] == ["stop"]
-    # batched: show, show (companions + parts), get-default, mask, disable, stop (parts), set-default, show, get-default
+    # batched: show, show (companions + parts), get-default, active units, mask, disable, stop (parts),
+    # set-default, stop jobs (none left), active units again, show, get-default
     verbs = [c[2] if c[1] == "--no-pager" else c[1] for c in fake.calls]
-    assert verbs == ["show", "show", "get-default", "mask", "disable", "stop", "set-default", "show", "get-default"]
-    assert res["systemctl_calls"] == 9
+    assert verbs == [
+        "show",
+        "show",
+        "get-default",
+        "list-units",
+        "mask",
+        "disable",
+        "stop",
+        "set-default",
+        "list-jobs",
+        "list-units",
+        "show",
+        "get-default",
+    ]
+    assert res["systemctl_calls"] == 12
     assert "gdm.service" in res["stopped"] and "kerneloops.service" not in res["stopped"]
 
 
