@@ -103,7 +103,8 @@ def reboot_allowed(settings: dict[str, Any], layer: str) -> bool:
 
 
 PASSED_THROUGH = ("extlinux_path", "root", "boot_root", "managed_label", "managed_menu_label", "backup", "backup_keep",
-                  "devicetree_path", "release_path", "efivars_path", "cmdline_path")  # fmt: skip
+                  "devicetree_path", "release_path", "efivars_path", "cmdline_path",
+                  "measure_in_container")  # fmt: skip
 LAYER_KEYS = {
     "swiotlb": ("debugfs_path", "max_boots"),
     "carveouts": ("overlay_path", "merged_fdt_path", "fdt", "max_boots"),
@@ -216,6 +217,20 @@ def controller_files(boot: dict[str, Any], planned: dict[str, Any]) -> dict[str,
                                      HINT))  # fmt: skip
         out["merged_b64"] = base64.b64encode(merged).decode()
     return out
+
+
+def stop_failed(result: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
+    """Units that ended ``failed`` after their stop (killed after their TimeoutStopSec=): named in the record's
+    ``stop_failed`` and warned about -- they are down, but not cleanly."""
+    units = (rec.get("details") or {}).get("units") or {}
+    failed = [name for name, unit in units.items() if isinstance(unit, dict) and unit.get("stop_result") == "failed"]
+    if not failed:
+        return rec
+    result.setdefault("warnings", []).append(
+        f"{', '.join(failed)} ended failed after the stop (did not exit on SIGTERM within TimeoutStopSec=, killed by "
+        "systemd); they are down; see the layer record's units"
+    )
+    return {**rec, "details": {**rec["details"], "stop_failed": failed}}
 
 
 def display_refusal(probe: dict[str, Any]) -> str | None:
@@ -341,7 +356,7 @@ class ActionModule(ActionBase):
             return self._apply_failed(result, module_args, applied)
         result["changed"] = bool(applied.get("changed"))
         if "services" in module_args:
-            report["services"] = applied["services"]["record"]
+            report["services"] = stop_failed(result, applied["services"]["record"])
         if "boot" in module_args:
             self._boot_outcome(result, applied["boot"]["records"])
         return result

@@ -89,6 +89,7 @@ BOOT_OPTIONS = {
     "release_path": {"type": "path", "default": "/etc/nv_tegra_release"},
     "efivars_path": {"type": "path", "default": "/sys/firmware/efi/efivars"},
     "cmdline_path": {"type": "path", "default": "/proc/cmdline"},
+    "measure_in_container": {"type": "bool", "default": False},
     "swiotlb": {"type": "dict", "options": SWIOTLB_OPTIONS},
     "carveouts": {"type": "dict", "options": CARVEOUTS_OPTIONS},
     "checker": {"type": "dict", "options": CHECKER_OPTIONS},

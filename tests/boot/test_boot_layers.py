@@ -185,7 +185,7 @@ def test_slim_playbook_reboots_once_and_reports(device: Device):
     """The user's entry point, `slim.yml`, with the warehouse_robot profile limited to its boot layers (the guest has
     none of a Jetson's services): SWIOTLB (small_swiotlb, 4 MiB = swiotlb=2048) and the device-side carve-outs
     (headless + no_camera) as a merged DTB (carveouts_fdt_method merged: U-Boot applies no OVERLAYS). Both are
-    staged in the one managed entry, slim reboots once (roles/slim/tasks/boot_stage.yml), the device commits both,
+    staged in the one managed entry, slim reboots once (roles/boot_commit/tasks/engine.yml), the device commits both,
     the live tree shows the recipe's engines disabled, and the fleet report carries the MemTotal gain this test
     measures itself: all of it SWIOTLB's, since disabling the engines frees no carve-out (reserved-memory untouched)."""
     base = device.snapshot()
@@ -230,3 +230,13 @@ def test_slim_playbook_reboots_once_and_reports(device: Device):
     gained_mb = (after["MemTotal_kb"] - base["MemTotal_kb"]) / 1024
     assert reclaimed.get("swiotlb") is not None and abs(reclaimed["swiotlb"] - gained_mb) <= 0.1, row
     assert reclaimed.get("carveouts") is not None and abs(reclaimed["carveouts"]) <= 0.1, row
+    # A re-run with reboots allowed changes nothing, writes nothing and does not reboot: the engine's probe finds the
+    # entry, the merged DTB and the journal as wanted, so apply does not run.
+    rerun_dir = device.run_dir / "report-rerun"
+    again = device.play(REPO / "slim.yml", extra, name="slim-rerun", report_dir=rerun_dir)
+    assert again.returncode == 0, again.stdout[-4000:]
+    rerun = json.loads((rerun_dir / "edgeslim-report.json").read_text())["hosts"][0]
+    assert rerun["layer_status"] == {"swiotlb": "unchanged", "carveouts": "unchanged"}, rerun
+    assert device.snapshot()["boot_id"] == after["boot_id"]
+    assert [b["boot_id"] for b in device.guest.stats()["boots"]] == [base["boot_id"], after["boot_id"]]
+    assert device.extlinux() == extlinux

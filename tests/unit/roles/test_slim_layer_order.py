@@ -46,8 +46,31 @@ def result(layer: str, status: str) -> dict:
     return {"name": "Publish the layer result", "ansible.builtin.set_fact": {f"{layer}_result": {"status": status}}}
 
 
+ENGINE_STUB = [
+    record("engine {{ boot_commit_layers | join(' ') }}"),
+    {
+        "name": "The records (carveouts not committed after the reboot where asked)",
+        "ansible.builtin.set_fact": {
+            "boot_commit_call": {"layers": "{{ boot_commit_layers | reject('equalto', 'services') | list }}"},
+            "boot_commit_report": "{{ dict(boot_commit_layers | zip(boot_commit_layers | map('extract', "
+            "{'services': {'status': 'applied'}, 'swiotlb': {'status': 'applied'}, 'carveouts': {'status': "
+            "'reverted' if fail_carveouts | default(false) else 'applied'}}))) }}",
+            "boot_commit_verified": {
+                "failed": "{{ fail_carveouts | default(false) and 'carveouts' in boot_commit_layers }}"
+            },
+        },
+    },
+    {
+        "name": "Fail where asked",
+        "ansible.builtin.fail": {"msg": "carveouts reverted"},
+        "when": "boot_commit_verified.failed",
+    },
+]
+
+
 def stub_roles(roles: Path) -> None:
-    """Stand-ins for the roles `slim` includes: each logs itself; carveouts fails where `fail_carveouts` is set."""
+    """Stand-ins for the roles `slim` includes: each logs itself; the engine call reports carveouts reverted where
+    `fail_carveouts` is set."""
     files = {
         "profile/tasks/main.yml": [
             {"name": "Profile", "ansible.builtin.set_fact": {"edgeslim_profile": "{{ test_profile }}"}}
@@ -58,19 +81,15 @@ def stub_roles(roles: Path) -> None:
         "measure/tasks/baseline.yml": [record("baseline")],
         "measure/tasks/after.yml": [record("after")],
         "metrics/tasks/main.yml": [record("metrics {{ metrics_playbook }} {{ metrics_result | default('ok') }}")],
-        "services/tasks/main.yml": [record("services"), result("services", "applied")],
+        "services/tasks/inputs.yml": [{"name": "Options", "ansible.builtin.set_fact": {"services_engine": {}}}],
         "services/tasks/rollback.yml": [record("rollback services"), result("services", "rolled_back")],
+        "boot_commit/tasks/engine.yml": ENGINE_STUB,
     }
     for layer in ("swiotlb", "carveouts"):
-        files[f"{layer}/tasks/main.yml"] = [record(layer), result(layer, "applied")]
+        files[f"{layer}/tasks/inputs.yml"] = [
+            {"name": "Inputs", "ansible.builtin.set_fact": {f"{layer}_inputs": {}, f"{layer}_boot": {}}}
+        ]
         files[f"{layer}/tasks/rollback.yml"] = [record(f"rollback {layer}"), result(layer, "rolled_back")]
-    files["carveouts/tasks/main.yml"].append(
-        {
-            "name": "Fail where asked",
-            "ansible.builtin.fail": {"msg": "carveouts failed"},
-            "when": "fail_carveouts | default(false)",
-        }
-    )
     for name, tasks in files.items():
         (roles / name).parent.mkdir(parents=True, exist_ok=True)
         (roles / name).write_text(yaml.safe_dump(tasks, sort_keys=False))
@@ -144,21 +163,21 @@ def run_slim(tmp_path: Path, collection: Path, fail_carveouts: bool) -> dict[str
     return {host.name: host.read_text().split("\n")[:-1] for host in sorted(order_dir.iterdir())}
 
 
-def test_swiotlb_then_carveouts_on_every_host_of_a_mixed_batch(tmp_path, collection):
+def test_one_engine_call_with_the_layers_in_order_on_every_host_of_a_mixed_batch(tmp_path, collection):
     assert run_slim(tmp_path, collection, fail_carveouts=False) == {
-        "camera-01": ["baseline", "services", "carveouts", "after", "metrics slim ok"],
-        "robot-01": ["baseline", "services", "swiotlb", "carveouts", "after", "metrics slim ok"],
+        "camera-01": ["baseline", "engine services carveouts", "after", "metrics slim ok"],
+        "robot-01": ["baseline", "engine services swiotlb carveouts", "after", "metrics slim ok"],
     }
 
 
 def test_rollback_in_reverse_order_on_every_host_of_a_mixed_batch(tmp_path, collection):
+    """A boot change the device did not commit: every boot layer of that boot, then (scope host) services."""
     assert run_slim(tmp_path, collection, fail_carveouts=True) == {
-        "camera-01": ["baseline", "services", "carveouts", "rollback services", "metrics slim failed"],
-        "robot-01": [
-            *["baseline", "services", "swiotlb", "carveouts", "rollback swiotlb", "rollback services"],
-            "metrics slim failed",
-        ],
-    }
+        "camera-01": ["baseline", "engine services carveouts", "rollback carveouts", "rollback services",
+                      "metrics slim failed"],
+        "robot-01": ["baseline", "engine services swiotlb carveouts", "rollback carveouts", "rollback swiotlb",
+                     "rollback services", "metrics slim failed"],
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("fail_carveouts", [False, True])
