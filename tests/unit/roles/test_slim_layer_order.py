@@ -116,12 +116,17 @@ def collection(tmp_path) -> Path:
     return base
 
 
-def run_slim(tmp_path: Path, collection: Path, fail_carveouts: bool) -> dict[str, list[str]]:
+def run_slim(tmp_path: Path, collection: Path, fail_carveouts: bool, *args: str) -> dict[str, list[str]]:
     order_dir = tmp_path / "order"
     order_dir.mkdir()
     profiles = {
-        "camera": {"services": {"disable": ["gdm.service"]}, "carveouts": {"recipes": ["headless"]}},
+        "camera": {
+            "blocks": ["headless"],
+            "services": {"disable": ["gdm.service"]},
+            "carveouts": {"recipes": ["headless"]},
+        },
         "robot": {
+            "blocks": ["headless"],
             "services": {"disable": ["gdm.service"]},
             "swiotlb": {"size_mib": 4},
             "carveouts": {"recipes": ["headless"]},
@@ -152,7 +157,7 @@ def run_slim(tmp_path: Path, collection: Path, fail_carveouts: bool) -> dict[str
         env.pop(name, None)
     playbook = Path(sys.executable).with_name("ansible-playbook")
     res = subprocess.run(
-        [str(playbook), "-i", "inventory.yml", "play.yml"],
+        [str(playbook), "-i", "inventory.yml", "play.yml", *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -188,3 +193,18 @@ def test_device_lock_taken_first_and_released_also_on_failure(tmp_path, collecti
     # one run id for the batch, taken once per host before anything else, released once per host at the end
     assert log == ["acquired", run_id, "acquired", run_id, "released", run_id, "released", run_id], log
     assert order["robot-01"][0] == "baseline"
+
+
+@pytest.mark.parametrize(
+    ("args", "robot", "camera"),
+    [
+        (["--tags", "swiotlb"], "engine swiotlb", None),
+        (["--tags", "carveouts,services"], "engine services carveouts", "engine services carveouts"),
+        (["--skip-tags", "carveouts"], "engine services swiotlb", "engine services"),
+        (["--tags", "headless"], "engine services", "engine services"),  # a services profile block
+    ],
+)
+def test_tags_select_layers_and_the_flow_runs_around_them(tmp_path, collection, args, robot, camera):
+    order = run_slim(tmp_path, collection, False, *args)
+    assert order["robot-01"] == ["baseline", robot, "after", "metrics slim ok"]
+    assert order["camera-01"] == ["baseline", *([camera] if camera else []), "after", "metrics slim ok"]
