@@ -426,6 +426,10 @@ class ActionModule(ActionBase):
         result.update(failed=True, changed=True, msg=msg)
         status = "rolled_back" if restored else "failed"
         failed = {"error": msg, "restore_error": "" if restored else applied.get("restore_error", "?")}
+        if applied.get("sign_warnings"):
+            # Restored, but under Secure Boot a restored file could not be signed again (its previous .sig is back).
+            failed["sign_warnings"] = applied["sign_warnings"]
+            result.setdefault("warnings", []).extend(applied["sign_warnings"])
         if boot_failed:
             # The services layer ran and kept its change (a failing layer restores itself only).
             if "services" in module_args and applied.get("services"):

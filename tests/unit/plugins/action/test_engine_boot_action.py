@@ -130,6 +130,22 @@ def test_secure_boot_with_a_hook_signs_what_apply_writes(device):
     assert again["changed"] is False and len(hook_calls(log)) == 2
 
 
+def test_a_failing_hook_rolls_back_and_reports_the_signatures_it_could_not_redo(device, monkeypatch):
+    set_secure_boot(device, True)
+    hook, log = sign_hook(device.tmp)
+    stock = device.conf.read_bytes()
+    Path(str(device.conf) + ".sig").write_text("stock\n")
+    monkeypatch.setenv("SIGN_FAIL", "extlinux.conf")
+    res, phases = run_action(device, {**boot_args(device), "sign_command": hook}, layers=("swiotlb",))
+    assert phases == ["probe", "apply"] and res["failed"] and res["changed"] is True
+    rec = res["report"]["swiotlb"]
+    assert rec["status"] == "rolled_back" and "signing service refused" in rec["details"]["error"]
+    assert rec["details"]["sign_warnings"] == res["warnings"] and str(device.conf) in res["warnings"][0]
+    assert hook_calls(log) == [str(device.conf)] * 2  # the write, then the restored file
+    assert device.conf.read_bytes() == stock and Path(str(device.conf) + ".sig").read_text() == "stock\n"
+    assert device.pending() == []
+
+
 def test_the_hook_is_not_run_without_secure_boot_and_must_be_an_argv(device):
     hook, log = sign_hook(device.tmp)
     res, phases = run_action(device, {**boot_args(device), "sign_command": " ".join(hook)})

@@ -45,8 +45,9 @@ def clean_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def request(device: Device, carveouts: dict[str, Any] = CARVEOUTS, **extra: Any) -> dict[str, Any]:
+def request(device: Device, carveouts: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """Probe, then the boot request with the overlay compiled as the action plugin does it."""
+    carveouts = carveouts or CARVEOUTS
     probe = device.run("probe", device.boot(swiotlb=SWIOTLB, carveouts=carveouts, **extra))
     assert not probe.get("failed"), probe.get("msg")
     dtbo = compiled(probe["boot"]["carveouts"]["dts"], device.tmp)
