@@ -13,11 +13,14 @@ module runs at most twice - ``probe`` (read-only), and ``apply`` once when the p
 
 The boot layers (``layers`` names swiotlb and/or carveouts, ``boot`` carries their settings) ride in the same two
 runs: their input refusals (plugins/filter/layer_refusals.py) run here before the probe, and again with the probe's
-device identity and SWIOTLB pool use before apply; a UEFI Secure Boot device is refused (the engine does not sign
-boot files). The overlay the probe planned is compiled here with the controller's dtc (and merged with fdtoverlay for
-the merged method), cached by the hash of its inputs under ``boot.cache_dir``. After apply a boot layer is
-``staged`` (written and armed; the caller reboots once, then runs ``verify``) or ``pending_reboot`` (no reboot
-allowed: the next boot, whenever it comes, checks and commits it).
+device identity and SWIOTLB pool use before apply. A UEFI Secure Boot device is refused unless ``boot.sign_command``
+(list of str, default empty: ``edgeslim_secure_boot_sign_command``, an argv with ``{file}``) names a signing hook,
+which is passed to the module: its apply runs the hook on the device for every boot file it writes (the overlay, the
+merged DTB, extlinux.conf after its one write) and for the files it restores on an error (module_utils/boot_sign.py,
+docs/secure-boot.md); with Secure Boot off the hook is not run. The overlay the probe planned is compiled here with
+the controller's dtc (and merged with fdtoverlay for the merged method), cached by the hash of its inputs under
+``boot.cache_dir``. After apply a boot layer is ``staged`` (written and armed; the caller reboots once, then runs
+``verify``) or ``pending_reboot`` (no reboot allowed: the next boot, whenever it comes, checks and commits it).
 
 Returns ``report: {<layer>: <record>}`` (each layer's record, docs/report.md), ``reboot`` (whether the caller
 should reboot now) and the raw ``probe``/``apply``.
@@ -33,6 +36,7 @@ import tempfile
 from typing import Any
 
 from ansible.plugins.action import ActionBase
+from ansible_collections.edgeslim.jetson.plugins.module_utils.boot_sign import SECURE_BOOT_REFUSAL, check_command
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
 from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
 
@@ -47,10 +51,6 @@ VERIFY_BOOT = "Verify the boot layers after the reboot (verdict, running kernel,
 BOOT_LAYERS = ("swiotlb", "carveouts")
 COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKER_FILES = os.path.join(COLLECTION, "roles", "boot_commit", "files")
-SECURE_BOOT_REFUSAL = (
-    "UEFI Secure Boot is on, and L4TLauncher loads extlinux.conf, DTBs and overlays only with a detached <file>.sig: "
-    "the engine does not sign boot files, so an unsigned change would boot the fallback entry. Nothing was changed"
-)
 
 
 def select_services(profile: dict[str, Any], run_tags: list[str], skip_tags: list[str]) -> dict[str, Any]:
@@ -103,7 +103,7 @@ def reboot_allowed(settings: dict[str, Any], layer: str) -> bool:
 
 
 PASSED_THROUGH = ("extlinux_path", "root", "boot_root", "managed_label", "managed_menu_label", "backup", "backup_keep",
-                  "devicetree_path", "release_path", "efivars_path", "cmdline_path",
+                  "devicetree_path", "release_path", "efivars_path", "cmdline_path", "sign_command",
                   "measure_in_container")  # fmt: skip
 LAYER_KEYS = {
     "swiotlb": ("debugfs_path", "max_boots"),
@@ -137,6 +137,14 @@ def module_boot(boot: dict[str, Any], layers: list[str], accepted: dict[str, Any
         checker.pop("boot_id_command", None)
     out["checker"] = checker
     return out
+
+
+def sign_command_refusal(command: Any) -> str | None:
+    """boot.sign_command must be an argv list naming the file with {file} (a string would be split on commas by the
+    module's argument spec): refused here, before the device is read."""
+    if not isinstance(command, list):
+        return f"boot.sign_command must be a list (argv), got {type(command).__name__}: {command!r}"
+    return check_command(command)
 
 
 def tool(argv: list[str], inputs: dict[str, bytes], args: list[str], hint: str) -> bytes:
@@ -294,6 +302,10 @@ class ActionModule(ActionBase):
             if refusals["warnings"]:
                 # Check mode without a reboot decision: plan only.
                 result.setdefault("warnings", []).extend(refusals["warnings"])
+            sign_command = boot.get("sign_command") or []
+            bad = sign_command_refusal(sign_command)
+            if bad:
+                return self._refused_all(result, module_args, REFUSED_BOOT, bad)
             try:
                 module_args["boot"] = module_boot(boot, self._boot_layers, refusals)
             except OSError as exc:
@@ -389,7 +401,7 @@ class ActionModule(ActionBase):
                                   check_mode=self._task.check_mode)  # fmt: skip
         if refusals["refused"]:
             return "; ".join(refusals["refused"])
-        if info.get("secure_boot") and planned["changes"]:
+        if info.get("secure_boot") and planned["changes"] and not planned["signing"]["hook"]:
             return SECURE_BOOT_REFUSAL
         return None
 
@@ -429,6 +441,10 @@ class ActionModule(ActionBase):
         result.update(failed=True, changed=True, msg=msg)
         status = "rolled_back" if restored else "failed"
         failed = {"error": msg, "restore_error": "" if restored else applied.get("restore_error", "?")}
+        if applied.get("sign_warnings"):
+            # Restored, but under Secure Boot a restored file could not be signed again (its previous .sig is back).
+            failed["sign_warnings"] = applied["sign_warnings"]
+            result.setdefault("warnings", []).extend(applied["sign_warnings"])
         if boot_failed:
             # The services layer ran and kept its change (a failing layer restores itself only).
             if "services" in module_args and applied.get("services"):

@@ -18,9 +18,16 @@ does it for one layer: the journal records are the same, so the roles' rollback 
 4. extlinux.conf written ONCE (backup, atomic rename, directory fsync): the managed entry and DEFAULT together --
    only now does the next boot change.
 
+Under UEFI Secure Boot with a signing hook (``boot.sign_command``, boot_sign.py) each boot file L4TLauncher reads is
+signed as it is written: the overlay or the merged DTB after step 2 (before arming), extlinux.conf after step 4; the
+pending records carry the hook, so the checker signs extlinux.conf again when it reverts at boot. Secure Boot on
+without a hook is refused before any change.
+
 An error after step 1 puts everything back before it is raised (``BootFailure.extra``: ``restored`` and what was
-restored, or ``restore_error``): the boot files from their journaled copies, the pending records (the checker
-leaves with the last one), the journal records as they were.
+restored, or ``restore_error``): the signatures set aside, extlinux.conf when it was written, the boot files from
+their journaled copies, the pending records (the checker leaves with the last one), the journal records as they
+were; under Secure Boot the restored extlinux.conf and boot files are then signed again (a failure there is a
+warning, ``sign_warnings``, the previous signature kept).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import json
 import os
 from typing import Any, Callable
 
+from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_sign as sg
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devicetree as dt
 from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay as ov
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux as x
@@ -94,6 +102,7 @@ BOOT_OPTIONS = {
     "carveouts": {"type": "dict", "options": CARVEOUTS_OPTIONS},
     "checker": {"type": "dict", "options": CHECKER_OPTIONS},
     "checks": {"type": "dict", "default": {}},
+    "sign_command": {"type": "list", "elements": "str", "default": []},
 }
 
 
@@ -116,6 +125,9 @@ def check_boot_input(b: dict[str, Any]) -> None:
     if b["backup_keep"] < 1:
         raise BootFailure(f"boot.backup_keep must be at least 1, got {b['backup_keep']}", "input")
     check_health_checks(b["checks"])
+    refused = sg.check_command(b["sign_command"])
+    if refused:
+        raise BootFailure(refused, "input")
     for layer in selected(b):
         if b[layer]["max_boots"] < 1:
             raise BootFailure(f"boot.{layer}.max_boots must be at least 1, got {b[layer]['max_boots']}", "input")
@@ -271,7 +283,28 @@ def plan_boot(b: dict[str, Any], journal_path: str) -> dict[str, Any]:
     # A change of the file that is no layer's own (the MENU LABEL) counts for every layer.
     shared = shared or (out["extlinux"]["changed"] and not any(own.values()))
     out["changed_layers"] = [layer for layer in layers if out["changes"] and (shared or own[layer])]
+    out["signing"] = signing_plan(b, out, files)
     return out
+
+
+def signing_plan(b: dict[str, Any], out: dict[str, Any], files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which of the files this apply writes the hook signs: the file the managed entry boots -- the overlay (OVERLAYS
+    method) or the merged DTB (merged method; its overlay is an input no bootloader reads, as is the overlay's
+    source) -- then extlinux.conf. Only under Secure Boot: L4TLauncher checks ``<file>.sig`` only then
+    [EDK2-L4TLAUNCHER], and a configured hook is not run on a device that does not need it."""
+    c = b["carveouts"]
+    boot_files = set()
+    if c:
+        merged = out["carveouts"]["method"] == "merged"
+        boot_files.add(host_path(b, c["merged_fdt_path"] if merged else c["overlay_path"]))
+    writes = [f for f in files if f["changed"] and (f["data"] is not None or f.get("pending"))]
+    written = [f["path"] for f in writes if f["path"] in boot_files]
+    if out["extlinux"]["changed"]:
+        written.append(out["extlinux"]["path"])
+    secure_boot = out["device"].get("secure_boot") is True
+    active = secure_boot and bool(b["sign_command"])
+    return {"secure_boot": secure_boot, "hook": bool(b["sign_command"]), "active": active,
+            "files": written if active else []}  # fmt: skip
 
 
 def public(plan: dict[str, Any]) -> dict[str, Any]:
@@ -283,10 +316,16 @@ def public(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def extlinux_diff(plan: dict[str, Any]) -> list[dict[str, str]]:
+    """The one extlinux.conf edit, and under Secure Boot the files the signing hook signs."""
     ext = plan["extlinux"]
-    if not ext["changed"]:
-        return []
-    return [{"before": ext["before"], "after": ext["after"], "before_header": ext["path"], "after_header": ext["path"]}]
+    out = []
+    if ext["changed"]:
+        out.append({"before": ext["before"], "after": ext["after"], "before_header": ext["path"],
+                    "after_header": ext["path"]})  # fmt: skip
+    files = plan["signing"]["files"]
+    if files:
+        out.append({"prepared": "UEFI Secure Boot: boot.sign_command signs " + ", ".join(files) + "\n"})
+    return out
 
 
 def one_edit(
@@ -442,7 +481,8 @@ def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any]) -> dict[
         "max_boots": settings["max_boots"],
         "checks": checks,
         "boot_id_command": b["checker"]["boot_id_command"],
-        "sign_command": [],
+        # The checker signs extlinux.conf again when it reverts it at boot (Secure Boot only, as apply).
+        "sign_command": list(b["sign_command"]) if plan["signing"]["active"] else [],
         "created": j.utc_now(),
     }
 
@@ -456,9 +496,18 @@ class Undo:
         self.files: list[tuple[str, str | None]] = []  # installed path, its previous copy (None: it was absent)
         self.pending: list[str] = []
         self.checker_installed = False
+        self.extlinux: tuple[str, str, int] | None = None  # path, text before this run, mode: once it was written
+        self.restored: list[str] = []  # the files put back as they were (not those removed)
 
     def run(self, run: Callable[[list[str], bool], tuple[int, str, str]]) -> dict[str, Any]:
         errors: list[str] = []
+        if self.extlinux is not None:
+            path, before, mode = self.extlinux
+            try:
+                ov.install(path, before.encode("utf-8"), self.replace, mode)
+                self.restored.append(path)
+            except OSError as exc:
+                errors.append(f"{path}: {exc}")
         for path, previous in reversed(self.files):
             try:
                 if previous is None:
@@ -466,6 +515,7 @@ class Undo:
                         os.unlink(path)
                 else:
                     self.replace(previous, path)
+                    self.restored.append(path)
             except OSError as exc:
                 errors.append(f"{path}: {exc}")
         for path in self.pending:
@@ -559,10 +609,16 @@ def apply_boot(
     if pending:
         raise BootFailure(f"the controller's compiled files are missing for {pending}: run edgeslim.jetson.engine as a "
                           "task (its action plugin compiles the overlay)", "input")  # fmt: skip
+    signing = plan["signing"]
+    if signing["secure_boot"] and not signing["hook"]:
+        raise BootFailure(sg.SECURE_BOOT_REFUSAL, "plan")
     check_space(b, plan)
     undo = Undo(b, journal_path, replace)
     ext = plan["extlinux"]
-    done: dict[str, Any] = {"armed": [], "files": [], "extlinux_written": False}
+    done: dict[str, Any] = {"armed": [], "files": [], "extlinux_written": False, "signed": []}
+    # Secure Boot off: the hook is not run even when configured -- L4TLauncher checks <file>.sig only under Secure
+    # Boot, so there is nothing to keep valid, and a hook that fails must not block a device that boots unsigned.
+    signer = sg.Signer(b["sign_command"]) if signing["active"] else None
     try:
         for layer in plan["changed_layers"]:
             res = plan["edits"][layer]
@@ -580,17 +636,34 @@ def apply_boot(
             else:
                 ov.install(f["path"], f["data"], replace)
             done["files"].append(f["path"])
+            if signer and f["path"] in signing["files"]:
+                signer.sign(f["path"])  # before arming: the files are signed before any boot could read them
         for layer in plan["changed_layers"]:
             arm(b, layer, plan, undo, replace, run)
             done["armed"].append(layer)
         if ext["changed"]:
             p = plan["edits"][plan["layers"][0]]["params"]
+            mode = os.stat(ext["path"]).st_mode & 0o7777
             done["backup_file"] = xe.write_conf(p, ext["before"], ext["after"], lambda: None, replace, warn)
+            undo.extlinux = (ext["path"], ext["before"], mode)
             done["extlinux_written"] = True
-    except (BootFailure, x.ExtlinuxError, j.JournalError, ov.OverlayError, OSError, RunFailed) as exc:
+            if signer:
+                signer.sign(ext["path"])
+    except (BootFailure, x.ExtlinuxError, j.JournalError, ov.OverlayError, OSError, RunFailed, sg.SignError) as exc:
+        sign_errors = signer.put_back() if signer else []
         restored = undo.run(run)
+        if sign_errors:
+            restored.update(restored=False, restore_error="; ".join(
+                [e for e in (restored["restore_error"], *sign_errors) if e]))  # fmt: skip
+        if signer and undo.restored:
+            # What is back must verify again under Secure Boot; not strict, so the restore completes and reports.
+            again = [path for path in undo.restored if path in signing["files"]]
+            restored["sign_warnings"] = sg.resign(b["sign_command"], again, warn)
         msg = exc.msg if isinstance(exc, BootFailure) else str(exc)
         raise BootFailure(msg, "apply", changed=True, **restored) from exc
+    if signer:
+        signer.drop()
+        done["signed"] = signer.signed
     return done
 
 
@@ -604,6 +677,7 @@ def check_space(b: dict[str, Any], plan: dict[str, Any]) -> None:
     if plan["extlinux"]["changed"]:
         ext = plan["extlinux"]
         writes.append((ext["path"], len(ext["after"].encode()) + (len(ext["before"].encode()) if b["backup"] else 0)))
+    writes.extend((path + sg.SIG_SUFFIX, 8192) for path in plan["signing"]["files"])  # a detached PKCS#7 is ~2 KiB
     for path, size in writes:
         directory = os.path.dirname(path)
         while not os.path.isdir(directory):

@@ -117,6 +117,8 @@ options:
         overlay or merged DTB, arms commit-or-revert (checker, unit, C(pending/<layer>.json) fsynced), and only then
         writes extlinux.conf once - the managed entry with every selected layer and DEFAULT together. On an error
         it restores what it changed before it fails.
+      - Under UEFI Secure Boot it runs O(boot.sign_command) on each boot file it writes (see there); without a
+        signing hook a Secure Boot device is refused before any change.
     type: dict
     suboptions:
       settings:
@@ -256,6 +258,24 @@ options:
             must be active), C(command) (a shell command that must exit 0) and C(timeout) (seconds per command).
         type: dict
         default: {}
+      sign_command:
+        description:
+          - The UEFI Secure Boot signing hook (C(edgeslim_secure_boot_sign_command)) - an argv run on the device,
+            without a shell, for each boot file V(apply) writes, every C({file}) replaced by the file's path. It must
+            exit 0 and write a non-empty C(<file>.sig) (a detached signature L4TLauncher verifies against the db keys)
+            within 120 seconds. It must name the file with C({file}).
+          - Run only when the device is in UEFI Secure Boot (L4TLauncher checks C(.sig) files only then), never in
+            check mode. Signed - the overlay and the merged DTB right after they are installed, before
+            commit-or-revert is armed, and extlinux.conf after its one write; the pending records carry the hook, so
+            the checker signs extlinux.conf again when it reverts at boot.
+          - Each current C(<file>.sig) is set aside as C(<file>.sig.edgeslim-prev) first and dropped once V(apply)
+            succeeded. A hook that fails or leaves no (or an empty) C(.sig) fails V(apply) - the signatures set aside
+            are put back, everything is restored, and the restored extlinux.conf and boot files are signed again (a
+            failure there is a warning, C(sign_warnings), the previous signature kept).
+          - Empty - a Secure Boot device is refused before any change.
+        type: list
+        elements: str
+        default: []
       checker:
         description: The commit-or-revert checker armed for the next boot (the action plugin fills it in).
         type: dict
@@ -417,8 +437,10 @@ boot:
   description:
     - The boot layers' plan (probe) or outcome (apply) - C(layers), C(device), C(boot_space), C(extlinux) (summary,
       stock_default, changed, after_summary), C(files), C(changes), C(swiotlb) (pool use, kernel_slots,
-      attributed_mb), C(carveouts) (method, targets, paths, dts, base_fdt, kept_overlays).
-    - With V(apply) also C(done) (armed layers, files installed, extlinux_written) and C(records), each layer's record.
+      attributed_mb), C(carveouts) (method, targets, paths, dts, base_fdt, kept_overlays), C(signing) (C(secure_boot),
+      C(hook), C(active) and the C(files) the signing hook signs; the diff names them too).
+    - With V(apply) also C(done) (armed layers, files installed, extlinux_written, the files C(signed)) and C(records),
+      each layer's record.
   returned: when O(boot) is given
   type: dict
 stage:
@@ -433,6 +455,12 @@ restore_error:
   description: Why the restore failed (the journal is kept).
   returned: when the restore failed
   type: str
+sign_warnings:
+  description: Under UEFI Secure Boot, the restored files the signing hook could not sign again (their previous
+    signature was put back).
+  returned: on a failed V(apply) that restored signed boot files
+  type: list
+  elements: str
 """
 
 from typing import Any

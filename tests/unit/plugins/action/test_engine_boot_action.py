@@ -5,6 +5,7 @@ only probes, and the merged method's DTB made with the controller's fdtoverlay."
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay 
 from conftest import swiotlb_debugfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
-from bootdevice import DTB, OVERLAY, Device, build_tree, reboot_into
+from bootdevice import DTB, OVERLAY, Device, build_tree, hook_calls, reboot_into, set_secure_boot, sign_hook
 
 pytestmark = pytest.mark.skipif(not (shutil.which("dtc") and shutil.which("fdtoverlay")), reason="no dtc")
 PROFILE = {"services": {}, "blocks": [], "swiotlb": {"size_mib": 4}, "carveouts": {"recipes": ["headless"]}}
@@ -103,8 +104,58 @@ def test_high_water_mark_and_secure_boot_refused_after_the_probe(device):
     (device.tmp / "efivars").mkdir()
     (device.tmp / "efivars" / "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c").write_bytes(b"\x06\0\0\0\x01")
     res, phases = run_action(device, boot_args(device), layers=("carveouts",))
-    assert phases == ["probe"] and res["failed"] and "Secure Boot" in res["msg"]
+    assert phases == ["probe"] and res["failed"] and res["msg"] == action.SECURE_BOOT_REFUSAL
+    assert "boot.sign_command" in res["msg"] and res["report"]["carveouts"]["details"]["changed"] is False
     assert device.conf.read_bytes() == before and device.pending() == []
+
+
+def test_secure_boot_with_a_hook_signs_what_apply_writes(device):
+    set_secure_boot(device, True)
+    hook, log = sign_hook(device.tmp)
+    args = {**boot_args(device, carveouts_fdt_method="merged"), "sign_command": hook}
+    merged = str(device.root / "boot/edgeslim/kernel-carveouts.dtb")
+    planned, phases = run_action(device, args, check=True)
+    assert phases == ["probe"] and planned["changed"] is True and hook_calls(log) == [], planned.get("msg")
+    assert planned["probe"]["boot"]["signing"]["files"] == [merged, str(device.conf)]
+    assert planned["diff"][-1] == {"prepared": f"UEFI Secure Boot: boot.sign_command signs {merged}, {device.conf}\n"}
+    res, phases = run_action(device, args)
+    assert phases == ["probe", "apply"] and res["reboot"] is True, res.get("msg")
+    assert {res["report"][x]["status"] for x in ("swiotlb", "carveouts")} == {"staged"}
+    assert hook_calls(log) == [merged, str(device.conf)] and res["apply"]["boot"]["done"]["signed"] == hook_calls(log)
+    for path in hook_calls(log):
+        assert Path(path + ".sig").read_text() == hashlib.sha256(Path(path).read_bytes()).hexdigest() + "\n"
+    assert not list(device.root.rglob("*.sig.edgeslim-prev"))
+    assert json.loads((device.state / "pending/carveouts.json").read_text())["sign_command"] == hook
+    again, _phases = run_action(device, args)  # the merged DTB is compared on the device: apply runs, finds it
+    assert again["changed"] is False and len(hook_calls(log)) == 2
+
+
+def test_a_failing_hook_rolls_back_and_reports_the_signatures_it_could_not_redo(device, monkeypatch):
+    set_secure_boot(device, True)
+    hook, log = sign_hook(device.tmp)
+    stock = device.conf.read_bytes()
+    Path(str(device.conf) + ".sig").write_text("stock\n")
+    monkeypatch.setenv("SIGN_FAIL", "extlinux.conf")
+    res, phases = run_action(device, {**boot_args(device), "sign_command": hook}, layers=("swiotlb",))
+    assert phases == ["probe", "apply"] and res["failed"] and res["changed"] is True
+    rec = res["report"]["swiotlb"]
+    assert rec["status"] == "rolled_back" and "signing service refused" in rec["details"]["error"]
+    assert rec["details"]["sign_warnings"] == res["warnings"] and str(device.conf) in res["warnings"][0]
+    assert hook_calls(log) == [str(device.conf)] * 2  # the write, then the restored file
+    assert device.conf.read_bytes() == stock and Path(str(device.conf) + ".sig").read_text() == "stock\n"
+    assert device.pending() == []
+
+
+def test_the_hook_is_not_run_without_secure_boot_and_must_be_an_argv(device):
+    hook, log = sign_hook(device.tmp)
+    res, phases = run_action(device, {**boot_args(device), "sign_command": " ".join(hook)})
+    assert phases == [] and res["failed"] and "boot.sign_command must be a list" in res["msg"]
+    res, phases = run_action(device, {**boot_args(device), "sign_command": hook[:2]})
+    assert phases == [] and res["failed"] and "does not name the file to sign" in res["msg"]
+    set_secure_boot(device, False)
+    res, phases = run_action(device, {**boot_args(device), "sign_command": hook})
+    assert phases == ["probe", "apply"] and res["report"]["swiotlb"]["status"] == "staged", res.get("msg")
+    assert hook_calls(log) == [] and not (device.conf.parent / "extlinux.conf.sig").exists()
 
 
 def test_merged_method_made_on_the_controller(device):

@@ -30,6 +30,27 @@ DTC = shutil.which("dtc")
 DTB = "/boot/dtb/kernel_tegra234-p3768-0000+p3767-0005-nv.dtb"
 OVERLAY = "/boot/edgeslim/carveouts.dtbo"
 CAMERA = "/boot/tegra234-p3767-camera-p3768-imx219-dual.dtbo"
+SECURE_BOOT_VAR = "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+# A stand-in UEFI Secure Boot signing hook: sha256 of the file into <file>.sig, every call logged; SIGN_FAIL=<substring>
+# fails (rc 1) for the files whose path contains it, SIGN_FAIL_ONCE only the first time, SIGN_EMPTY writes an empty
+# .sig. (The simulated device cannot verify a signature; the engine only needs a non-empty <file>.sig.)
+SIGN_HOOK = r"""
+import hashlib, os, sys
+path, log = sys.argv[1], sys.argv[2]
+with open(log, "a") as handle:
+    handle.write(path + "\n")
+fail = os.environ.get("SIGN_FAIL")
+if fail and fail in path:
+    flag = log + ".failed-once"
+    if not (os.environ.get("SIGN_FAIL_ONCE") and os.path.exists(flag)):
+        open(flag, "w").close()
+        sys.stderr.write("signing service refused " + path + "\n")
+        sys.exit(1)
+with open(path, "rb") as handle:
+    digest = hashlib.sha256(handle.read()).hexdigest()
+with open(path + ".sig", "w") as handle:
+    handle.write("" if os.environ.get("SIGN_EMPTY") else digest + "\n")
+"""
 
 
 def build_tree(base: Path) -> Path:
@@ -124,6 +145,23 @@ class Device:
     def pending(self) -> list[str]:
         d = self.state / "pending"
         return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def set_secure_boot(device: Device, on: bool) -> None:
+    """The efivarfs SecureBoot variable: 4 attribute bytes, then 1 (on) or 0 (off)."""
+    (device.tmp / "efivars").mkdir(exist_ok=True)
+    (device.tmp / "efivars" / SECURE_BOOT_VAR).write_bytes(b"\x06\0\0\0" + (b"\x01" if on else b"\x00"))
+
+
+def sign_hook(tmp: Path) -> tuple[list[str], Path]:
+    """The stand-in hook's argv (with {file}) and its call log."""
+    (tmp / "sign-hook.py").write_text(SIGN_HOOK)
+    log = tmp / "sign-hook.log"
+    return [sys.executable, str(tmp / "sign-hook.py"), "{file}", str(log)], log
+
+
+def hook_calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
 
 
 def compiled(dts: str, tmp: Path) -> str:
