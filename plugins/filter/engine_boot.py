@@ -21,7 +21,8 @@ options:
     required: true
   parts:
     description: Layer name -> that role's C(<layer>_boot) (C(extlinux_path), C(managed_label), C(journal_path),
-      C(reboot_timeout), C(boot_time_command), C(boot_id_command), C(measure_in_container), C(layer), C(checks)).
+      C(reboot_timeout), C(boot_time_command), C(boot_id_command), C(measure_in_container), C(sign_command),
+      C(layer), C(checks)).
     type: dict
     required: true
   settings:
@@ -97,6 +98,9 @@ def engine_boot(layers: Any, parts: Any, settings: Any) -> dict[str, Any]:
         checks = {k: v for k, v in (part.get("checks") or {}).items() if v not in (None, "", [])}
         if checks:
             boot["checks"][layer] = checks
+    sign = next((parts[x]["sign_command"] for x in boot_layers if parts[x].get("sign_command")), [])
+    if sign:
+        boot["sign_command"] = sign
     boot_id = next((parts[x]["boot_id_command"] for x in boot_layers if parts[x].get("boot_id_command")), [])
     if boot_id:
         boot["checker"] = {"boot_id_command": boot_id}

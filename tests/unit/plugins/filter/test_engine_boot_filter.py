@@ -70,6 +70,10 @@ def test_health_checks_and_boot_identity_are_carried(parts):
     assert out["boot"]["checks"] == {"swiotlb": {"units_active": ["ssh.service"]}}
     assert out["boot"]["checker"] == {"boot_id_command": ["cat", "/run/boot"]}
     assert out["boot_id_command"] == ["cat", "/run/boot"] and "carveouts" not in out["boot"]
+    assert "sign_command" not in out["boot"]  # no hook configured: the engine refuses a Secure Boot device
+    hook = ["/usr/local/bin/sign", "{file}"]
+    signed = role_facts("carveouts", edgeslim_secure_boot_sign_command=hook)["carveouts_boot"]
+    assert engine_boot(["carveouts"], {"carveouts": signed}, {})["boot"]["sign_command"] == hook
 
 
 @pytest.mark.parametrize("key", ["extlinux_path", "managed_label", "journal_path"])
