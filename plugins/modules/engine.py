@@ -382,7 +382,7 @@ EXAMPLES = r"""
   edgeslim.jetson.engine:
     profile: "{{ edgeslim_profile }}"
     layers: [swiotlb, carveouts]
-    boot:
+    boot: &boot_layers
       settings:
         swiotlb_size_mib: 4
         carveouts_recipes: [headless, no_camera]
@@ -402,12 +402,7 @@ EXAMPLES = r"""
   edgeslim.jetson.engine:
     profile: "{{ edgeslim_profile }}"
     layers: [swiotlb, carveouts]
-    boot:
-      settings:
-        swiotlb_size_mib: 4
-        carveouts_recipes: [headless, no_camera]
-        carveouts_fdt_method: auto
-        edgeslim_reboot_ok: true
+    boot: *boot_layers  # the same settings as the apply run
     before: "{{ boot.apply.boot.snapshot }}"
 """
 

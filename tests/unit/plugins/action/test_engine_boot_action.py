@@ -21,19 +21,23 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay 
 from conftest import swiotlb_debugfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
-from bootdevice import DTB, OVERLAY, Device, build_tree, hook_calls, reboot_into, set_secure_boot, sign_hook
+from bootdevice import (
+    DTB,
+    OVERLAY,
+    Device,
+    hook_calls,
+    reboot_into,
+    set_secure_boot,
+    sign_hook,
+    tree,  # noqa: F401 - the fixture
+)
 
 pytestmark = pytest.mark.skipif(not (shutil.which("dtc") and shutil.which("fdtoverlay")), reason="no dtc")
 PROFILE = {"services": {}, "blocks": [], "swiotlb": {"size_mib": 4}, "carveouts": {"recipes": ["headless"]}}
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return build_tree(tmp_path_factory.mktemp("nano"))
-
-
 @pytest.fixture
-def device(tmp_path, tree) -> Device:
+def device(tmp_path, tree) -> Device:  # noqa: F811 - tree is the imported fixture
     dev = Device(tmp_path, tree)
     dev.debugfs = swiotlb_debugfs(tmp_path, nslabs=32768, used=10, hiwater=100)
     return dev

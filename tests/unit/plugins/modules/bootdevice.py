@@ -60,6 +60,12 @@ def build_tree(base: Path) -> Path:
     return base
 
 
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    """The fake Orin Nano's live device tree, built once per test module (tests read it, never change it)."""
+    return build_tree(tmp_path_factory.mktemp("nano"))
+
+
 class Device:
     """A rootfs in tmp_path with the boot files, the state directories and a fake systemctl."""
 

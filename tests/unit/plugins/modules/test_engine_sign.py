@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 from ansible.module_utils import basic
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_sign as sg
-from bootdevice import DTC, OVERLAY, Device, build_tree, compiled, hook_calls, set_secure_boot, sign_hook
+from bootdevice import (
+    DTC,
+    OVERLAY,
+    Device,
+    compiled,
+    hook_calls,
+    set_secure_boot,
+    sign_hook,
+    tree,  # noqa: F401 - the fixture
+)
 
 pytestmark = pytest.mark.skipif(DTC is None, reason="dtc not installed")
 
@@ -25,13 +34,8 @@ CARVEOUTS = {"recipes": ["headless"], "fdt_method": "overlays"}
 STOCK_SIG = b"stock signature of extlinux.conf\n"
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return build_tree(tmp_path_factory.mktemp("nano"))
-
-
 @pytest.fixture
-def device(tmp_path, tree) -> Device:
+def device(tmp_path, tree) -> Device:  # noqa: F811 - tree is the imported fixture
     dev = Device(tmp_path, tree)
     set_secure_boot(dev, True)
     dev.hook, dev.log = sign_hook(tmp_path)
