@@ -194,8 +194,10 @@ def management_path(module: Any, override: str | None = None, proc_root: str | N
         value, pid, comm = found
         client, _cport, server, port = value.split()
         server, _sep, zone = unmapped(server).partition("%")
-        link = management_link(module, override, proc_root) or {}
-        interface = override or zone or link.get("interface")
+        # the interface that carries the SSH address (what the controller reaches); management_interface only
+        # when that cannot be found
+        link = management_link(module, None, proc_root) or {}
+        interface = zone or link.get("interface") or override
         if not interface:
             return {"skipped": f"the SSH connection arrives on {server}, but no interface carries it "
                                f"(ip -o addr show to {server}): the path cannot be checked"}  # fmt: skip

@@ -213,3 +213,14 @@ def test_management_path_ssh_pull_and_none(tmp_path, monkeypatch):
     assert (other["interface"], other["peer"], other["peer_role"]) == ("wwan0", None, None)
     (net / "route").write_text(ROUTE_HEADER)
     assert "no default route" in hg.management_path(IpModule({}), None, str(procs), str(net))["skipped"]
+
+
+def test_management_path_follows_the_ssh_address_not_the_override(tmp_path, monkeypatch):
+    """management_interface protects carriers for the services layer; the checker needs where SSH arrives."""
+    proc(tmp_path, 1, 0, "systemd", {})
+    proc(tmp_path, 9, 1, "sudo", {"SSH_CONNECTION": "10.88.0.1 51234 10.88.0.5 22"})
+    monkeypatch.setattr(hg.os, "getpid", lambda: 9)
+    assert hg.management_path(IpModule({}), "wlan0", str(tmp_path), str(tmp_path))["interface"] == "eth0"
+    unknown = Module({"-o": (0, "", "")})  # ip finds no interface for the address: the override is the best guess
+    assert hg.management_path(unknown, "wlan0", str(tmp_path), str(tmp_path))["interface"] == "wlan0"
+    assert "no interface carries it" in hg.management_path(unknown, None, str(tmp_path), str(tmp_path))["skipped"]
