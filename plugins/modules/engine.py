@@ -418,9 +418,9 @@ boot:
       stock_default, changed, after_summary), C(files), C(changes), C(swiotlb) (pool use, kernel_slots,
       attributed_mb), C(carveouts) (method, targets, paths, dts, base_fdt, kept_overlays).
     - With V(apply) also C(done) (armed layers, files installed, extlinux_written) and C(records), each layer's record.
-    - C(management) - the management path the checker requires at the next boot (V(probe): what V(apply) would
-      record) - C(mode) (ssh, pull), C(interface), C(addresses), C(peer) and C(peer_role) (controller, gateway),
-      C(ssh_port), C(source); or C(skipped) with the reason.
+    - C(management) - the management path the checker requires at the next boot (with V(probe), the one V(apply)
+      would record) - C(mode) (ssh, pull), C(interface), C(addresses), C(peer) and C(peer_role) (controller,
+      gateway), C(ssh_port), C(source); or C(skipped) with the reason.
   returned: when O(boot) is given
   type: dict
 stage:

@@ -158,8 +158,8 @@ def test_the_whole_path_is_there(checker, net, clock):
         (lambda n: (n.drop("route", r"^eth0"), (n.proc / "route").write_text(
             (n.proc / "route").read_text() + route("wlan0", "0.0.0.0", "192.168.4.1", "0.0.0.0", flags=0x3))),
          "the route to the controller 10.88.0.1 leaves by wlan0, not by the management interface eth0"),
-        (lambda n: n.drop("tcp", r" 0A "), "nothing listens on TCP port 22 (the SSH port the controller used) on "
-                                          "10.88.0.5"),
+        (lambda n: n.drop("tcp", r" 0A "),
+         "nothing listens on TCP port 22 (the SSH port the controller used) on 10.88.0.5"),
         (lambda n: (n.proc / "tcp").write_text(TCP_HEADER + tcp(0, "127.0.0.1", 22, "0.0.0.0", 0, "0A")),
          "nothing listens on TCP port 22 (the SSH port the controller used) on 10.88.0.5"),
     ],
