@@ -120,11 +120,20 @@ def module_boot(boot: dict[str, Any], layers: list[str], accepted: dict[str, Any
     """The device module's ``boot`` option: the accepted values of layer_refusals, the paths, the checker."""
     out = {k: boot[k] for k in PASSED_THROUGH if boot.get(k) is not None}
     out["checks"] = {}
+    common = boot.get("checks") or {}
+    if not isinstance(common, dict):
+        out["checks"] = common  # the module refuses it with its message
+        common = {}
+    # a layer the module does not know is passed on for the module to refuse
+    out["checks"].update({k: v for k, v in common.items() if k not in BOOT_LAYERS})
     for layer in layers:
         given = boot.get(layer) or {}
         out[layer] = {k: given[k] for k in LAYER_KEYS[layer] if given.get(k) is not None}
-        if given.get("checks"):
-            out["checks"][layer] = given["checks"]
+        # boot.checks.<layer> (the module's own form), then boot.<layer>.checks on top
+        parts = [c for c in (common.get(layer), given.get("checks")) if c]
+        bad = [c for c in parts if not isinstance(c, dict)]
+        if bad or parts:
+            out["checks"][layer] = bad[0] if bad else {k: v for c in parts for k, v in c.items()}
     if "swiotlb" in layers:
         out["swiotlb"]["slots"] = accepted["swiotlb_slots"]
     if "carveouts" in layers:

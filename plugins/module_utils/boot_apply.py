@@ -14,7 +14,8 @@ does it for one layer: the journal records are the same, so the roles' rollback 
    replaces (``boot_files``: path -> the previous file set aside, or null when there was none);
 2. boot files: the previous file set aside as ``<file>.edgeslim-prev``, the new one installed atomically;
 3. commit-or-revert armed: the checker program and its unit installed and enabled, the layer's earlier verdict
-   dropped, ``pending/<layer>.json`` written and fsynced;
+   dropped, ``pending/<layer>.json`` written and fsynced (its checks carry the management path the engine sees now:
+   a change that cuts the device off its controller is reverted, not committed);
 4. extlinux.conf written ONCE (backup, atomic rename, directory fsync): the managed entry and DEFAULT together --
    only now does the next boot change.
 
@@ -63,8 +64,13 @@ CHECKER_OPTIONS = {
     "state_dir": {"type": "path", "default": "/var/lib/edgeslim"},
     "boot_id_command": {"type": "list", "elements": "str", "default": ["cat", "/proc/sys/kernel/random/boot_id"]},
 }
-# Health checks of a layer (boot.checks.<layer>) the checker runs at boot besides the layer's own.
-CHECK_TYPES = {"units_active": list, "command": str, "timeout": (int, float)}
+# Health checks of a layer (boot.checks.<layer>) the checker runs at boot besides the layer's own. ``management``
+# (default true) requires the management path the engine observed at arm time (hostguards.management_path) back
+# within ``management_wait`` seconds; the checker's MANAGEMENT_WAIT and MANAGEMENT_WAIT_MAX are the same numbers.
+CHECK_TYPES = {"units_active": list, "command": str, "timeout": (int, float), "management": bool,
+               "management_wait": (int, float)}  # fmt: skip
+MANAGEMENT_WAIT = 60
+MANAGEMENT_WAIT_MAX = 180
 SWIOTLB_OPTIONS = {
     "slots": {"type": "int", "required": True},
     "debugfs_path": {"type": "path", "default": tlb.DEBUGFS_PATH},
@@ -158,13 +164,18 @@ def check_health_checks(checks: dict[str, Any]) -> None:
             raise BootFailure(f"boot.checks.{layer}: expected one of {list(LAYERS)} with a mapping of checks", "input")
         for key, value in spec.items():
             kind = CHECK_TYPES.get(key)
-            if kind is None or not isinstance(value, kind) or isinstance(value, bool):
+            if kind is None or not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 raise BootFailure(f"boot.checks.{layer}.{key} refused: {value!r} (units_active is a list of units, "
-                                  "command a shell command, timeout seconds)", "input")  # fmt: skip
+                                  "command a shell command, timeout seconds, management true or false, "
+                                  "management_wait seconds)", "input")  # fmt: skip
         if not all(isinstance(u, str) and u for u in spec.get("units_active", [])):
             raise BootFailure(f"boot.checks.{layer}.units_active must name units", "input")
         if "timeout" in spec and spec["timeout"] <= 0:
             raise BootFailure(f"boot.checks.{layer}.timeout must be a positive number of seconds", "input")
+        if "management_wait" in spec and not 0 < spec["management_wait"] <= MANAGEMENT_WAIT_MAX:
+            raise BootFailure(f"boot.checks.{layer}.management_wait must be more than 0 and at most "
+                              f"{MANAGEMENT_WAIT_MAX} s (the checker unit's TimeoutStartSec covers it)",
+                              "input")  # fmt: skip
 
 
 def decode(c: dict[str, Any], name: str) -> bytes:
@@ -465,10 +476,24 @@ def pending_file(overlay: str, source: str, dts: str) -> dict[str, Any]:
 
 
 # ---- apply --------------------------------------------------------------------------------------------------------
-def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any]) -> dict[str, Any]:
-    """What the checker reads at boot (roles/boot_commit arm.yml writes the same record)."""
+def management_check(given: dict[str, Any], path: dict[str, Any]) -> dict[str, Any] | bool:
+    """The record's ``checks.management``: the observed path with its wait; ``{skipped: why}`` when the device had
+    no network path at arm time; false when ``boot.checks.<layer>.management`` is false."""
+    if given.get("management") is False:
+        return False
+    if "skipped" in path:
+        return {"skipped": path["skipped"]}
+    return {**path, "wait": given.get("management_wait", MANAGEMENT_WAIT)}
+
+
+def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any], management: dict[str, Any]) -> dict[str, Any]:
+    """What the checker reads at boot (roles/boot_commit arm.yml writes the same record, without ``management``).
+    ``management``: hostguards.management_path at arm time."""
     settings = b[layer]
-    checks: dict[str, Any] = {"units_active": [], "command": "", **(b["checks"].get(layer) or {})}
+    given = dict(b["checks"].get(layer) or {})
+    checks: dict[str, Any] = {"units_active": [], "command": "",
+                              **{k: v for k, v in given.items() if k not in ("management", "management_wait")},
+                              "management": management_check(given, management)}  # fmt: skip
     if layer == "swiotlb":
         checks.update(cmdline_contains=[f"swiotlb={settings['slots']}"], kernel_log_absent=["swiotlb buffer is full"])
     else:
@@ -561,7 +586,7 @@ def write_json(path: str, doc: dict[str, Any], replace: Callable[[str, str], Non
 
 
 def arm(b: dict[str, Any], layer: str, plan: dict[str, Any], undo: Undo, replace: Callable[[str, str], None],
-        run: Callable[[list[str], bool], tuple[int, str, str]]) -> str:  # fmt: skip
+        run: Callable[[list[str], bool], tuple[int, str, str]], management: dict[str, Any]) -> str:  # fmt: skip
     """Install and enable the checker (when it differs), drop the layer's earlier verdict, write the pending record
     (fsynced). Returns the record's path."""
     ch = b["checker"]
@@ -582,7 +607,7 @@ def arm(b: dict[str, Any], layer: str, plan: dict[str, Any], undo: Undo, replace
     record = os.path.join(pending_dir(ch), f"{layer}.json")
     os.makedirs(pending_dir(ch), mode=0o700, exist_ok=True)
     undo.pending.append(record)
-    write_json(record, pending_record(b, layer, plan), replace)
+    write_json(record, pending_record(b, layer, plan, management), replace)
     return record
 
 
@@ -603,8 +628,10 @@ def apply_boot(
     replace: Callable[[str, str], None],
     warn: Callable[[str], None],
     run: Callable[[list[str], bool], tuple[int, str, str]],
+    management: dict[str, Any],
 ) -> dict[str, Any]:
-    """Steps 1-4 of the module docstring for a ``plan`` with changes; returns what was done per layer."""
+    """Steps 1-4 of the module docstring for a ``plan`` with changes; returns what was done per layer.
+    ``management``: the management path the checker requires (hostguards.management_path)."""
     pending = [f["path"] for f in plan["files"] if f.get("pending") and f["changed"]]
     if pending:
         raise BootFailure(f"the controller's compiled files are missing for {pending}: run edgeslim.jetson.engine as a "
@@ -639,7 +666,7 @@ def apply_boot(
             if signer and f["path"] in signing["files"]:
                 signer.sign(f["path"])  # before arming: the files are signed before any boot could read them
         for layer in plan["changed_layers"]:
-            arm(b, layer, plan, undo, replace, run)
+            arm(b, layer, plan, undo, replace, run, management)
             done["armed"].append(layer)
         if ext["changed"]:
             p = plan["edits"][plan["layers"][0]]["params"]

@@ -256,6 +256,12 @@ options:
           - Health checks the checker runs at boot per layer, besides the layer's own (the command line and the
             kernel log for swiotlb, the disabled nodes for carveouts) - layer name to C(units_active) (units that
             must be active), C(command) (a shell command that must exit 0) and C(timeout) (seconds per command).
+          - C(management) (default V(true)) - the management path seen at arm time must be back within
+            C(management_wait) seconds (default 60, at most 180) - the interface up with the address the controller
+            reached, a route to the controller through it and a listener on the SSH port; without SSH (ansible-pull,
+            a local connection) the default route's interface, its addresses and the route to its gateway. A device
+            with no network path at arm time records why, and the check is skipped with a note. V(false) switches
+            it off for the layer.
         type: dict
         default: {}
       sign_command:
@@ -436,6 +442,9 @@ boot:
       C(hook), C(active) and the C(files) the signing hook signs; the diff names them too).
     - With V(apply) also C(done) (armed layers, files installed, extlinux_written, the files C(signed)) and C(records),
       each layer's record.
+    - C(management) - the management path the checker requires at the next boot (with V(probe), the one V(apply)
+      would record) - C(mode) (ssh, pull), C(interface), C(addresses), C(peer) and C(peer_role) (controller,
+      gateway), C(ssh_port), C(source); or C(skipped) with the reason.
   returned: when O(boot) is given
   type: dict
 stage:
@@ -464,7 +473,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journald_dropin as dropin
 from ansible_collections.edgeslim.jetson.plugins.module_utils import units_apply as ua
-from ansible_collections.edgeslim.jetson.plugins.module_utils.hostguards import graphical_sessions, management_link
+from ansible_collections.edgeslim.jetson.plugins.module_utils.hostguards import (
+    graphical_sessions,
+    management_link,
+    management_path,
+)
 from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import JournalError, load_journal_fallback
 from ansible_collections.edgeslim.jetson.plugins.module_utils.memsnap import (
     SnapshotError,
@@ -611,6 +624,8 @@ def probe(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     if p["boot"] is not None:
         plan = plan_boot(p)
         out["boot"] = ba.public(plan)
+        # what apply will record for the checker (the path the controller reaches the device on)
+        out["boot"]["management"] = management_path(module, p["management_interface"])
         out["diff"].extend(ba.extlinux_diff(plan))
     return out
 
@@ -742,8 +757,10 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
             out["boot"]["snapshot"]["swiotlb_previous_slots"] = plan["swiotlb"]["previous_slots"]
     except SnapshotError as exc:
         raise EngineFailure(f"before snapshot: {exc}; nothing changed", "apply", boot_failed=True, **kept) from exc
+    management = management_path(module, p["management_interface"])
+    out["boot"]["management"] = management
     try:
-        done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run)
+        done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run, management)
     except ba.BootFailure as exc:
         extra = {**kept, **exc.extra, "changed": bool(exc.extra.get("changed") or out["changed"])}
         raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **extra) from exc

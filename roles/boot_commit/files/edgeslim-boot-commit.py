@@ -7,6 +7,11 @@ max_boots times without committing, point extlinux.conf's DEFAULT back at the pr
 Standalone on purpose: it must work at boot without Ansible. Checks that need the device's own kernel
 (command line, kernel log) cannot be made in a container and are reported as unverifiable, never as passed.
 
+The management check (engine-armed records, checks.management) waits, up to a deadline, for the path the
+controller reached the device on at arm time: the interface up with its address, a route to the controller (or,
+for a pull device, the default gateway), and a listener on the SSH port -- so a change that kills the network is
+reverted instead of committed on a device nobody can reach any more.
+
 It fails safe: every check command has a timeout (checks.timeout in the record, default CHECK_TIMEOUT s) and a
 timeout is a failure; max_boots is tested before the checks; an unreadable record or an unexpected error reverts;
 a revert only names a label that exists; results are written best effort (a read-only or full /var never stops
@@ -20,12 +25,15 @@ import contextlib
 import datetime
 import errno
 import glob
+import ipaddress
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 
 STATE = "/var/lib/edgeslim"
@@ -40,6 +48,26 @@ REQUIRED = {"layer": str, "extlinux_path": str, "previous_default": str}
 # A revert that cannot be written for want of room (or a read-only /boot) is kept and retried at the next boot.
 NO_ROOM = {errno.ENOSPC: "/boot is full", errno.EFBIG: "the file is too large for /boot",
            errno.EDQUOT: "the disk quota of /boot is used up", errno.EROFS: "/boot is read-only"}  # fmt: skip
+
+
+# The management check: kernel files, and iproute2 for the IPv4 addresses (the kernel has no file for them).
+SYS_NET = "/sys/class/net"
+PROC_NET = "/proc/net"
+IP = "ip"
+# Seconds the management path may take to come up (checks.management.wait). The wait happens once per boot (the
+# records of one boot share the path) and the unit's TimeoutStartSec covers MANAGEMENT_WAIT_MAX plus the engine's
+# own check commands at CHECK_TIMEOUT (test_the_unit_outlasts_the_management_wait).
+MANAGEMENT_WAIT = 60
+MANAGEMENT_WAIT_MAX = 180
+POLL = 1.0
+IP_TIMEOUT = 5.0
+CLOCK = time.monotonic  # tests inject a clock and a sleep: no real waiting
+SLEEP = time.sleep
+MANAGEMENT_KEYS = {"interface": str, "addresses": list, "peer": (str, type(None)), "ssh_port": (int, type(None)),
+                   "wait": (int, float)}  # fmt: skip
+RTF_UP, RTF_REJECT = 0x0001, 0x0200
+IFF_UP = 0x1
+TCP_LISTEN = "0A"
 
 
 class CheckTimeout(Exception):
@@ -111,8 +139,8 @@ def in_container(timeout: float = CHECK_TIMEOUT) -> bool:
         return False  # then the kernel checks are made, and fail rather than pass unverified
 
 
-def checks(pending: dict) -> tuple[list[str], list[str]]:
-    """(failures, notes)."""
+def checks(pending: dict, cache: dict | None = None) -> tuple[list[str], list[str]]:
+    """(failures, notes). ``cache`` carries the management check's outcome between the records of one boot."""
     spec = pending.get("checks", {})
     timeout = check_timeout(spec)
     failures, notes = [], []
@@ -151,6 +179,16 @@ def checks(pending: dict) -> tuple[list[str], list[str]]:
             notes.append(f"kernel log not readable ({dmesg.stderr.strip()}); '{text}' not checked")
         elif text in dmesg.stdout:
             failures.append(f"kernel log contains '{text}'")
+    if "management" in spec:
+        key = json.dumps(spec["management"], sort_keys=True)
+        if cache is None or key not in cache:
+            outcome = management(spec["management"])
+            if cache is not None:
+                cache[key] = outcome
+        else:
+            outcome = cache[key]
+        failures.extend(outcome[0])
+        notes.extend(outcome[1])
     command = spec.get("command")
     if command:
         try:
@@ -161,6 +199,211 @@ def checks(pending: dict) -> tuple[list[str], list[str]]:
         if res.returncode != 0:
             failures.append(f"health command failed (rc {res.returncode}): {command}")
     return failures, notes
+
+
+# ---- the management path ----------------------------------------------------------------------------------------
+def check_management(value: object) -> None:
+    """A record's checks.management: false (switched off), {"skipped": why} (no path at arm time), or the path."""
+    if value is False or (isinstance(value, dict) and isinstance(value.get("skipped"), str)):
+        return
+    if not isinstance(value, dict):
+        raise ValueError(f"checks.management must be false or an object, got {value!r}")
+    for key, kind in MANAGEMENT_KEYS.items():
+        if key in value and (not isinstance(value[key], kind) or isinstance(value[key], bool)):
+            raise ValueError(f"checks.management.{key} is {value[key]!r}")
+    if not value.get("interface") or "/" in value["interface"]:
+        raise ValueError(f"checks.management.interface must name an interface, got {value.get('interface')!r}")
+    for address in [*value.get("addresses", []), *([value["peer"]] if value.get("peer") else [])]:
+        if not isinstance(address, str):
+            raise ValueError(f"checks.management: address {address!r} is not a string")
+        ipaddress.ip_address(address)  # ValueError names the bad address
+    if value.get("ssh_port") is not None and not 0 < value["ssh_port"] < 65536:
+        raise ValueError(f"checks.management.ssh_port is {value['ssh_port']!r}")
+    wait = value.get("wait", MANAGEMENT_WAIT)
+    if not 0 < wait <= MANAGEMENT_WAIT_MAX:
+        raise ValueError(f"checks.management.wait must be more than 0 and at most {MANAGEMENT_WAIT_MAX} s, "
+                         f"got {wait!r}")  # fmt: skip
+
+
+def management(spec: dict | bool) -> tuple[list[str], list[str]]:
+    """(failures, notes): wait until the recorded path is back, at most its ``wait`` seconds (a deadline on CLOCK);
+    at the deadline every part still missing is a failure that names it."""
+    if spec is False:
+        return [], ["management check switched off at arm time (boot.checks.<layer>.management: false)"]
+    if not isinstance(spec, dict):  # read_pending refused anything else; true would be a record nobody wrote
+        return [f"checks.management is {spec!r}, not a recorded path"], []
+    if "skipped" in spec:
+        return [], [f"management check skipped: {spec['skipped']}"]
+    notes = []
+    if spec.get("ssh_port") is None:
+        mode = spec.get("mode") or "pull"
+        notes.append(f"management check: no SSH port recorded ({mode} mode), listener not checked")
+    if not spec.get("peer") and spec.get("peer_role") != "default route":
+        notes.append(f"management check: no controller or gateway recorded for {spec['interface']}, route not checked")
+    wait = spec.get("wait", MANAGEMENT_WAIT)
+    deadline = CLOCK() + wait
+    while True:
+        missing = management_missing(spec, deadline)
+        left = deadline - CLOCK()
+        if not missing or left <= 0:
+            break
+        SLEEP(min(POLL, left))
+    return [f"{what} (waited {wait:g} s)" for what in missing], notes
+
+
+def management_missing(spec: dict, deadline: float) -> list[str]:
+    """What of the recorded management path is missing now (empty: all there)."""
+    iface = spec["interface"]
+    state = link_state(iface)
+    if state is not None:
+        return [f"management interface {iface} {state}"]  # the rest cannot be there without the link
+    missing = []
+    wanted = [ipaddress.ip_address(a) for a in spec.get("addresses") or []]
+    have, error = interface_addresses(iface, deadline)
+    for address in wanted:
+        if address not in have:
+            if error and address.version == 4:
+                missing.append(f"management address {address} on {iface} not readable: {error}")
+            else:
+                listed = ", ".join(sorted(str(a) for a in have)) or "none"
+                missing.append(f"management address {address} is not on {iface} (it has {listed})")
+    peer = spec.get("peer")
+    if peer or spec.get("peer_role") == "default route":  # a pull device without a gateway: its default route
+        label = f"the {spec.get('peer_role') or 'peer'} {peer}" if peer else "the default destination"
+        route = route_problem(iface, ipaddress.ip_address(peer) if peer else None, have, label)
+        if route:
+            missing.append(route)
+    port = spec.get("ssh_port")
+    if port is not None and not listening(port, wanted):
+        missing.append(f"nothing listens on TCP port {port} (the SSH port the controller used) "
+                       f"on {', '.join(str(a) for a in wanted) or 'any address'}")  # fmt: skip
+    return missing
+
+
+def read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def link_state(iface: str) -> str | None:
+    """None when the interface is up (operstate up; or unknown, as drivers without operstate and loopback report,
+    with IFF_UP set and the carrier on); else what is wrong, for the message."""
+    base = os.path.join(SYS_NET, iface)
+    if not os.path.isdir(base):
+        return f"is missing ({base} does not exist)"
+    operstate = (read(os.path.join(base, "operstate")) or "").strip()
+    if operstate == "up":
+        return None
+    if operstate == "unknown":
+        try:
+            flags = int((read(os.path.join(base, "flags")) or "0").strip(), 16)
+        except ValueError:
+            flags = 0
+        if flags & IFF_UP and (read(os.path.join(base, "carrier")) or "").strip() == "1":
+            return None
+    return f"is not up (operstate {operstate or 'unreadable'})"
+
+
+def interface_addresses(iface: str, deadline: float) -> tuple[set, str | None]:
+    """(addresses of the interface, why the IPv4 ones could not be read): IPv6 from /proc/net/if_inet6, both
+    families from ``ip -j addr show dev <iface>`` (IPv4 addresses have no kernel file)."""
+    have = set()
+    for line in (read(os.path.join(PROC_NET, "if_inet6")) or "").splitlines():
+        fields = line.split()
+        if len(fields) == 6 and fields[5] == iface:
+            with contextlib.suppress(ValueError):
+                have.add(ipaddress.ip_address(bytes.fromhex(fields[0])))
+    error = None
+    try:
+        res = run([IP, "-j", "addr", "show", "dev", iface], max(0.5, min(IP_TIMEOUT, deadline - CLOCK())))
+        if res.returncode != 0:
+            error = f"{IP} -j addr failed (rc {res.returncode}): {res.stderr.strip()[:200]}"
+        else:
+            for link in json.loads(res.stdout or "[]"):
+                for info in link.get("addr_info") or []:
+                    with contextlib.suppress(ValueError, TypeError):
+                        have.add(ipaddress.ip_address(info.get("local")))
+    except (OSError, CheckTimeout, ValueError, AttributeError) as exc:
+        error = f"{IP} -j addr: {exc}"
+    return have, error
+
+
+def hex_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An address as /proc/net prints it: 32-bit words in the host's byte order (8 hex digits, or 32 for IPv6)."""
+    words = [int(text[i : i + 8], 16) for i in range(0, len(text), 8)]
+    return ipaddress.ip_address(struct.pack(f"={len(words)}L", *words))
+
+
+def routes() -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str, int]]:
+    """(destination, interface, metric) of every usable route in /proc/net/route (main table) and
+    /proc/net/ipv6_route; rejected (unreachable) routes are left out."""
+    out = []
+    for line in (read(os.path.join(PROC_NET, "route")) or "").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        with contextlib.suppress(ValueError):
+            flags = int(fields[3], 16)
+            if flags & RTF_UP and not flags & RTF_REJECT:
+                dest, mask = hex_address(fields[1]), hex_address(fields[7])
+                out.append((ipaddress.ip_network(f"{dest}/{mask}", strict=False), fields[0], int(fields[6])))
+    for line in (read(os.path.join(PROC_NET, "ipv6_route")) or "").splitlines():
+        fields = line.split()
+        if len(fields) != 10:
+            continue
+        with contextlib.suppress(ValueError):
+            flags = int(fields[8], 16)
+            if flags & RTF_UP and not flags & RTF_REJECT:
+                dest = ipaddress.ip_address(bytes.fromhex(fields[0]))
+                network = ipaddress.ip_network(f"{dest}/{int(fields[1], 16)}", strict=False)
+                out.append((network, fields[9], int(fields[5], 16)))
+    return out
+
+
+def route_problem(iface: str, peer, own: set, what: str) -> str | None:
+    """None when the most specific route to ``peer`` (None: the default route) leaves by ``iface``; a loopback or
+    own address is always routed (the kernel's local table, which /proc/net/route does not show)."""
+    if peer is not None and (peer.is_loopback or peer in own):
+        return None
+    best = None
+    for network, name, metric in routes():
+        if peer is None:
+            if network.prefixlen != 0:
+                continue
+        elif network.version != peer.version or peer not in network:
+            continue
+        rank = (network.prefixlen, -metric)
+        # the most specific, then the lowest metric; of equal routes, the management interface's
+        if best is None or rank > best[0] or (rank == best[0] and name == iface):
+            best = (rank, name)
+    if best is None:
+        return f"no route to {what} ({PROC_NET}/route, {PROC_NET}/ipv6_route)"
+    if best[1] != iface:
+        return f"the route to {what} leaves by {best[1]}, not by the management interface {iface}"
+    return None
+
+
+def listening(port: int, addresses: list) -> bool:
+    """A TCP socket in LISTEN on ``port``, on a wildcard address or one of ``addresses`` (/proc/net/tcp, tcp6)."""
+    for name in ("tcp", "tcp6"):
+        for line in (read(os.path.join(PROC_NET, name)) or "").splitlines()[1:]:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != TCP_LISTEN or ":" not in fields[1]:
+                continue
+            text, _sep, hex_port = fields[1].rpartition(":")
+            try:
+                if int(hex_port, 16) != port:
+                    continue
+                local = hex_address(text)
+            except ValueError:
+                continue
+            mapped = getattr(local, "ipv4_mapped", None)
+            if local.is_unspecified or local in addresses or (mapped is not None and mapped in addresses):
+                return True
+    return False
 
 
 def dt_status(root: str, path: str) -> str | None:
@@ -304,12 +547,14 @@ def read_pending(path: str) -> tuple[dict, str | None]:
         if not isinstance(doc.get("checks", {}), dict):
             raise ValueError(f"checks is {type(doc['checks']).__name__}, not an object")
         check_timeout(doc.get("checks", {}))
+        if "management" in doc.get("checks", {}):
+            check_management(doc["checks"]["management"])
     except (TypeError, ValueError) as exc:
         return {**doc, "boots": 0, "max_boots": 0}, f"pending record {path} invalid: {exc}"
     return doc, None
 
 
-def evaluate(path: str) -> tuple[dict, list[str], list[str]]:
+def evaluate(path: str, cache: dict | None = None) -> tuple[dict, list[str], list[str]]:
     """(record, failures, notes) of one pending record; any error becomes a failure, i.e. a revert."""
     pending, error = read_pending(path)
     if error:
@@ -324,7 +569,7 @@ def evaluate(path: str) -> tuple[dict, list[str], list[str]]:
         try_write_json(path, pending)
         if pending["boots"] > pending["max_boots"]:
             return pending, [f"booted {pending['boots']} times without committing"], []
-        failures, notes = checks(pending)
+        failures, notes = checks(pending, cache)
         return pending, failures, notes
     except Exception as exc:
         log(traceback.format_exc())
@@ -375,7 +620,8 @@ def process(pending_dir: str = PENDING, results_dir: str = RESULTS) -> bool:
     Changes pending on the same extlinux.conf were booted together (one reboot for both boot layers): when one of
     them fails, DEFAULT goes back to the previous entry, which has none of them, so each of them is reported
     reverted -- a layer whose own checks passed is not in effect after that reboot either."""
-    records = [(path, *evaluate(path)) for path in sorted(glob.glob(os.path.join(pending_dir, "*.json")))]
+    cache: dict = {}  # the records of this boot share one management path: waited for once
+    records = [(path, *evaluate(path, cache)) for path in sorted(glob.glob(os.path.join(pending_dir, "*.json")))]
     failed_files: dict[str, list[str]] = {}
     for record in records:
         if record[2]:

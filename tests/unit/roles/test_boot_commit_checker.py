@@ -204,10 +204,10 @@ def test_an_unexpected_error_reverts_that_change_and_the_others_are_still_proces
     _pending(pending, "swiotlb", extlinux, "true")
     real = checker.checks
 
-    def checks(record):
+    def checks(record, cache=None):
         if record["layer"] == "swiotlb":
             raise KeyError("surprise")
-        return real(record)
+        return real(record, cache)
 
     monkeypatch.setattr(checker, "checks", checks)
     assert checker.process(str(pending), str(results)) is True

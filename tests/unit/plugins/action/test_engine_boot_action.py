@@ -229,3 +229,19 @@ def test_a_boot_failure_after_the_services_layer_keeps_its_record(restored):
         assert details["changed"] is False
     elif restored is False:
         assert details["restore_error"] == "cannot remove x"
+
+
+def test_boot_checks_per_layer_reach_the_device(device):
+    """boot.checks.<layer> (the module's form: the management switch among them) and boot.<layer>.checks are both
+    passed on; the management path is armed unless switched off."""
+    args = boot_args(device)
+    args["checks"] = {"swiotlb": {"management": False, "units_active": ["ssh.service"]}}
+    args["carveouts"] = {"checks": {"management_wait": 30}}
+    res, phases = run_action(device, args)
+    assert phases == ["probe", "apply"] and res["changed"] is True, res.get("msg")
+    swiotlb = json.loads((device.state / "pending/swiotlb.json").read_text())["checks"]
+    carveouts = json.loads((device.state / "pending/carveouts.json").read_text())["checks"]
+    assert swiotlb["management"] is False and swiotlb["units_active"] == ["ssh.service"]
+    assert carveouts["management"]["interface"] == "eth0" and carveouts["management"]["wait"] == 30
+    bad, phases = run_action(device, {**boot_args(device), "checks": {"services": {"command": "true"}}})
+    assert phases == ["probe"] and bad["failed"] and "boot.checks.services" in bad["msg"]

@@ -3,6 +3,9 @@ the adaptive settle, the journald drop-in."""
 
 from __future__ import annotations
 
+import json
+import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -143,3 +146,81 @@ def test_journald_dropin_render_and_restore(tmp_path):
     for bad in ({"storage": "x"}, {"Storage": ["x"]}, {"Storage=": "x"}):
         with pytest.raises(jd.DropinError):
             jd.render(bad)
+
+
+ROUTE_HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+
+
+def word(address: str) -> str:
+    """An IPv4 address as /proc/net/route prints it: a 32-bit word in the host's byte order."""
+    return f"{struct.unpack('=L', socket.inet_aton(address))[0]:08X}"
+
+
+def route(iface: str, dest: str, gateway: str, flags: int, metric: int) -> str:
+    return f"{iface}\t{word(dest)}\t{word(gateway)}\t{flags:04X}\t0\t0\t{metric}\t{word('0.0.0.0')}\t0\t0\t0\n"
+
+
+def test_default_route_lowest_metric_then_ipv6(tmp_path):
+    (tmp_path / "route").write_text(
+        ROUTE_HEADER
+        + route("wlan0", "0.0.0.0", "192.168.4.1", 0x3, 600)
+        + route("eth0", "0.0.0.0", "10.88.0.1", 0x3, 100)
+        + route("eth1", "0.0.0.0", "0.0.0.0", 0x201, 0)  # unreachable: never the path
+    )
+    assert hg.default_route(str(tmp_path)) == {"interface": "eth0", "gateway": "10.88.0.1"}
+    (tmp_path / "route").write_text(ROUTE_HEADER + route("ppp0", "0.0.0.0", "0.0.0.0", 0x1, 0))
+    assert hg.default_route(str(tmp_path)) == {"interface": "ppp0", "gateway": None}
+    (tmp_path / "route").write_text(ROUTE_HEADER)
+    (tmp_path / "ipv6_route").write_text(
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n"
+        "00000000000000000000000000000000 00 00000000000000000000000000000000 00 "
+        "fd000000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n"
+    )
+    assert hg.default_route(str(tmp_path)) == {"interface": "eth0", "gateway": "fd00::1"}
+    (tmp_path / "ipv6_route").write_text("")
+    assert hg.default_route(str(tmp_path)) is None
+
+
+class IpModule(Module):
+    def run_command(self, argv, **_kw):
+        self.calls.append(argv)
+        if argv[1:3] == ["-j", "addr"]:
+            return 0, json.dumps([{"ifname": argv[-1], "addr_info": [
+                {"family": "inet", "local": "10.88.0.5", "scope": "global"},
+                {"family": "inet6", "local": "fe80::5", "scope": "link"}]}]), ""  # fmt: skip
+        return 0, "2: eth0    inet 10.88.0.5/16 scope global eth0\n", ""
+
+
+def test_management_path_ssh_pull_and_none(tmp_path, monkeypatch):
+    procs, net = tmp_path / "proc", tmp_path / "net"
+    net.mkdir()
+    proc(procs, 1, 0, "systemd", {})
+    proc(procs, 9, 1, "sudo", {"SSH_CONNECTION": "::ffff:10.88.0.1 51234 ::ffff:10.88.0.5 2222"})
+    monkeypatch.setattr(hg.os, "getpid", lambda: 9)
+    assert hg.management_path(IpModule({}), None, str(procs), str(net)) == {
+        "mode": "ssh", "interface": "eth0", "addresses": ["10.88.0.5"], "peer": "10.88.0.1",
+        "peer_role": "controller", "ssh_port": 2222, "source": "SSH_CONNECTION of process 9 (sudo)",
+    }  # fmt: skip
+    (procs / "9" / "environ").write_bytes(b"USER=root\0")  # ansible-pull: no SSH
+    (net / "route").write_text(ROUTE_HEADER + route("eth0", "0.0.0.0", "10.88.0.1", 0x3, 100))
+    assert hg.management_path(IpModule({}), None, str(procs), str(net)) == {
+        "mode": "pull", "interface": "eth0", "addresses": ["10.88.0.5"], "peer": "10.88.0.1", "peer_role": "gateway",
+        "ssh_port": None, "source": "the default route (/proc/net/route, /proc/net/ipv6_route)",
+    }  # fmt: skip
+    # management_interface names another link than the default route's: no route to require on it
+    other = hg.management_path(IpModule({}), "wwan0", str(procs), str(net))
+    assert (other["interface"], other["peer"], other["peer_role"]) == ("wwan0", None, None)
+    (net / "route").write_text(ROUTE_HEADER)
+    assert "no default route" in hg.management_path(IpModule({}), None, str(procs), str(net))["skipped"]
+
+
+def test_management_path_follows_the_ssh_address_not_the_override(tmp_path, monkeypatch):
+    """management_interface protects carriers for the services layer; the checker needs where SSH arrives."""
+    proc(tmp_path, 1, 0, "systemd", {})
+    proc(tmp_path, 9, 1, "sudo", {"SSH_CONNECTION": "10.88.0.1 51234 10.88.0.5 22"})
+    monkeypatch.setattr(hg.os, "getpid", lambda: 9)
+    assert hg.management_path(IpModule({}), "wlan0", str(tmp_path), str(tmp_path))["interface"] == "eth0"
+    unknown = Module({"-o": (0, "", "")})  # ip finds no interface for the address: the override is the best guess
+    assert hg.management_path(unknown, "wlan0", str(tmp_path), str(tmp_path))["interface"] == "wlan0"
+    assert "no interface carries it" in hg.management_path(unknown, None, str(tmp_path), str(tmp_path))["skipped"]

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 from ansible.module_utils import basic
+from ansible_collections.edgeslim.jetson.plugins.module_utils import hostguards
 from ansible_collections.edgeslim.jetson.plugins.modules import engine
 from conftest import FIXTURES
 from modhelper import run_module
@@ -91,6 +94,19 @@ class Device:
         self.set_memtotal(7999000)
         self.calls: list[list[str]] = []
         self.moves: list[str] = []
+        # The play arrives over SSH through sudo (the module's ancestors), on eth0 at 10.88.0.5 (ip -j addr), with a
+        # default route via 10.88.0.1: the management path apply records for the checker.
+        self.proc = tmp / "proc"
+        fake_proc(self.proc, [(1, 0, "systemd", {}), (700, 1, "sshd", {}),
+                              (812, 700, "sudo", {"SSH_CONNECTION": "10.88.0.1 51234 10.88.0.5 22"}),
+                              (os.getpid(), 812, "python3", {"USER": "root"})])  # fmt: skip
+        (self.proc / "net").mkdir()
+        (self.proc / "net" / "route").write_text(
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+            f"eth0\t00000000\t{word('10.88.0.1')}\t0003\t0\t0\t100\t00000000\t0\t0\t0\n"
+        )
+        self.ip_addr = [{"ifname": "eth0", "addr_info": [{"family": "inet", "local": "10.88.0.5", "prefixlen": 16,
+                                                          "scope": "global"}]}]  # fmt: skip
 
     def boot(self, **layers: Any) -> dict[str, Any]:
         return {
@@ -119,6 +135,10 @@ class Device:
         self.calls.append(list(argv))
         if argv[0] == "boot-id":
             return 0, self.boot_id + "\n", ""
+        if argv[1:3] == ["-j", "addr"]:  # get_bin_path is faked: every binary is /bin/systemctl here
+            return 0, json.dumps(self.ip_addr), ""
+        if argv[1:3] == ["-o", "addr"]:
+            return 0, "2: eth0    inet 10.88.0.5/16 brd 10.88.255.255 scope global eth0\n", ""
         if argv[0] == "dmesg":
             return 0, "software IO TLB: mapped [mem 0x00000000f8000000-0x00000000f8400000] (4MB)\n", ""
         if argv[1:2] == ["is-enabled"]:
@@ -146,6 +166,8 @@ class Device:
         }
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(basic.AnsibleModule, "atomic_move", move)
+            mp.setattr(hostguards, "PROC_ROOT", str(self.proc))
+            mp.setattr(hostguards, "PROC_NET", str(self.proc / "net"))
             return run_module(engine.main, args, check=check, diff=True, run_command=self, bin_path="/bin/systemctl")
 
     def pending(self) -> list[str]:
@@ -168,6 +190,20 @@ def sign_hook(tmp: Path) -> tuple[list[str], Path]:
 
 def hook_calls(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
+
+
+def word(address: str) -> str:
+    """An IPv4 address as /proc/net/route prints it: one 32-bit word in the host's byte order."""
+    return f"{struct.unpack('=L', socket.inet_aton(address))[0]:08X}"
+
+
+def fake_proc(root: Path, tree: list[tuple[int, int, str, dict[str, str]]]) -> None:
+    """Processes as the kernel shows them: /proc/<pid>/stat and NUL-separated environ."""
+    for pid, ppid, comm, env in tree:
+        d = root / str(pid)
+        d.mkdir(parents=True)
+        (d / "stat").write_text(f"{pid} ({comm}) S {ppid} {pid} {ppid} 0 -1 4194560 1073 0 0 0 0 0 0 0 20 0 1 0\n")
+        (d / "environ").write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
 
 
 def compiled(dts: str, tmp: Path) -> str:

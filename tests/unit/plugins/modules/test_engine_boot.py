@@ -6,19 +6,23 @@ the reboot gives each layer's record."""
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux_edit as xe
 from ansible_collections.edgeslim.jetson.plugins.modules import extlinux
-from bootdevice import CAMERA, DTB, DTC, OVERLAY, Device, build_tree, compiled, reboot_into
+from bootdevice import CAMERA, DTB, DTC, OVERLAY, REPO, Device, build_tree, compiled, reboot_into
 from modhelper import run_module
 
 pytestmark = pytest.mark.skipif(DTC is None, reason="dtc not installed")
+CHECKER = REPO / "roles/boot_commit/files/edgeslim-boot-commit.py"
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +231,102 @@ def test_a_full_boot_partition_is_refused_before_any_change(device, monkeypatch)
     res = device.run("apply", boot)
     assert res["failed"] and res["changed"] is False and "not enough space" in res["msg"]
     assert device.moves == [] and device.pending() == [] and not os.path.exists(device.journal)
+
+
+# ---- the management check armed with each boot layer -------------------------------------------------------------
+SSH_PATH = {"mode": "ssh", "interface": "eth0", "addresses": ["10.88.0.5"], "peer": "10.88.0.1",
+            "peer_role": "controller", "ssh_port": 22, "source": "SSH_CONNECTION of process 812 (sudo)"}  # fmt: skip
+
+
+def load_checker():
+    spec = importlib.util.spec_from_file_location("edgeslim_boot_commit_engine", CHECKER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_armed_layer_carries_the_management_path_by_default(device):
+    """The probe shows the path apply records; each pending record requires it back, with the default wait."""
+    probe = device.run("probe", device.boot(swiotlb=SWIOTLB, carveouts=CARVEOUTS))
+    assert probe["boot"]["management"] == SSH_PATH
+    res = device.run("apply", both(device))
+    assert res["changed"] is True and res["boot"]["management"] == SSH_PATH, res.get("msg")
+    for layer in ("swiotlb", "carveouts"):
+        record = json.loads((device.state / "pending" / f"{layer}.json").read_text())
+        assert record["checks"]["management"] == {**SSH_PATH, "wait": 60}
+    swiotlb = json.loads((device.state / "pending/swiotlb.json").read_text())
+    assert swiotlb["checks"]["units_active"] == ["ssh.service"]  # the caller's checks are kept beside it
+
+
+def test_pull_mode_records_the_default_route_and_no_path_records_why(device):
+    """No SSH connection (ansible-pull, a local connection): the default route's interface, its global addresses
+    and its gateway; no route at all: nothing to require, and the record says why."""
+    for pid in os.listdir(device.proc):
+        if pid.isdigit():
+            (device.proc / pid / "environ").write_bytes(b"USER=root\0")
+    res = device.run("apply", device.boot(swiotlb=SWIOTLB), management_interface=None)
+    record = json.loads((device.state / "pending/swiotlb.json").read_text())
+    assert record["checks"]["management"] == {
+        "mode": "pull", "interface": "eth0", "addresses": ["10.88.0.5"], "peer": "10.88.0.1", "peer_role": "gateway",
+        "ssh_port": None, "source": "the default route (/proc/net/route, /proc/net/ipv6_route)", "wait": 60,
+    }  # fmt: skip
+    assert res["changed"] is True
+    (device.state / "pending/swiotlb.json").unlink()
+    (device.proc / "net/route").write_text((device.proc / "net/route").read_text().splitlines()[0] + "\n")
+    device.run("apply", device.boot(swiotlb={"slots": 4096}), management_interface=None)
+    record = json.loads((device.state / "pending/swiotlb.json").read_text())
+    assert record["checks"]["management"] == {
+        "skipped": "no SSH connection (ansible-pull or a local connection) and no default route at arm time: no "
+        "network path to check"
+    }
+
+
+@pytest.mark.parametrize(
+    ("checks", "message"),
+    [
+        ({"management": "no"}, "boot.checks.swiotlb.management refused: 'no'"),
+        ({"management_wait": 0}, "boot.checks.swiotlb.management_wait must be more than 0 and at most 180 s"),
+        ({"management_wait": 900}, "boot.checks.swiotlb.management_wait must be more than 0 and at most 180 s"),
+        ({"management_wait": True}, "boot.checks.swiotlb.management_wait refused: True"),
+    ],
+)
+def test_bad_management_options_are_refused_before_any_change(device, checks, message):
+    res = device.run("apply", device.boot(swiotlb=SWIOTLB, checks={"swiotlb": checks}))
+    assert res["failed"] and res["stage"] == "input" and message in res["msg"], res["msg"]
+    assert device.moves == [] and device.pending() == []
+
+
+def test_the_device_and_the_checker_agree_on_the_wait():
+    checker = load_checker()
+    assert (ba.MANAGEMENT_WAIT, ba.MANAGEMENT_WAIT_MAX) == (checker.MANAGEMENT_WAIT, checker.MANAGEMENT_WAIT_MAX)
+
+
+@pytest.mark.parametrize("checks", [{}, {"management_wait": 20}, {"management": False}],
+                         ids=["default", "shorter-wait", "protection-removed"])  # fmt: skip
+def test_a_boot_that_lost_the_network_reverts_what_the_engine_armed(device, tmp_path, monkeypatch, checks):
+    """End to end: the record the engine writes, read by the real checker at a boot where eth0 never came up. By
+    default it reverts after the wait; with the check switched off (the protection removed) the same boot commits."""
+    res = device.run("apply", device.boot(swiotlb=SWIOTLB, checks={"swiotlb": checks}))
+    assert res["changed"] is True, res.get("msg")
+    checker = load_checker()
+    net = tmp_path / "sys-class-net"
+    (net / "eth0").mkdir(parents=True)
+    (net / "eth0" / "operstate").write_text("down\n")
+    now = [0.0]
+    monkeypatch.setattr(checker, "SYS_NET", str(net))
+    monkeypatch.setattr(checker, "CLOCK", lambda: now[0])
+    monkeypatch.setattr(checker, "SLEEP", lambda s: now.__setitem__(0, now[0] + s))
+    monkeypatch.setattr(checker, "in_container", lambda: True)  # the kernel checks are notes here
+    real_run = checker.run
+    monkeypatch.setattr(checker, "run", lambda argv, timeout=None: subprocess.CompletedProcess(argv, 0, "", "")
+                        if argv[0] == "dmesg" else real_run(argv, timeout))  # fmt: skip
+    reboot = checker.process(str(device.state / "pending"), str(device.state / "boot-commit"))
+    verdict = json.loads((device.state / "boot-commit/swiotlb.json").read_text())
+    if checks.get("management") is False:
+        assert reboot is False and verdict["status"] == "committed"
+        assert "management check switched off at arm time (boot.checks.<layer>.management: false)" in verdict["notes"]
+        return
+    wait = checks.get("management_wait", 60)
+    assert reboot is True and verdict["status"] == "reverted" and now[0] == wait
+    assert verdict["failures"] == [f"management interface eth0 is not up (operstate down) (waited {wait} s)"]
+    assert "DEFAULT primary" in device.conf.read_text()
