@@ -270,7 +270,13 @@ class ActionModule(ActionBase):
     )
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        task_vars = task_vars or {}
+        result = self._run(tmp, task_vars or {})
+        # Callers register the result with failed_when: false (every layer's record is published before the host
+        # fails), which resets "failed": this key keeps the outcome.
+        result["engine_failed"] = bool(result.get("failed"))
+        return result
+
+    def _run(self, tmp: Any, task_vars: dict[str, Any]) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         profile = args.pop("profile", None)

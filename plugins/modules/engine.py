@@ -413,6 +413,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+engine_failed:
+  description:
+    - Whether the call failed or was refused (set by the action plugin). A caller that registers the result with
+      C(failed_when: false), to publish every layer's record before it fails the host, reads the outcome here.
+  returned: always
+  type: bool
 phase:
   description: The phase that ran.
   returned: always

@@ -70,6 +70,7 @@ def run_action(device: Device, boot: dict[str, Any], layers=("swiotlb", "carveou
 def test_bad_inputs_are_refused_before_the_device_is_read(device):
     res, phases = run_action(device, boot_args(device, swiotlb_size_mib=0))
     assert phases == [] and res["failed"] and res["changed"] is False
+    assert res["engine_failed"] is True  # what a caller with failed_when: false reads
     assert res["report"]["swiotlb"]["status"] == "failed" and "swiotlb" in res["msg"]
     assert res["report"]["carveouts"]["details"]["failed_task"] == action.REFUSED_BOOT
     res, phases = run_action(device, {**boot_args(device), "settings": {"carveouts_fdt_method": "overlays"}})
