@@ -5,7 +5,7 @@ DOCUMENTATION = r"""
 name: engine_boot
 short_description: The boot layers' part of one edgeslim.jetson.engine call, assembled from the layer roles' inputs
 description:
-  - Takes the boot layers one call runs and each layer role's C(<layer>_boot) (set by its C(tasks_from: inputs)) and
+  - Takes the boot layers one call runs and each layer role's C(<layer>_boot) (set by its C(inputs) entry point) and
     returns the engine's C(boot) option with the values the whole call shares - the one managed entry's file and
     label, the journal, the reboot timeout and boot-time command, the boot identity command.
   - The layers share one managed boot entry and one journal, so their paths must agree; a disagreement is refused

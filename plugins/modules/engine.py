@@ -184,7 +184,7 @@ options:
         description:
           - In a container the kernel is the host's, so V(verify) reports C(unverified_container) with no reclaimed
             figure. V(true) when the container's MemTotal follows the booted entry (the simulated fleet's boot
-            stand-in): the MemTotal delta is then reported as measured.
+            stand-in) - the MemTotal delta is then reported as measured.
         type: bool
         default: false
       swiotlb:
@@ -416,7 +416,7 @@ RETURN = r"""
 engine_failed:
   description:
     - Whether the call failed or was refused (set by the action plugin). A caller that registers the result with
-      C(failed_when: false), to publish every layer's record before it fails the host, reads the outcome here.
+      C(failed_when) false, to publish every layer's record before it fails the host, reads the outcome here.
   returned: always
   type: bool
 phase:
