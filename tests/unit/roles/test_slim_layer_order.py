@@ -56,14 +56,14 @@ ENGINE_STUB = [
             "{'services': {'status': 'applied'}, 'swiotlb': {'status': 'applied'}, 'carveouts': {'status': "
             "'reverted' if fail_carveouts | default(false) else 'applied'}}))) }}",
             "boot_commit_verified": {
-                "failed": "{{ fail_carveouts | default(false) and 'carveouts' in boot_commit_layers }}"
+                "engine_failed": "{{ fail_carveouts | default(false) and 'carveouts' in boot_commit_layers }}"
             },
         },
     },
     {
         "name": "Fail where asked",
         "ansible.builtin.fail": {"msg": "carveouts reverted"},
-        "when": "boot_commit_verified.failed",
+        "when": "boot_commit_verified.engine_failed",
     },
 ]
 
