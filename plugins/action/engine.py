@@ -250,6 +250,16 @@ def stop_failed(result: dict[str, Any], rec: dict[str, Any]) -> dict[str, Any]:
     return {**rec, "details": {**rec["details"], "stop_failed": failed}}
 
 
+def verify_message(layer: str, rec: dict[str, Any]) -> str:
+    """Why a boot layer is not in effect after the reboot: the device reverted it (its failed checks), or it committed
+    but the running kernel does not show it."""
+    details = rec["details"]
+    why = "; ".join(list(details["verdict"].get("failures") or []) + list(details["verification"])) or "no reason given"
+    if rec["status"] == "reverted":
+        return f"the device did not commit the {layer} change ({details['verdict'].get('status')}): {why}"
+    return f"the {layer} change is not in effect after the reboot: {why}"
+
+
 def display_refusal(probe: dict[str, Any]) -> str | None:
     """The refusal message when the plan changes the default target while a local graphical session is in use."""
     target = probe["services"]["default_target"]
@@ -401,10 +411,7 @@ class ActionModule(ActionBase):
         result["report"].update(records)
         bad = {layer: rec for layer, rec in records.items() if rec["status"] in ("reverted", "failed")}
         if bad:
-            result.update(failed=True, msg="; ".join(
-                f"{layer} {rec['status']}: " + "; ".join(rec["details"]["verdict"].get("failures") or []
-                                                         + rec["details"]["verification"])
-                for layer, rec in bad.items()))  # fmt: skip
+            result.update(failed=True, msg="; ".join(verify_message(layer, rec) for layer, rec in bad.items()))
         return result
 
     def _boot_refusal(self, profile: dict[str, Any], planned: dict[str, Any]) -> str | None:

@@ -209,7 +209,10 @@ def test_verify_run_after_the_reboot(device, tmp_path):
         json.dumps({"status": "reverted", "failures": ["node /bus@0/display@13800000 enabled"]})
     )
     verified, _phases = verify_run(res["apply"]["boot"]["snapshot"])
-    assert verified["failed"] and "carveouts reverted: node /bus@0/display@13800000 enabled" in verified["msg"]
+    assert (
+        verified["failed"]
+        and "did not commit the carveouts change (reverted): node /bus@0/display@13800000 enabled" in verified["msg"]
+    )
 
 
 @pytest.mark.parametrize("restored", [None, True, False])
