@@ -30,11 +30,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
 from typing import Any
 
+import yaml
+from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.module_utils.boot_sign import SECURE_BOOT_REFUSAL, check_command
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
@@ -48,6 +51,8 @@ SKIP_REASON = "no unit, default target or journald setting in the selected profi
 REFUSED_BOOT = "Refuse the boot layers' inputs (before any change)"
 FAILED_BOOT = "Apply the boot layers (journal, boot files, commit-or-revert, one extlinux.conf write)"
 VERIFY_BOOT = "Verify the boot layers after the reboot (verdict, running kernel, device tree, MemTotal)"
+PREFLIGHT = "Pre-flight checks (a Jetson, a supported L4T release, free space under /boot)"
+LOCK = "Take the device lock (refused, naming the holder, while another edgeslim run holds it)"
 BOOT_LAYERS = ("swiotlb", "carveouts")
 COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKER_FILES = os.path.join(COLLECTION, "roles", "boot_commit", "files")
@@ -273,26 +278,97 @@ def display_refusal(probe: dict[str, Any]) -> str | None:
     )
 
 
+def collection_version() -> str:
+    """The version the metrics file names: the installed collection's MANIFEST.json, else galaxy.yml (a checkout)."""
+    try:
+        with open(os.path.join(COLLECTION, "MANIFEST.json"), encoding="utf-8") as handle:
+            return str(json.load(handle)["collection_info"]["version"])
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        with open(os.path.join(COLLECTION, "galaxy.yml"), encoding="utf-8") as handle:
+            return str(yaml.safe_load(handle)["version"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return "unknown"
+
+
+def run_options(args: dict[str, Any], host: str) -> dict[str, Any]:
+    """The run around the layers (docs/development.md, "The engine"): ``lock`` (run_id, path, ttl, holder), pre-flight,
+    the report's snapshots, the metrics file -- passed to each device run as the module takes them."""
+    out: dict[str, Any] = {}
+    if args.get("lock"):
+        out["lock"] = {k: v for k, v in dict(args["lock"]).items() if v is not None}
+    if args.get("preflight") is not None:
+        pf = {k: v for k, v in dict(args["preflight"] or {}).items() if v is not None}
+        pf.setdefault("host", host)
+        out["preflight"] = pf
+    if args.get("report"):
+        out["report"] = True
+    metrics = args.get("metrics")
+    if metrics is not None and truthy(dict(metrics).get("enabled", True)):
+        m = {k: v for k, v in dict(metrics).items() if v is not None and k != "enabled"}
+        m.setdefault("version", collection_version())
+        out["metrics"] = m
+    return out
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
-        ("profile", "services", "journal_path", "management_interface", "measure", "layers", "boot", "before")
-    )
+        ("profile", "services", "journal_path", "management_interface", "measure", "layers", "boot", "before",
+         "lock", "preflight", "report", "metrics", "records", "wait")
+    )  # fmt: skip
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = self._run(tmp, task_vars or {})
         # Callers register the result with failed_when: false (every layer's record is published before the host
         # fails), which resets "failed": this key keeps the outcome.
         result["engine_failed"] = bool(result.get("failed"))
+        result.setdefault("lock_held", False)
         return result
+
+    def _device(self, module_args: dict[str, Any], task_vars: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        """One device run: the layers' options, the run's options and this phase's."""
+        return self._execute_module(MODULE, module_args={**module_args, **self._run_args, **extra},
+                                    task_vars=task_vars)  # fmt: skip
+
+    def _end(self, result: dict[str, Any], module_args: dict[str, Any], task_vars: dict[str, Any]) -> dict:
+        """A refusal on the controller after the probe took the lock: one more device run writes the metrics file
+        (failed) and gives the lock back. Nothing was changed."""
+        if self._run_args.get("lock") and result.get("lock_held"):
+            ended = self._execute_module(MODULE, module_args={**{k: v for k, v in self._run_args.items()
+                                                                  if k in ("lock", "metrics")}, "phase": "finish",
+                                                              **({"measure": module_args["measure"]}
+                                                                 if "measure" in module_args else {})},
+                                         task_vars=task_vars)  # fmt: skip
+            result["finish"] = ended
+            result["lock_held"] = bool(ended.get("failed")) or bool((ended.get("lock") or {}).get("held"))
+        return result
+
+    def _track(self, result: dict[str, Any], run: dict[str, Any]) -> None:
+        """Whether this run still holds the device lock after ``run``, and the report's snapshots it took."""
+        if not self._run_args.get("lock"):
+            return
+        if run.get("finished"):
+            result["lock_held"] = bool((run.get("lock") or {}).get("held"))
+        elif (run.get("lock") or {}).get("held"):
+            result["lock_held"] = True
+        memory = run.get("report") or {}
+        for key in ("before", "after"):
+            if memory.get(key):
+                result.setdefault("memory", {})[key] = memory[key]
 
     def _run(self, tmp: Any, task_vars: dict[str, Any]) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
         profile = args.pop("profile", None)
         before = args.pop("before", None)
-        layers = args.pop("layers", None) or ["services"]
+        layers = args.pop("layers", None)
+        layers = ["services"] if layers is None else list(layers)  # [] = no layer: only the run around them
         boot = args.pop("boot", None) or {}
+        records = args.pop("records", None) or {}
+        wait = args.pop("wait", None)
+        run_args = {k: args.pop(k, None) for k in ("lock", "preflight", "report", "metrics")}
         if not isinstance(profile, dict) or not isinstance(profile.get("services"), dict):
             return {**result, "failed": True, "msg": "profile must be a resolved edgeslim_profile (a mapping)"}
         unknown = [x for x in layers if x not in ("services", *BOOT_LAYERS)]
@@ -305,6 +381,9 @@ class ActionModule(ActionBase):
             if self._settings.get(f"{layer}_reboot_ok") in (None, ""):
                 self._settings[f"{layer}_reboot_ok"] = self._settings.get("edgeslim_reboot_ok")
         result.update(changed=False, probe=None, apply=None, reboot=False)
+        self._run_args = run_options(run_args, str(task_vars.get("inventory_hostname") or "this host"))
+        if self._run_args.get("lock") and not isinstance(self._run_args["lock"].get("run_id"), str):
+            return {**result, "failed": True, "msg": "lock must name the run (lock.run_id)"}
         report: dict[str, Any] = {}
         result["report"] = report
         module_args = {k: v for k, v in args.items() if v is not None}
@@ -336,29 +415,46 @@ class ActionModule(ActionBase):
             except OSError as exc:
                 return self._refused_all(result, module_args, REFUSED_BOOT, f"the boot-commit checker: {exc}")
             if before:
-                return self._verify(result, module_args, before, task_vars)
-        if "services" not in module_args and "boot" not in module_args:
+                return self._verify(result, module_args, before, task_vars, records, wait)
+        if "services" not in module_args and "boot" not in module_args and not self._run_args:
             return result
-        probe = self._execute_module(MODULE, module_args={**module_args, "phase": "probe"}, task_vars=task_vars)
+        # The probe takes the lock first, runs pre-flight, takes the baseline, plans; with nothing to change (or in
+        # check mode, which stops after it) it also ends the run: the metrics file, the lock given back.
+        probe = self._device(module_args, task_vars, phase="probe", take_lock="lock" in self._run_args,
+                             finish="yes" if self._task.check_mode else "if_unchanged")  # fmt: skip
         result["probe"] = probe
+        self._track(result, probe)
+        if probe.get("preflight"):
+            result["preflight"] = probe["preflight"]
         if probe.get("failed"):
-            stage = REFUSED_BOOT if probe.get("boot_failed") else REFUSED_PLAN
+            stage = {"preflight": PREFLIGHT, "lock": LOCK}.get(probe.get("stage"))
+            stage = stage or (REFUSED_BOOT if probe.get("boot_failed") else REFUSED_PLAN)
             return self._refused_all(result, module_args, stage, probe.get("msg", "probe failed"))
+        skipped = (probe.get("preflight") or {}).get("boot_layers_refused")
+        if skipped and "boot" in module_args:
+            # UEFI Secure Boot without a signing hook: the boot layers are skipped with pre-flight's reason.
+            for layer in self._boot_layers:
+                report[layer] = boot_record("skipped", reason=skipped)
+            result.setdefault("warnings", []).append(f"boot layers refused: {skipped}")
+            self._boot_layers = []
+            module_args.pop("boot")
         if "services" in module_args:
             refusal = display_refusal(probe) if module_args["services"].get("check_display", True) else None
             if refusal:
-                return self._refused_all(result, module_args, REFUSED_DISPLAY, refusal)
+                return self._end(self._refused_all(result, module_args, REFUSED_DISPLAY, refusal), module_args,
+                                 task_vars)  # fmt: skip
         if "boot" in module_args:
             refusal = self._boot_refusal(profile, probe["boot"])
             if refusal:
-                return self._refused_all(result, module_args, REFUSED_BOOT, refusal)
+                return self._end(self._refused_all(result, module_args, REFUSED_BOOT, refusal), module_args, task_vars)
             planned = probe["boot"].get("carveouts")
             needs = [f for f in probe["boot"]["files"] if f.get("pending") and f["changed"]]
             if planned and needs:
                 try:
                     module_args["boot"]["carveouts"].update(controller_files(boot, planned))
                 except RuntimeError as exc:
-                    return self._refused_all(result, module_args, REFUSED_BOOT, str(exc))
+                    return self._end(self._refused_all(result, module_args, REFUSED_BOOT, str(exc)), module_args,
+                                     task_vars)  # fmt: skip
         plan = probe.get("services")
         services_changes = bool(plan and plan["changes"])
         boot_changes = bool(probe.get("boot", {}).get("changes"))
@@ -386,8 +482,13 @@ class ActionModule(ActionBase):
                     status = "planned" if layer in probe["boot"]["changed_layers"] else "unchanged"
                     report[layer] = self._boot_details(status, probe["boot"], layer)
             return result
-        applied = self._execute_module(MODULE, module_args={**module_args, "phase": "apply"}, task_vars=task_vars)
+        changed_layers = probe["boot"]["changed_layers"] if boot_changes else []
+        reboot_follows = any(reboot_allowed(self._settings, layer) for layer in changed_layers)
+        # Apply ends the run (after snapshot, metrics, lock given back) unless a reboot follows: then verify does.
+        applied = self._device(module_args, task_vars, phase="apply", preflight=None,
+                               finish="no" if reboot_follows else "yes")  # fmt: skip
         result["apply"] = applied
+        self._track(result, applied)
         result["diff"] = applied.get("diff", [])
         if applied.get("failed"):
             return self._apply_failed(result, module_args, applied)
@@ -398,13 +499,27 @@ class ActionModule(ActionBase):
             self._boot_outcome(result, applied["boot"]["records"])
         return result
 
-    def _verify(self, result: dict[str, Any], module_args: dict[str, Any], before: dict, task_vars: dict) -> dict:
-        """After the caller's reboot: the device's verify run gives each boot layer's record; a layer the device
-        reverted, or whose change the running kernel does not show, fails the task (the caller restores)."""
+    def _verify(self, result: dict[str, Any], module_args: dict[str, Any], before: dict, task_vars: dict,
+                records: dict[str, Any], wait: dict[str, Any] | None) -> dict:  # fmt: skip
+        """After the caller's reboot: the device's verify run (the lock taken again, the checker's verdict waited for
+        in the same run) gives each boot layer's record; a layer the device reverted, or whose change the running
+        kernel does not show, fails the task (the caller restores). A device that reverted and reboots (or drops the
+        connection doing so) returns ``revert_reboot``: the caller waits for it and runs verify again."""
         module_args.pop("services", None)
-        verified = self._execute_module(MODULE, module_args={**module_args, "phase": "verify", "before": before},
-                                        task_vars=task_vars)  # fmt: skip
+        if "metrics" in self._run_args:
+            self._run_args["metrics"]["records"] = {k: v for k, v in records.items() if isinstance(v, dict)}
+        extra: dict[str, Any] = {"wait": wait} if wait else {}
+        try:
+            verified = self._device(module_args, task_vars, phase="verify", before=before, preflight=None,
+                                    take_lock="lock" in self._run_args, finish="yes", **extra)  # fmt: skip
+        except AnsibleConnectionFailure as exc:
+            result.update(revert_reboot=True, verify={"unreachable": True, "msg": str(exc)})
+            return result
         result["verify"] = verified
+        self._track(result, verified)
+        if verified.get("revert_reboot"):
+            result.update(revert_reboot=True, verdict=verified.get("verdict"))
+            return result
         if verified.get("failed"):
             return self._refused_all(result, module_args, VERIFY_BOOT, verified.get("msg", "verify failed"))
         records = verified["boot"]["records"]

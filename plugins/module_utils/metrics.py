@@ -3,7 +3,8 @@
 
 Pure formatting and parsing of the Prometheus text exposition format, plus the atomic write node_exporter's
 textfile collector requires (a temp file in the same directory, then a rename: the collector never reads a
-half-written file). Pure Python, no Ansible imports: the module passes ``module.atomic_move`` as ``replace``.
+half-written file). The file's one write (``write_textfile``) is shared by edgeslim.jetson.metrics_textfile and
+the engine's last device run; they pass ``module.atomic_move`` as ``replace``.
 
 Each run rewrites the whole file. What a run does not know (an audit knows no reclaim, a slim run that left a layer
 unchanged knows no new figure) is carried over from the previous file, so the file always holds the last known
@@ -13,10 +14,15 @@ value of every series.
 from __future__ import annotations
 
 import math
+import os
 import re
+import time
 from typing import Any, Callable
 
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible_collections.edgeslim.jetson.plugins.module_utils import drift as dr
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal
+from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError, parse_show, show_argv
 
 LAYERS = ("services", "swiotlb", "carveouts")
 DRIFT_KINDS = ("services", "boot_entry", "carveouts")
@@ -308,3 +314,127 @@ def layer_figures(
                 pending = FLIP
         figures[layer] = {"reclaimed_bytes": reclaimed, "pending_reboot": pending}
     return figures
+
+
+# ---- the file's one write, as edgeslim.jetson.metrics_textfile (and the engine's last device run) makes it ---------
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def parse_layers(given: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The ``layers`` option (layer -> ``reclaimed_bytes``, ``pending_reboot``), checked; MetricsError names what is
+    wrong."""
+    layers: dict[str, dict[str, Any]] = {}
+    for layer, record in (given or {}).items():
+        if layer not in LAYERS:
+            raise MetricsError(f"layers: unknown layer {layer!r} (known: {', '.join(LAYERS)})")
+        if record is not None and not isinstance(record, dict):
+            raise MetricsError(f"layers.{layer} must be a dict, got {type(record).__name__}")
+        record = record or {}
+        unknown = sorted(set(record) - {"reclaimed_bytes", "pending_reboot"})
+        if unknown:
+            raise MetricsError(f"layers.{layer}: unknown key(s) {', '.join(unknown)}")
+        try:
+            reclaimed = record.get("reclaimed_bytes")
+            if reclaimed in ("", "None"):
+                reclaimed = None
+            reclaimed = None if reclaimed is None else int(float(reclaimed))
+            pending = record.get("pending_reboot")
+            if pending in (None, "", "None"):
+                pending = None
+            elif pending != FLIP:
+                pending = boolean(pending, strict=True)
+        except (TypeError, ValueError) as exc:
+            raise MetricsError(f"layers.{layer}: {exc}") from exc
+        layers[layer] = {"reclaimed_bytes": reclaimed, "pending_reboot": pending}
+    return layers
+
+
+def _live_units(module: Any, units: list[str]) -> dict[str, dict[str, str]]:
+    systemctl = module.get_bin_path("systemctl", required=True)
+    rc, out, err = module.run_command(show_argv(systemctl, units), environ_update={"SYSTEMD_PAGER": "", "LC_ALL": "C"})
+    if rc != 0:
+        raise UnitsError(f"systemctl show failed (rc {rc}): {err.strip()[:200]}")
+    blocks = parse_show(out)
+    if len(blocks) != len(units):
+        raise UnitsError(f"systemctl show returned {len(blocks)} blocks for {len(units)} units")
+    return dict(zip(units, blocks))
+
+
+def check_drift(module: Any, journal_path: str, warnings: list[str]) -> tuple[dict[str, Any], dict]:
+    """Services and boot entry drift against the on-device journal (docs/metrics.md, "Drift")."""
+    drift: dict[str, Any] = {"services": None, "boot_entry": None}
+    details: dict[str, Any] = {}
+    try:
+        doc = journal.load_journal(journal_path)
+    except journal.JournalError as exc:
+        warnings.append(f"drift not checked: {exc}")
+        return drift, details
+    layers = doc["layers"]
+    units = dr.journaled_units(layers.get("services"))
+    try:
+        live = _live_units(module, units) if units else {}
+        details["services"] = dr.services_drift(layers.get("services"), live)
+        drift["services"] = bool(details["services"])
+    except UnitsError as exc:
+        warnings.append(f"services drift not checked: {exc}")
+    boot = {layer: layers.get(layer) for layer in dr.BOOT_LAYERS}
+    paths = {(r.get("path") or "/boot/extlinux/extlinux.conf") for r in boot.values() if r}
+    details["boot_entry"] = dr.boot_drift(boot, {p: _read(p) for p in paths})
+    drift["boot_entry"] = bool(details["boot_entry"])
+    return drift, details
+
+
+def write_textfile(module: Any, p: dict[str, Any], check_mode: bool) -> dict[str, Any]:
+    """The whole file from ``p`` (the options of edgeslim.jetson.metrics_textfile: path, playbook, result, version,
+    layers, carveouts_drift, drift_check, journal_path, timestamp), figures this run does not know carried over, written
+    atomically unless ``check_mode``. Returns the module result (``diff`` included); raises MetricsError."""
+    path = p["path"]
+    if not path.endswith(".prom"):
+        raise MetricsError(f"path {path} must end in .prom: node_exporter's textfile collector reads nothing else")
+    if p["playbook"] not in PLAYBOOKS or p.get("result", "ok") not in RESULTS:
+        raise MetricsError(f"playbook must be one of {', '.join(PLAYBOOKS)} and result one of {', '.join(RESULTS)}")
+    layers = parse_layers(p.get("layers"))
+    warnings: list[str] = []
+    drift: dict[str, Any] = {"services": None, "boot_entry": None}
+    details: dict[str, Any] = {}
+    if p.get("drift_check", True):
+        drift, details = check_drift(module, p.get("journal_path") or "/var/lib/edgeslim/journal.json", warnings)
+    drift["carveouts"] = p.get("carveouts_drift")
+
+    before = _read(path) if os.path.exists(path) else None
+    previous: dict[str, Any] = {}
+    if before is not None:
+        try:
+            previous = previous_state(before)
+        except MetricsError as exc:
+            warnings.append(f"{path}: previous file not readable, nothing carried over: {exc}")
+    timestamp = p.get("timestamp")
+    state = merge(
+        previous,
+        {
+            "version": p["version"],
+            "playbook": p["playbook"],
+            "result": p.get("result") or "ok",
+            "timestamp": timestamp if timestamp is not None else int(time.time()),
+            "layers": layers,
+            "drift": drift,
+        },
+    )
+    content = render(state)
+    changed = content != before
+    if changed and not check_mode:
+        write_atomic(path, content, replace=getattr(module, "atomic_move", None))
+    return {
+        "changed": changed,
+        "path": path,
+        "content": content,
+        "drift": {kind: state["drift"].get(kind) for kind in DRIFT_KINDS},
+        "drift_details": details,
+        "warnings_list": warnings,
+        "diff": {"before": before or "", "after": content, "before_header": path, "after_header": path},
+    }

@@ -103,168 +103,8 @@ holder:
   type: dict
 """
 
-import json
-import os
-import tempfile
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
-
-
-def read_record(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_record(path: str, record: dict) -> None:
-    """Atomically: a temporary file beside it, then a rename, so a reader never sees half a record."""
-    fd, tmp = tempfile.mkstemp(prefix=".edgeslim-lock-", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def child_comms(pid: int, proc: str = "/proc") -> list:
-    """Command names of the processes whose parent is ``pid``."""
-    comms = []
-    if pid <= 0:
-        return comms
-    try:
-        entries = os.listdir(proc)
-    except OSError:
-        return comms
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(os.path.join(proc, entry, "stat"), encoding="utf-8", errors="replace") as handle:
-                comm, ppid = devlock.parse_proc_stat(handle.read())
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            comms.append(comm)
-    return comms
-
-
-class Lock:
-    def __init__(self, module: AnsibleModule) -> None:
-        self.module = module
-        p = module.params
-        self.path = p["path"]
-        self.record_path = devlock.record_path(self.path)
-        self.run_id = p["run_id"]
-        self.unit = devlock.unit_name(self.run_id)
-        self.systemctl = module.get_bin_path("systemctl", required=True)
-
-    def show(self, unit: str) -> dict:
-        rc, out, _err = self.module.run_command(
-            [self.systemctl, "show", "-p", "LoadState", "-p", "ActiveState", "-p", "MainPID", unit]
-        )
-        return devlock.parse_show(out) if rc == 0 else {}
-
-    def state(self, unit: str) -> tuple:
-        show = self.show(unit)
-        pid = int(show.get("MainPID") or 0)
-        return devlock.holder_state(show, child_comms(pid)), pid
-
-    def probe(self) -> bool:
-        """True when another process holds the lock (flock for an instant, released again at once)."""
-        if not os.path.exists(self.path):
-            return False
-        flock = self.module.get_bin_path("flock", required=True)
-        rc, _out, err = self.module.run_command(devlock.probe_argv(flock, self.path))
-        if rc not in (0, devlock.BUSY_EXIT):
-            self.module.fail_json(msg=f"flock {self.path} failed (rc {rc}): {err.strip()}", held=False)
-        return rc == devlock.BUSY_EXIT
-
-    def refuse(self) -> None:
-        record = read_record(self.record_path)
-        live = bool(record.get("unit")) and self.state(record["unit"])[0] == "held"
-        self.module.fail_json(
-            msg=devlock.busy_message(self.path, record, live), unit=self.unit, held=False, holder=record or None
-        )
-
-    def keep_record(self, pid: int) -> dict:
-        """The record of this run's lock; rewritten when missing or someone else's (a stale one)."""
-        record = read_record(self.record_path)
-        if record.get("run_id") == self.run_id and record.get("pid") == pid:
-            return record
-        p = self.module.params
-        record = devlock.new_record(self.run_id, p["holder"] or {}, self.path, p["ttl"], pid)
-        write_record(self.record_path, record)
-        return record
-
-    def acquire(self) -> None:
-        p = self.module.params
-        state, pid = self.state(self.unit)
-        if state == "held":
-            record = {} if self.module.check_mode else self.keep_record(pid)
-            self.module.exit_json(changed=False, unit=self.unit, held=True, record=record)
-        if state == "pending":
-            self.module.fail_json(
-                msg=f"{self.unit} is running but has not taken {self.path}; stop it first", held=False
-            )
-        if self.probe():
-            self.refuse()
-        if self.module.check_mode:
-            self.module.exit_json(changed=True, unit=self.unit, held=False)
-
-        os.makedirs(os.path.dirname(self.path) or "/", mode=0o755, exist_ok=True)
-        systemd_run = self.module.get_bin_path("systemd-run", required=True)
-        flock = self.module.get_bin_path("flock", required=True)
-        argv = devlock.holder_argv(systemd_run, flock, self.path, self.run_id, p["ttl"])
-        rc, _out, err = self.module.run_command(argv)
-        if rc != 0:
-            self.module.fail_json(msg=f"could not start {self.unit}: {err.strip()}", cmd=argv, held=False)
-
-        deadline = time.monotonic() + p["wait"]
-        while True:
-            state, pid = self.state(self.unit)
-            if state == "held":
-                record = self.keep_record(pid)
-                self.module.exit_json(changed=True, unit=self.unit, held=True, record=record)
-            if state == "ended":
-                break
-            if time.monotonic() >= deadline:
-                self.module.run_command([self.systemctl, "stop", self.unit])
-                self.module.fail_json(
-                    msg=f"{self.unit} neither took {self.path} nor ended within {p['wait']}s; stopped it",
-                    held=False,
-                )
-            time.sleep(0.1)
-
-        # The unit ended without the lock. Its exit status is gone (--collect), so ask the lock itself.
-        if self.probe():
-            self.refuse()
-        self.module.fail_json(
-            msg=f"{self.unit} ended without taking {self.path} although the lock is free; "
-            f"see journalctl -u {self.unit}",
-            held=False,
-        )
-
-    def release(self) -> None:
-        state, _pid = self.state(self.unit)
-        changed = state != "ended"
-        if changed and not self.module.check_mode:
-            rc, _out, err = self.module.run_command([self.systemctl, "stop", self.unit])
-            if rc != 0:
-                self.module.fail_json(msg=f"could not stop {self.unit}: {err.strip()}", held=True)
-        if not self.module.check_mode and read_record(self.record_path).get("run_id") == self.run_id:
-            os.unlink(self.record_path)
-            changed = True
-        self.module.exit_json(changed=changed, unit=self.unit, held=False)
 
 
 def main() -> None:
@@ -281,18 +121,12 @@ def main() -> None:
     )
     p = module.params
     try:
-        devlock.check_run_id(p["run_id"])
+        lock = devlock.DeviceLock(module, p["path"], p["run_id"], p["ttl"], p["holder"], p["wait"], module.check_mode)
+        result = lock.acquire() if p["state"] == "acquired" else lock.release()
     except devlock.LockError as exc:
-        module.fail_json(msg=str(exc), held=False)
-    if p["ttl"] <= 0 or p["wait"] <= 0:
-        module.fail_json(msg=f"ttl and wait must be > 0 seconds (ttl {p['ttl']}, wait {p['wait']})", held=False)
-    if not os.path.isabs(p["path"]):
-        module.fail_json(msg=f"path must be absolute, got {p['path']}", held=False)
-    lock = Lock(module)
-    if p["state"] == "acquired":
-        lock.acquire()
-    else:
-        lock.release()
+        extra = {"held": False, **exc.extra}
+        module.fail_json(msg=exc.msg, **extra)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -477,7 +477,10 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
+from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
+from ansible_collections.edgeslim.jetson.plugins.module_utils import engine_run as er
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journald_dropin as dropin
+from ansible_collections.edgeslim.jetson.plugins.module_utils import metrics as mt
 from ansible_collections.edgeslim.jetson.plugins.module_utils import units_apply as ua
 from ansible_collections.edgeslim.jetson.plugins.module_utils.hostguards import (
     graphical_sessions,
@@ -517,8 +520,31 @@ MEASURE_SPEC = {
     "settle_timeout": {"type": "float", "default": 30.0},
     "stable_kb": {"type": "int", "default": 2048},
 }
+LOCK_SPEC = {
+    "run_id": {"type": "str", "required": True},
+    "path": {"type": "path", "default": devlock.DEFAULT_PATH},
+    "ttl": {"type": "int", "default": devlock.DEFAULT_TTL},
+    "holder": {"type": "dict", "default": {}},
+    "wait": {"type": "float", "default": 10},
+}
+METRICS_SPEC = {
+    "path": {"type": "path", "default": mt.DEFAULT_PATH},
+    "playbook": {"type": "str", "default": "slim", "choices": list(mt.PLAYBOOKS)},
+    "version": {"type": "str", "required": True},
+    "drift_check": {"type": "bool", "default": True},
+    "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
+    "records": {"type": "dict", "default": {}},
+    "result": {"type": "str", "default": "failed", "choices": list(mt.RESULTS)},
+}
 ARGUMENT_SPEC = {
-    "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify"]},
+    "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify", "finish"]},
+    "lock": {"type": "dict", "options": LOCK_SPEC},
+    "take_lock": {"type": "bool", "default": False},
+    "finish": {"type": "str", "default": "no", "choices": ["no", "yes", "if_unchanged"]},
+    "preflight": {"type": "dict", "options": er.PREFLIGHT_OPTIONS},
+    "report": {"type": "bool", "default": False},
+    "metrics": {"type": "dict", "options": METRICS_SPEC},
+    "wait": {"type": "dict", "options": er.WAIT_OPTIONS},
     "profile": {"type": "dict"},
     "services": {"type": "dict", "options": SERVICES_SPEC},
     "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
@@ -611,9 +637,25 @@ def mb(kb: float) -> float:
 
 def probe(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     p = module.params
+    out: dict[str, Any] = {"phase": "probe", "changed": False, "diff": []}
+    if p["preflight"] is not None:
+        try:
+            out["preflight"] = er.preflight(p["preflight"])
+        except er.PreflightRefused as exc:
+            raise EngineFailure(exc.msg, "preflight", preflight=exc.info) from exc
+        out["preflight"]["boot_layers_refused"] = ""
+        if p["boot"] is not None and out["preflight"]["secure_boot"] is True and not p["boot"]["sign_command"]:
+            # The boot layers are skipped with this reason; the other layers run (roles/preflight's rule).
+            out["preflight"]["boot_layers_refused"] = er.PREFLIGHT_SECURE_BOOT
+            p["boot"] = None
+    if p["report"]:
+        try:
+            out["report"] = {"before": er.brief(er.report_snapshot(module, p["measure"]))}
+        except SnapshotError as exc:
+            raise EngineFailure(f"baseline snapshot: {exc}; nothing changed", "plan") from exc
     link = management_link(module, p["management_interface"])
     s = p["services"]
-    out: dict[str, Any] = {"phase": "probe", "changed": False, "management": link, "diff": []}
+    out["management"] = link
     out["display"] = {"checked": False, "sessions_in_use": []}
     if s is not None:
         if s["check_display"]:
@@ -633,6 +675,7 @@ def probe(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
         # what apply will record for the checker (the path the controller reaches the device on)
         out["boot"]["management"] = management_path(module, p["management_interface"])
         out["diff"].extend(ba.extlinux_diff(plan))
+    out["unchanged"] = not (out.get("services") or {}).get("changes") and not (out.get("boot") or {}).get("changes")
     return out
 
 
@@ -789,11 +832,25 @@ def memtotal_snapshot(module: AnsibleModule) -> dict[str, Any]:
 
 
 def verify(module: AnsibleModule) -> dict[str, Any]:
-    """After the reboot: each boot layer's verdict, what the running kernel shows, MemTotal -> its record."""
+    """After the reboot: each boot layer's verdict, what the running kernel shows, MemTotal -> its record. With
+    ``wait``, first the checker's verdict (and, when it reverted, its revert reboot) in this process."""
     p = module.params
     b, before = p["boot"], p["before"]
     if b is None or not isinstance(before.get("memtotal_kb"), int) or not before.get("boot_id"):
         raise EngineFailure("verify needs boot and before (memtotal_kb, boot_id) from the apply run", "input")
+    w = p["wait"]
+    if w is not None:
+        verdict, pending = er.wait_verdict(
+            lambda: ba.read_verdict(b, w["layer"]),
+            lambda: boot_identity(module, p["measure"]["boot_id_command"]),
+            w["timeout"],
+            w["interval"],
+        )
+        if pending:
+            # The checker reverted and reboots the device: the caller waits for it, then verifies again.
+            return {"phase": "verify", "changed": False, "revert_reboot": True, "verdict": verdict, "boot": {}}
+    else:
+        verdict = None
     try:
         after = memtotal_snapshot(module)
     except SnapshotError as exc:
@@ -803,6 +860,8 @@ def verify(module: AnsibleModule) -> dict[str, Any]:
     delta_mb = round((after["memtotal_kb"] - before["memtotal_kb"]) / 1024.0, 1)
     rebooted = after["boot_id"] != before["boot_id"]
     out: dict[str, Any] = {"phase": "verify", "changed": False, "boot": {"after": after, "records": {}}}
+    if verdict is not None:
+        out["verdict"] = verdict
     claimed = 0.0
     for layer in layers:
         verdict = ba.read_verdict(b, layer)
@@ -917,21 +976,143 @@ def rollback(module: AnsibleModule, runner: Runner, journal_path: str) -> dict[s
     return out
 
 
+# ---- the run around the layers: lock, report snapshots, metrics file ---------------------------------------------
+KEPT_STATUSES = ("applied", "unverified_container", "pending_reboot", "staged")
+FINE_AFTER_REBOOT = ("applied", "unverified_container")
+
+
+def device_lock(module: AnsibleModule) -> devlock.DeviceLock | None:
+    lk = module.params["lock"]
+    if lk is None:
+        return None
+    try:
+        # run bookkeeping, not a device change: taken and released in check mode too (as the slim flow always did)
+        return devlock.DeviceLock(module, lk["path"], lk["run_id"], lk["ttl"], lk["holder"], lk["wait"], False)
+    except devlock.LockError as exc:
+        raise EngineFailure(exc.msg, "input", **exc.extra) from exc
+
+
+def take_lock(lock: devlock.DeviceLock) -> dict[str, Any]:
+    try:
+        return lock.acquire()
+    except devlock.LockError as exc:
+        raise EngineFailure(exc.msg, "lock", lock={"held": False, **exc.extra}) from exc
+
+
+def this_run_records(result: dict[str, Any]) -> dict[str, Any]:
+    """The layer records this run produced; a boot layer staged by an apply that finishes the run waits for a
+    reboot that this run does not make (pending_reboot)."""
+    records: dict[str, Any] = {}
+    if (result.get("services") or {}).get("record"):
+        records["services"] = result["services"]["record"]
+    for layer, rec in ((result.get("boot") or {}).get("records") or {}).items():
+        records[layer] = {**rec, "status": "pending_reboot"} if rec["status"] == "staged" else rec
+    return records
+
+
+def write_metrics(module: AnsibleModule, result: str, records: dict[str, Any]) -> dict[str, Any] | None:
+    """The node_exporter file (module_utils/metrics.py), from every record of the run; never fails the run: a file that
+    cannot be written is a warning, as in the metrics role."""
+    mp = module.params["metrics"]
+    if mp is None:
+        return None
+    known = {**(mp["records"] or {}), **records}
+    summary = {k: {"status": v.get("status"), "reclaimed_mb": v.get("reclaimed_mb")} for k, v in known.items()
+               if isinstance(v, dict)}  # fmt: skip
+    try:
+        out = mt.write_textfile(module, {**mp, "result": result, "layers": mt.layer_figures(mp["playbook"], summary),
+                                         "carveouts_drift": None, "timestamp": None}, module.check_mode)  # fmt: skip
+    except (mt.MetricsError, ValueError, TypeError) as exc:
+        module.warn(f"edgeslim metrics file not written: {exc}")
+        return {"written": False, "msg": str(exc)}
+    for warning in out["warnings_list"]:
+        module.warn(warning)
+    out.pop("diff")
+    return out
+
+
+def finish(module: AnsibleModule, lock: devlock.DeviceLock | None, result: dict[str, Any]) -> None:
+    """The end of the run on the device: the after snapshot, the metrics file, the lock given back."""
+    p = module.params
+    if p["report"]:
+        after = ((result.get("services") or {}).get("snapshots") or {}).get("after")
+        if result["phase"] == "probe":
+            after_brief = (result.get("report") or {}).get("before")
+        else:
+            try:
+                after_brief = er.brief(after or er.report_snapshot(module, p["measure"]))
+            except SnapshotError as exc:
+                module.warn(f"after snapshot: {exc}")
+                after_brief = None
+        result.setdefault("report", {})["after"] = after_brief
+    result["metrics"] = write_metrics(module, "ok", this_run_records(result))
+    if lock is not None:
+        try:
+            result["lock"] = lock.release()
+        except devlock.LockError as exc:
+            module.warn(f"device lock not released: {exc.msg}")
+            result["lock"] = {"held": True, "unit": lock.unit}
+    result["finished"] = True
+
+
+def finishes(p: dict[str, Any], result: dict[str, Any]) -> bool:
+    if p["finish"] == "if_unchanged":
+        return bool(result.get("unchanged"))
+    if p["finish"] != "yes" or result.get("revert_reboot"):
+        return False
+    records = ((result.get("boot") or {}).get("records") or {}) if result["phase"] == "verify" else {}
+    return all(rec["status"] in FINE_AFTER_REBOOT for rec in records.values())
+
+
+def failure_keeps_lock(extra: dict[str, Any]) -> bool:
+    """A failed apply that kept a change of this run (the services layer ran, then a boot layer failed and restored
+    itself only) leaves the lock held: the caller's rescue restores the rest under it and gives it back."""
+    services = (extra.get("services") or {}).get("record") or {}
+    return services.get("status") in KEPT_STATUSES
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     runner = Runner(module, module.get_bin_path("systemctl", required=True))
+    lock = None
+    taken = False
     try:
         check_input(p)
-        if p["phase"] == "verify":
+        lock = device_lock(module)
+        if lock is not None and p["take_lock"]:
+            taken = take_lock(lock)["held"]
+        if p["phase"] == "finish":
+            result = {"phase": "finish", "changed": False}
+        elif p["phase"] == "verify":
             result = verify(module)
         else:
             result = apply(module, runner) if p["phase"] == "apply" else probe(module, runner)
+        if lock is not None and taken:
+            result["lock"] = {"held": True, "unit": lock.unit}
+        if p["phase"] == "finish":
+            result["metrics"] = write_metrics(module, p["metrics"]["result"] if p["metrics"] else "failed", {})
+            if lock is not None:
+                result["lock"] = lock.release()
+            result["finished"] = True
+        elif finishes(p, result):
+            finish(module, lock, result)
     except EngineFailure as exc:
         extra = dict(exc.extra)
         extra.setdefault("changed", False)
         extra.setdefault("systemctl_calls", runner.calls)
         extra.setdefault("commands", runner.ran)
+        if lock is not None and exc.stage != "lock" and p["phase"] != "finish":
+            if failure_keeps_lock(extra):
+                extra["lock"] = {"held": True, "unit": lock.unit}
+            else:
+                # Any other failure ends the run here: the metrics file says so and the lock is given back.
+                extra["metrics"] = write_metrics(module, "rolled_back" if extra.get("restored") else "failed", {})
+                try:
+                    extra["lock"] = lock.release()
+                except devlock.LockError as rel:
+                    extra["lock"] = {"held": True, "unit": lock.unit, "error": rel.msg}
+                extra["finished"] = True
         module.fail_json(msg=exc.msg, phase=p["phase"], stage=exc.stage, **extra)
     if not module._diff:
         result.pop("diff", None)

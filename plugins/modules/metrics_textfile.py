@@ -130,62 +130,8 @@ warnings_list:
   elements: str
 """
 
-import os
-import time
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.parsing.convert_bool import boolean
-from ansible_collections.edgeslim.jetson.plugins.module_utils import drift as dr
 from ansible_collections.edgeslim.jetson.plugins.module_utils import metrics as mt
-from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import JournalError, load_journal
-from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import (
-    UnitsError,
-    parse_show,
-    show_argv,
-)
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _live_units(module: AnsibleModule, units: list[str]) -> dict[str, dict[str, str]]:
-    systemctl = module.get_bin_path("systemctl", required=True)
-    rc, out, err = module.run_command(show_argv(systemctl, units), environ_update={"SYSTEMD_PAGER": "", "LC_ALL": "C"})
-    if rc != 0:
-        raise UnitsError(f"systemctl show failed (rc {rc}): {err.strip()[:200]}")
-    blocks = parse_show(out)
-    if len(blocks) != len(units):
-        raise UnitsError(f"systemctl show returned {len(blocks)} blocks for {len(units)} units")
-    return dict(zip(units, blocks))
-
-
-def check_drift(module: AnsibleModule, journal_path: str, warnings: list[str]) -> tuple[dict[str, Any], dict]:
-    drift: dict[str, Any] = {"services": None, "boot_entry": None}
-    details: dict[str, Any] = {}
-    try:
-        doc = load_journal(journal_path)
-    except JournalError as exc:
-        warnings.append(f"drift not checked: {exc}")
-        return drift, details
-    layers = doc["layers"]
-    units = dr.journaled_units(layers.get("services"))
-    try:
-        live = _live_units(module, units) if units else {}
-        details["services"] = dr.services_drift(layers.get("services"), live)
-        drift["services"] = bool(details["services"])
-    except UnitsError as exc:
-        warnings.append(f"services drift not checked: {exc}")
-    boot = {layer: layers.get(layer) for layer in dr.BOOT_LAYERS}
-    paths = {(r.get("path") or "/boot/extlinux/extlinux.conf") for r in boot.values() if r}
-    details["boot_entry"] = dr.boot_drift(boot, {p: _read(p) for p in paths})
-    drift["boot_entry"] = bool(details["boot_entry"])
-    return drift, details
 
 
 def main() -> None:
@@ -203,87 +149,14 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    p = module.params
-    if not p["path"].endswith(".prom"):
-        module.fail_json(
-            msg=f"path {p['path']} must end in .prom: node_exporter's textfile collector reads nothing else"
-        )
-    layers: dict[str, dict[str, Any]] = {}
-    for layer, record in (p["layers"] or {}).items():
-        if layer not in mt.LAYERS:
-            module.fail_json(msg=f"layers: unknown layer {layer!r} (known: {', '.join(mt.LAYERS)})")
-        if record is not None and not isinstance(record, dict):
-            module.fail_json(msg=f"layers.{layer} must be a dict, got {type(record).__name__}")
-        record = record or {}
-        unknown = sorted(set(record) - {"reclaimed_bytes", "pending_reboot"})
-        if unknown:
-            module.fail_json(msg=f"layers.{layer}: unknown key(s) {', '.join(unknown)}")
-        try:
-            reclaimed = record.get("reclaimed_bytes")
-            if reclaimed in ("", "None"):
-                reclaimed = None
-            reclaimed = None if reclaimed is None else int(float(reclaimed))
-            pending = record.get("pending_reboot")
-            if pending in (None, "", "None"):
-                pending = None
-            elif pending != mt.FLIP:
-                pending = boolean(pending, strict=True)
-        except (TypeError, ValueError) as exc:
-            module.fail_json(msg=f"layers.{layer}: {exc}")
-        layers[layer] = {"reclaimed_bytes": reclaimed, "pending_reboot": pending}
-
-    warnings: list[str] = []
-    drift: dict[str, Any] = {"services": None, "boot_entry": None}
-    details: dict[str, Any] = {}
-    if p["drift_check"]:
-        drift, details = check_drift(module, p["journal_path"], warnings)
-    drift["carveouts"] = p["carveouts_drift"]
-
-    before = _read(p["path"]) if os.path.exists(p["path"]) else None
-    previous: dict[str, Any] = {}
-    if before is not None:
-        try:
-            previous = mt.previous_state(before)
-        except mt.MetricsError as exc:
-            warnings.append(f"{p['path']}: previous file not readable, nothing carried over: {exc}")
-    state = mt.merge(
-        previous,
-        {
-            "version": p["version"],
-            "playbook": p["playbook"],
-            "result": p["result"],
-            "timestamp": p["timestamp"] if p["timestamp"] is not None else int(time.time()),
-            "layers": layers,
-            "drift": drift,
-        },
-    )
     try:
-        content = mt.render(state)
+        result = mt.write_textfile(module, module.params, module.check_mode)
     except mt.MetricsError as exc:
         module.fail_json(msg=str(exc))
-    changed = content != before
-    if changed and not module.check_mode:
-        try:
-            mt.write_atomic(p["path"], content, replace=module.atomic_move)
-        except mt.MetricsError as exc:
-            module.fail_json(msg=str(exc))
-    for warning in warnings:
+    for warning in result["warnings_list"]:
         module.warn(warning)
-    result: dict[str, Any] = {
-        "changed": changed,
-        "path": p["path"],
-        "content": content,
-        "drift": {kind: state["drift"].get(kind) for kind in mt.DRIFT_KINDS},
-        "drift_details": details,
-        "warnings_list": warnings,
-    }
-    if module._diff:
-        result["diff"] = {
-            "before": before or "",
-            "after": content,
-            "before_header": p["path"],
-            "after_header": p["path"],
-        }
+    if not module._diff:
+        result.pop("diff")
     module.exit_json(**result)
 
 

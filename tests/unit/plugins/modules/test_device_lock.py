@@ -6,6 +6,7 @@ import json
 from unittest import mock
 
 import pytest
+from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
 from ansible_collections.edgeslim.jetson.plugins.modules import device_lock as mod
 from modhelper import run_module
 
@@ -62,7 +63,7 @@ class FakeDevice:
 @pytest.fixture
 def dev():
     fake = FakeDevice()
-    with mock.patch.object(mod, "child_comms", fake.children):
+    with mock.patch.object(devlock, "child_comms", fake.children):
         yield fake
 
 
