@@ -5,7 +5,6 @@ back; verify waits for the checker's verdict itself."""
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 from typing import Any, ClassVar
 
