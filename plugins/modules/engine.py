@@ -22,6 +22,12 @@ description:
   - On any error after the first change, V(apply) restores the units, the default target and the drop-in from the
     journal before failing, and says what it restored (or that the restore failed and the journal is kept).
   - O(boot) carries the boot layers (SWIOTLB, carveouts) in the same two runs; they take effect at the next boot.
+  - The run around the layers rides in the same device runs (the slim flow's, docs/development.md "The engine") -
+    V(probe) takes the device lock first (O(lock), the lock of M(edgeslim.jetson.device_lock)), runs pre-flight
+    (O(preflight)) and takes the report's baseline (O(report)); the run that ends it (O(finish) - the probe when nothing
+    changes, apply when no reboot follows, verify after the reboot) takes the after snapshot, writes the metrics file
+    (O(metrics), as M(edgeslim.jetson.metrics_textfile)) and gives the lock back. A failure gives the lock back too
+    (and writes the metrics file), unless it left a change of this run for the caller's rescue (C(lock.held)).
 author: edgeslim maintainers (@edgeslim)
 options:
   phase:
@@ -30,9 +36,159 @@ options:
       - V(verify), after the reboot into the boot layers (read-only) - the checker's verdict of each layer, the
         running kernel's SWIOTLB pool and command line, the live device tree and MemTotal against O(before) - gives
         each boot layer's record.
+      - V(finish) only ends the run - the metrics file (O(metrics.result)) and the lock given back (a refusal on the
+        controller after the probe).
     type: str
     required: true
-    choices: [probe, apply, verify]
+    choices: [probe, apply, verify, finish]
+  lock:
+    description:
+      - The run's device lock (the lock file, holder record and transient unit of M(edgeslim.jetson.device_lock)).
+        Given back when the run ends (O(finish)) or fails; omit for no lock.
+    type: dict
+    suboptions:
+      run_id:
+        description: Identifies the run; names the holder unit.
+        type: str
+        required: true
+      path:
+        description: The lock file.
+        type: path
+        default: /run/edgeslim/device.lock
+      ttl:
+        description: Seconds the lock is held at most.
+        type: int
+        default: 7200
+      holder:
+        description: Who holds it (C(controller), C(user), C(playbook), C(started)), for the record and refusals.
+        type: dict
+        default: {}
+      wait:
+        description: Seconds to wait for the holder unit to take the lock.
+        type: float
+        default: 10
+  take_lock:
+    description:
+      - Take O(lock) before anything is read (refused, naming the holder, while another run holds it). Set by the
+        action plugin for V(probe) and V(verify) (a reboot empties C(/run)).
+    type: bool
+    default: false
+  finish:
+    description:
+      - Whether this run ends the run when it succeeds - V(yes), V(no), or V(if_unchanged) (V(probe) - when nothing
+        changes). Set by the action plugin.
+    type: str
+    default: "no"
+    choices: ["no", "yes", if_unchanged]
+  preflight:
+    description:
+      - V(probe) only. The checks of the C(edgeslim.jetson.preflight) role with its messages, after the lock and
+        before anything else is read - a Jetson, a supported L4T major, free space on the filesystem holding
+        O(preflight.boot_path), and UEFI Secure Boot - on and no O(boot.sign_command) - skips the boot layers with the
+        role's reason.
+    type: dict
+    suboptions:
+      host:
+        description: The host's name in the messages (the action plugin sets C(inventory_hostname)).
+        type: str
+        default: this host
+      require_jetson:
+        description: Refuse a host that is not a Jetson.
+        type: bool
+        default: true
+      supported_l4t_majors:
+        description: L4T major releases accepted.
+        type: list
+        elements: int
+        default: [35, 36, 38, 39]
+      boot_path:
+        description: The directory whose filesystem must have room.
+        type: path
+        default: /boot
+      boot_min_free_mb:
+        description: MB that must be free there.
+        type: int
+        default: 16
+      devicetree_path:
+        description: The live device tree.
+        type: path
+        default: /sys/firmware/devicetree/base
+      release_path:
+        description: The L4T release file.
+        type: path
+        default: /etc/nv_tegra_release
+      efivars_path:
+        description: efivarfs, for the UEFI Secure Boot state.
+        type: path
+        default: /sys/firmware/efi/efivars
+  report:
+    description:
+      - Take the fleet report's snapshots - the baseline in V(probe) (before anything changes), the after snapshot in
+        the run that ends the run (MemTotal, MemAvailable, boot identity; the median of O(measure.samples)).
+    type: bool
+    default: false
+  metrics:
+    description:
+      - The node_exporter textfile-collector file written by the run that ends the run (or fails it), with the figures
+        of every layer record of the run and the drift checked against the journal; written nothing in check mode.
+    type: dict
+    suboptions:
+      path:
+        description: The file (must end in C(.prom)).
+        type: path
+        default: /var/lib/node_exporter/textfile_collector/edgeslim.prom
+      playbook:
+        description: The playbook this run is.
+        type: str
+        default: slim
+        choices: [slim, rollback, audit]
+      version:
+        description: The collection version (the action plugin reads it).
+        type: str
+        required: true
+      drift_check:
+        description: Check services and boot entry drift against the journal.
+        type: bool
+        default: true
+      journal_path:
+        description: On-device journal the drift is checked against.
+        type: path
+        default: /var/lib/edgeslim/journal.json
+      records:
+        description: Layer records of the run's earlier device runs (the action plugin passes apply's to verify).
+        type: dict
+        default: {}
+      result:
+        description: V(finish) only - the run's result.
+        type: str
+        default: failed
+        choices: [ok, failed, rolled_back]
+  records:
+    description:
+      - Controller side only. The layer records of the call before the reboot (V(verify)); the action plugin passes
+        them on as O(metrics.records).
+    type: dict
+  wait:
+    description:
+      - V(verify) only. Wait for the checker's verdict of this layer (all boot layers of one boot are checked
+        together) up to O(wait.timeout) seconds before verifying; when the device reverted and has not rebooted yet
+        (or the connection drops while it does), the result is C(revert_reboot) - wait for the device, then verify
+        again.
+    type: dict
+    suboptions:
+      layer:
+        description: The boot layer whose verdict says the checker is done.
+        type: str
+        required: true
+        choices: [swiotlb, carveouts]
+      timeout:
+        description: Seconds to wait at most.
+        type: float
+        default: 600
+      interval:
+        description: Seconds between readings.
+        type: float
+        default: 2
   before:
     description:
       - V(verify) only - C(memtotal_kb) and C(boot_id) from the V(apply) run (its C(boot.snapshot)).
@@ -413,6 +569,30 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+preflight:
+  description: V(probe) with O(preflight) - C(is_jetson), C(reason), C(model), C(soc), C(l4t), C(secure_boot),
+    C(boot_free_mb), C(boot_layers_refused) (the reason the boot layers were skipped, or empty).
+  returned: when O(preflight) is given
+  type: dict
+memory:
+  description: The report's snapshots of the call (C(before) from the probe, C(after) from the run that ended the run) -
+    C(MemTotal_kb), C(MemAvailable_kb), C(boot_id) (set by the action plugin).
+  returned: when O(report) is true
+  type: dict
+lock_held:
+  description: Whether the run still holds the device lock when the call returns (a failure that left a change for
+    the caller's rescue, or an apply a reboot follows).
+  returned: always
+  type: bool
+revert_reboot:
+  description: V(verify) - the device reverted the change and reboots (or the connection dropped while it did); wait
+    for the device, then run verify again.
+  returned: when the device reverted and had not rebooted yet
+  type: bool
+finished:
+  description: The device run ended the run (after snapshot, metrics file, lock given back).
+  returned: when a device run ended the run
+  type: bool
 engine_failed:
   description:
     - Whether the call failed or was refused (set by the action plugin). A caller that registers the result with
@@ -545,6 +725,7 @@ ARGUMENT_SPEC = {
     "report": {"type": "bool", "default": False},
     "metrics": {"type": "dict", "options": METRICS_SPEC},
     "wait": {"type": "dict", "options": er.WAIT_OPTIONS},
+    "records": {"type": "dict"},
     "profile": {"type": "dict"},
     "services": {"type": "dict", "options": SERVICES_SPEC},
     "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
@@ -569,8 +750,9 @@ class EngineFailure(Exception):
 
 def check_input(p: dict[str, Any]) -> None:
     """Bad input is refused before anything is read or changed."""
-    if p["profile"] is not None:
-        raise EngineFailure("profile is resolved on the controller: run edgeslim.jetson.engine as a task", "input")
+    if p["profile"] is not None or p["records"] is not None:
+        raise EngineFailure("profile and records are resolved on the controller: run edgeslim.jetson.engine as a task",
+                            "input")  # fmt: skip
     m = p["measure"]
     if m["samples"] < 1:
         raise EngineFailure(f"measure.samples must be >= 1, got {m['samples']}", "input")
@@ -1071,6 +1253,14 @@ def failure_keeps_lock(extra: dict[str, Any]) -> bool:
     return services.get("status") in KEPT_STATUSES
 
 
+def failure_records(p: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The layers a failed apply restored (the failing one: the boot layers, or the services layer): rolled back."""
+    if not extra.get("restored"):
+        return {}
+    layers = ba.selected(p["boot"]) if extra.get("boot_failed") and p["boot"] is not None else ["services"]
+    return {layer: {"status": "rolled_back", "reclaimed_mb": None} for layer in layers}
+
+
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
@@ -1107,7 +1297,8 @@ def main() -> None:
                 extra["lock"] = {"held": True, "unit": lock.unit}
             else:
                 # Any other failure ends the run here: the metrics file says so and the lock is given back.
-                extra["metrics"] = write_metrics(module, "rolled_back" if extra.get("restored") else "failed", {})
+                extra["metrics"] = write_metrics(module, "rolled_back" if extra.get("restored") else "failed",
+                                                 failure_records(p, extra))  # fmt: skip
                 try:
                     extra["lock"] = lock.release()
                 except devlock.LockError as rel:
