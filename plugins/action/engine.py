@@ -336,23 +336,21 @@ class ActionModule(ActionBase):
         """A refusal on the controller after the probe took the lock: one more device run writes the metrics file
         (failed) and gives the lock back. Nothing was changed."""
         if self._run_args.get("lock") and result.get("lock_held"):
-            ended = self._execute_module(MODULE, module_args={**{k: v for k, v in self._run_args.items()
-                                                                  if k in ("lock", "metrics")}, "phase": "finish",
-                                                              **({"measure": module_args["measure"]}
-                                                                 if "measure" in module_args else {})},
-                                         task_vars=task_vars)  # fmt: skip
+            args = {k: v for k, v in self._run_args.items() if k in ("lock", "metrics")}
+            if "measure" in module_args:
+                args["measure"] = module_args["measure"]
+            ended = self._execute_module(MODULE, module_args={**args, "phase": "finish"}, task_vars=task_vars)
             result["finish"] = ended
             result["lock_held"] = bool(ended.get("failed")) or bool((ended.get("lock") or {}).get("held"))
         return result
 
     def _track(self, result: dict[str, Any], run: dict[str, Any]) -> None:
         """Whether this run still holds the device lock after ``run``, and the report's snapshots it took."""
-        if not self._run_args.get("lock"):
-            return
-        if run.get("finished"):
-            result["lock_held"] = bool((run.get("lock") or {}).get("held"))
-        elif (run.get("lock") or {}).get("held"):
-            result["lock_held"] = True
+        if self._run_args.get("lock"):
+            if run.get("finished"):
+                result["lock_held"] = bool((run.get("lock") or {}).get("held"))
+            elif (run.get("lock") or {}).get("held"):
+                result["lock_held"] = True
         memory = run.get("report") or {}
         for key in ("before", "after"):
             if memory.get(key):

@@ -29,7 +29,7 @@ from bootdevice import (
     reboot_into,
     set_secure_boot,
     sign_hook,
-    tree,  # noqa: F401 - the fixture
+    tree,  # noqa: F401 - the fixture  # pylint: disable=unused-import
 )
 
 pytestmark = pytest.mark.skipif(not (shutil.which("dtc") and shutil.which("fdtoverlay")), reason="no dtc")

@@ -24,7 +24,7 @@ from bootdevice import (
     hook_calls,
     set_secure_boot,
     sign_hook,
-    tree,  # noqa: F401 - the fixture
+    tree,  # noqa: F401 - the fixture  # pylint: disable=unused-import
 )
 
 pytestmark = pytest.mark.skipif(DTC is None, reason="dtc not installed")
