@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from ansible.module_utils import basic
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_sign as sg
-from bootdevice import (
+from bootdevice import (  # pylint: disable=unused-import
     DTC,
     OVERLAY,
     Device,
@@ -24,7 +24,7 @@ from bootdevice import (
     hook_calls,
     set_secure_boot,
     sign_hook,
-    tree,  # noqa: F401 - the fixture  # pylint: disable=unused-import
+    tree,  # noqa: F401 - the fixture
 )
 
 pytestmark = pytest.mark.skipif(DTC is None, reason="dtc not installed")
