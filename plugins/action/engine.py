@@ -515,6 +515,11 @@ class ActionModule(ActionBase):
             return result
         result["verify"] = verified
         self._track(result, verified)
+        if wait and verified.get("failed") and "phase" not in verified:
+            # The module did not answer (killed by the revert reboot; a container connection returns the killed
+            # command instead of raising): the same as a dropped connection.
+            result.update(revert_reboot=True, verify={"lost": True, "msg": verified.get("msg", "")})
+            return result
         if verified.get("revert_reboot"):
             result.update(revert_reboot=True, verdict=verified.get("verdict"))
             return result

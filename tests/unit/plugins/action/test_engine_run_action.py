@@ -59,7 +59,7 @@ def task_args(device: Device, **settings: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_action(device: Device, args: dict[str, Any], drop: str | None = None):
+def run_action(device: Device, args: dict[str, Any], drop: str | None = None, killed: str | None = None):
     task = mock.MagicMock()
     task.args = args
     task.check_mode = False
@@ -70,6 +70,8 @@ def run_action(device: Device, args: dict[str, Any], drop: str | None = None):
         phases.append(module_args["phase"])
         if module_args["phase"] == drop:
             raise AnsibleConnectionFailure("Failed to connect to the host via ssh: Connection closed")
+        if module_args["phase"] == killed:  # what a container connection returns for a command killed by a reboot
+            return {"failed": True, "msg": "MODULE FAILURE\nSee stdout/stderr for the exact error", "rc": 137}
         rest = {k: v for k, v in module_args.items() if k not in SET_BY_THE_FAKE}
         return device.run(module_args["phase"], module_args.get("boot"), **rest)
 
@@ -106,11 +108,13 @@ def test_a_reboot_follows_apply_keeps_the_lock_then_verify_takes_it_again_and_en
     assert verified["memory"]["after"]["boot_id"] == "boot-2"
 
 
-def test_a_dropped_connection_in_verify_is_a_revert_reboot(device):
+def test_a_dropped_connection_or_a_killed_module_in_verify_is_a_revert_reboot(device):
     res, _phases = run_action(device, task_args(device, edgeslim_reboot_ok=True))
     args = {**task_args(device, edgeslim_reboot_ok=True), "before": res["apply"]["boot"]["snapshot"],
             "wait": {"layer": "swiotlb", "timeout": 1}}  # fmt: skip
     verified, phases = run_action(device, args, drop="verify")
+    assert phases == ["verify"] and verified["revert_reboot"] is True and verified["engine_failed"] is False
+    verified, phases = run_action(device, args, killed="verify")
     assert phases == ["verify"] and verified["revert_reboot"] is True and verified["engine_failed"] is False
 
 
