@@ -144,8 +144,12 @@ def wait_verdict(
         return verdict, False
     if verdict.get("status") != "reverted" or not verdict.get("boot_identity"):
         return verdict, False
-    while boot_id() == verdict["boot_identity"]:
+    while True:
+        try:
+            if boot_id() != verdict["boot_identity"]:
+                return verdict, False
+        except Exception:  # pylint: disable=broad-exception-caught  # the device is going down for the revert reboot
+            return verdict, True
         if clock() >= deadline:
             return verdict, True
         sleep(interval)
-    return verdict, False

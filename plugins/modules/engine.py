@@ -1013,9 +1013,10 @@ def memtotal_snapshot(module: AnsibleModule) -> dict[str, Any]:
     }
 
 
-def verify(module: AnsibleModule) -> dict[str, Any]:
+def verify(module: AnsibleModule, lock: devlock.DeviceLock | None = None) -> dict[str, Any]:
     """After the reboot: each boot layer's verdict, what the running kernel shows, MemTotal -> its record. With
-    ``wait``, first the checker's verdict (and, when it reverted, its revert reboot) in this process."""
+    ``wait``, first the checker's verdict (and, when it reverted, its revert reboot) in this process, then the lock
+    (``take_lock``)."""
     p = module.params
     b, before = p["boot"], p["before"]
     if b is None or not isinstance(before.get("memtotal_kb"), int) or not before.get("boot_id"):
@@ -1031,6 +1032,8 @@ def verify(module: AnsibleModule) -> dict[str, Any]:
         if pending:
             # The checker reverted and reboots the device: the caller waits for it, then verifies again.
             return {"phase": "verify", "changed": False, "revert_reboot": True, "verdict": verdict, "boot": {}}
+        if lock is not None and p["take_lock"]:
+            take_lock(lock)
     else:
         verdict = None
     try:
@@ -1270,12 +1273,15 @@ def main() -> None:
     try:
         check_input(p)
         lock = device_lock(module)
-        if lock is not None and p["take_lock"]:
+        # verify waits for the checker's verdict first: a device that reverts reboots under this run (the lock would
+        # be taken in a boot that ends); the lock is taken in the boot the run verifies.
+        if lock is not None and p["take_lock"] and not (p["phase"] == "verify" and p["wait"] is not None):
             taken = take_lock(lock)["held"]
         if p["phase"] == "finish":
             result = {"phase": "finish", "changed": False}
         elif p["phase"] == "verify":
-            result = verify(module)
+            result = verify(module, lock)
+            taken = lock is not None and p["take_lock"] and not result.get("revert_reboot")
         else:
             result = apply(module, runner) if p["phase"] == "apply" else probe(module, runner)
         if lock is not None and taken:
