@@ -45,6 +45,7 @@ CONTROLLER_ACTIONS = frozenset(
         "import_tasks",
         "meta",
         "pause",
+        "rollout_guard",  # edgeslim's action plugin that compares canary settings (_requires_connection = False)
         "set_fact",
         "set_stats",
         "validate_argument_spec",
@@ -75,8 +76,15 @@ def is_controller_side(action: str, delegated: dict | None) -> bool:
     return delegated.get("ansible_delegated_host") in LOCAL_NAMES and delegated.get("ansible_connection") in (None, "")
 
 
-def device_runs(result: dict) -> int:
-    """Device executions in one (non-skipped) result: one, or one per loop item that was not skipped."""
+# edgeslim.jetson.engine is an action plugin that runs its device module once per phase it needs in one task.
+ENGINE_PHASES = ("probe", "apply", "verify", "finish")
+
+
+def device_runs(result: dict, action: str = "") -> int:
+    """Device executions in one (non-skipped) result: one, or one per loop item that was not skipped; for the engine
+    the module runs its result names (probe, apply, verify, finish)."""
+    if short_action(action) == "engine" and not result.get("skipped"):
+        return sum(1 for phase in ENGINE_PHASES if isinstance(result.get(phase), dict))
     items = result.get("results")
     if isinstance(items, list) and items:
         return sum(1 for item in items if not (isinstance(item, dict) and item.get("skipped")))
@@ -128,7 +136,7 @@ class CallbackModule(CallbackBase):
         res = result._result
         controller = is_controller_side(task.action, res.get("_ansible_delegated_vars"))
         kind = "controller" if controller else "device"
-        runs = 1 if controller else device_runs(res)
+        runs = 1 if controller else device_runs(res, task.action)
         stats = self.hosts[host]
         stats[kind] += runs
         stats[kind + "_s"] += seconds

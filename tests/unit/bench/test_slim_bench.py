@@ -55,6 +55,17 @@ def test_device_runs_counts_loop_items_not_skipped():
     assert cb.device_runs({"results": [{"changed": True}, {"skipped": True}, {"changed": False}]}) == 2
 
 
+def test_device_runs_counts_the_engine_phases_that_ran():
+    engine = "edgeslim.jetson.engine"
+    assert cb.device_runs({"probe": {"phase": "probe"}, "apply": None}, engine) == 1
+    assert cb.device_runs({"probe": {}, "apply": {}}, engine) == 2
+    assert cb.device_runs({"probe": {}, "finish": {}, "apply": None}, engine) == 2
+    assert cb.device_runs({"verify": {}}, engine) == 1
+    # refused on the controller before any device run
+    assert cb.device_runs({"probe": None, "apply": None, "engine_failed": True}, engine) == 0
+    assert cb.is_controller_side("edgeslim.jetson.rollout_guard", None) is True
+
+
 def test_category():
     assert cb.category("edgeslim.jetson.memory_snapshot", {"settle": 5}, False) == "settle"
     assert cb.category("edgeslim.jetson.memory_snapshot", {"settle": 0}, False) == "device"
