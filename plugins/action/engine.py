@@ -514,6 +514,8 @@ class ActionModule(ActionBase):
             result.update(revert_reboot=True, verify={"unreachable": True, "msg": str(exc)})
             return result
         result["verify"] = verified
+        if isinstance(verified.get("verdict"), dict):
+            result["verdict"] = verified["verdict"]  # the checker's, for the caller's rescue (reverted_to)
         self._track(result, verified)
         if wait and verified.get("failed") and "phase" not in verified:
             # The module did not answer (killed by the revert reboot; a container connection returns the killed

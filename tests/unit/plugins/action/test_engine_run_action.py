@@ -106,6 +106,7 @@ def test_a_reboot_follows_apply_keeps_the_lock_then_verify_takes_it_again_and_en
     assert phases == ["verify"] and not verified.get("failed"), verified.get("msg")
     assert FakeLock.log == ["acquired", "acquired", "released"] and verified["lock_held"] is False
     assert verified["memory"]["after"]["boot_id"] == "boot-2"
+    assert verified["verdict"]["status"] == "committed"  # the checker's verdict, for the caller's rescue
 
 
 def test_a_dropped_connection_or_a_killed_module_in_verify_is_a_revert_reboot(device):
