@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -451,7 +450,3 @@ class JournalUpdate(Op):
         if back["layers"] != self.old["layers"]:
             found.append("after clearing the layer the journal is not the old one")
         return found
-
-
-def dump(doc: Any) -> str:
-    return json.dumps(doc, indent=1, sort_keys=True)

@@ -8,7 +8,9 @@ each call that touches a path under ``roots``; the caller may count its own step
 call that changes a unit). Call number ``at`` raises ``PowerLoss`` (a ``BaseException``: no ``except Exception``
 handles it, so no restore runs) before it does anything, and from then on the machine is off: every later primitive
 under ``roots`` raises ``PowerLoss`` again without effect, so the ``except BaseException``/``finally`` cleanups of
-the code (removing a temporary file, putting a file back) change nothing, as on a real power cut.
+the code (removing a temporary file, putting a file back) change nothing, as on a real power cut. (``pathlib``'s
+writes are not seen on Python 3.9 and 3.10, whose accessor binds ``io.open`` early; the device code does not write
+through ``pathlib``.)
 
 ``settle()`` then gives what the disk holds after the cut: a rename or an unlink either happened or not (it is
 atomic; the model does not undo a rename whose directory was not fsynced), but file data reaches the disk only with
