@@ -183,8 +183,8 @@ class EngineBoot(Op):
             pending = d.state / "pending" / f"{layer}.json"
             if pending.exists():
                 pending.unlink()
-            found += [f"rollback of {layer}: {e}" for e in ba.disarm_if_idle(self.request["checker"],
-                                                                            self.checker_run)]  # fmt: skip
+            errors = ba.disarm_if_idle(self.request["checker"], self.checker_run)
+            found += [f"rollback of {layer}: {e}" for e in errors]
         after = fs_snapshot(self.tmp)
         conf_rel = self.rel(str(d.conf))
         if after.get(conf_rel) != self.initial[conf_rel]:
