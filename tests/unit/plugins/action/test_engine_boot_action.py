@@ -21,7 +21,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay 
 from conftest import swiotlb_debugfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
-from bootdevice import (
+from bootdevice import (  # pylint: disable=unused-import
     DTB,
     OVERLAY,
     Device,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from ansible.module_utils import basic
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_sign as sg
-from bootdevice import (
+from bootdevice import (  # pylint: disable=unused-import
     DTC,
     OVERLAY,
     Device,
