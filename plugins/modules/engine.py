@@ -126,7 +126,7 @@ options:
           - Controller side only. The layers' variables as the roles resolve them (C(swiotlb_size_mib),
             C(swiotlb_min_mib), C(swiotlb_force_below_usage), C(carveouts_recipes), C(carveouts_fdt_method),
             C(edgeslim_reboot_ok), C(swiotlb_reboot_ok), C(carveouts_reboot_ok), ...), checked by
-            M(edgeslim.jetson.layer_refusals)'s rules; the action plugin turns them into O(boot.swiotlb.slots),
+            P(edgeslim.jetson.layer_refusals#filter)'s rules; the action plugin turns them into O(boot.swiotlb.slots),
             O(boot.carveouts.recipes) and O(boot.carveouts.fdt_method).
         type: dict
       cache_dir:
