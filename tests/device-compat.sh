@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || set -- plugins/modules plugins/module_utils roles/boot_commit/files \
-  tests/unit/plugins/modules tests/unit/plugins/module_utils tests/unit/roles
+  tests/unit/plugins/modules tests/unit/plugins/module_utils tests/unit/roles tests/unit/faults
 exec "${VERMIN:-.venv/bin/vermin}" --no-config-file -t=3.8- --violations --no-tips --backport typing -q "$@"

@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
+from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils.boot_sign import SECURE_BOOT_REFUSAL, check_command
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
 from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
@@ -548,18 +549,8 @@ class ActionModule(ActionBase):
         return None
 
     def _boot_details(self, status: str, planned: dict[str, Any], layer: str) -> dict[str, Any]:
-        ext = planned["extlinux"]
-        details: dict[str, Any] = {"entry": ext["entry"], "previous_default": ext["stock_default"],
-                                   "check_mode": status == "planned"}  # fmt: skip
-        if layer == "swiotlb":
-            details.update(slots=planned["swiotlb"]["slots"], previous_slots=planned["swiotlb"]["previous_slots"],
-                           kernel_slots=planned["swiotlb"]["kernel_slots"])  # fmt: skip
-            rec = boot_record(status, **details)
-            rec["attributed_mb"] = planned["swiotlb"]["attributed_mb"]
-            return rec
-        c = planned["carveouts"]
-        details.update(method=c["method"], nodes=c["paths"], base_fdt=c["base_fdt"], kept_overlays=c["kept_overlays"])
-        return boot_record(status, **details)
+        """The layer's record from the probe's plan (the one the module builds for its own records)."""
+        return ba.plan_record(status, planned, layer)
 
     def _boot_outcome(self, result: dict[str, Any], records: dict[str, Any]) -> None:
         """staged = written and armed: the caller reboots now when the policy allows it, else the next boot (a

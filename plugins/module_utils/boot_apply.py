@@ -50,6 +50,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import l4t
 from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
 from ansible_collections.edgeslim.jetson.plugins.module_utils.l4t import read_text
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import resolve_fdt_method
+from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
 
 LAYERS = ("swiotlb", "carveouts")  # the order of the edit and of the records
 PREVIOUS_SUFFIX = ".edgeslim-prev"
@@ -324,6 +325,37 @@ def public(plan: dict[str, Any]) -> dict[str, Any]:
     out["extlinux"] = {k: v for k, v in plan["extlinux"].items() if k not in ("before", "after")}
     out["files"] = [{k: v for k, v in f.items() if k != "data"} for f in plan["files"]]
     return out
+
+
+def plan_record(status: str, plan: dict[str, Any], layer: str) -> dict[str, Any]:
+    """A boot layer's record before its reboot (docs/report.md): measured by MemTotal after the boot; ``staged``
+    means written and armed, waiting for the reboot (the action plugin says pending_reboot when none is allowed)."""
+    ext = plan["extlinux"]
+    details: dict[str, Any] = {"entry": ext["entry"], "previous_default": ext["stock_default"],
+                               "check_mode": status == "planned"}  # fmt: skip
+    attributed = None
+    if layer == "swiotlb":
+        t = plan["swiotlb"]
+        use = t["use"]
+        details.update(
+            slots=t["slots"],
+            previous_slots=t["previous_slots"],
+            size_mib=t["slots"] * 2048 // 1048576,
+            kernel_slots=t["kernel_slots"],
+            usage={
+                "peak_slots": use["peak_slots"],
+                "peak_source": use["peak_source"],
+                "pool_slots": use["pool_slots"],
+                "forced_below": use["peak_slots"] is not None and t["slots"] < use["peak_slots"],
+                "notes": use["warnings_list"],
+            },
+        )
+        attributed = t["attributed_mb"]
+    else:
+        c = plan["carveouts"]
+        details.update(method=c["method"], nodes=c["paths"], targets=c["targets"], base_fdt=c["base_fdt"],
+                       kept_overlays=c["kept_overlays"])  # fmt: skip
+    return layer_record(status, "MemTotal", details, attributed_mb=attributed)
 
 
 def extlinux_diff(plan: dict[str, Any]) -> list[dict[str, str]]:

@@ -282,7 +282,7 @@ options:
           - Controller side only. The layers' variables as the roles resolve them (C(swiotlb_size_mib),
             C(swiotlb_min_mib), C(swiotlb_force_below_usage), C(carveouts_recipes), C(carveouts_fdt_method),
             C(edgeslim_reboot_ok), C(swiotlb_reboot_ok), C(carveouts_reboot_ok), ...), checked by
-            M(edgeslim.jetson.layer_refusals)'s rules; the action plugin turns them into O(boot.swiotlb.slots),
+            P(edgeslim.jetson.layer_refusals#filter)'s rules; the action plugin turns them into O(boot.swiotlb.slots),
             O(boot.carveouts.recipes) and O(boot.carveouts.fdt_method).
         type: dict
       cache_dir:
@@ -967,11 +967,11 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
     out["boot"] = ba.public(plan)
     out["diff"].extend(ba.extlinux_diff(plan))
     if not plan["changes"]:
-        out["boot"]["records"] = {layer: boot_record("unchanged", plan, layer) for layer in plan["layers"]}
+        out["boot"]["records"] = {layer: ba.plan_record("unchanged", plan, layer) for layer in plan["layers"]}
         return
     if module.check_mode:
         out["boot"]["records"] = {
-            layer: boot_record("planned" if layer in plan["changed_layers"] else "unchanged", plan, layer)
+            layer: ba.plan_record("planned" if layer in plan["changed_layers"] else "unchanged", plan, layer)
             for layer in plan["layers"]
         }
         return
@@ -997,7 +997,7 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
         raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **extra) from exc
     out["boot"]["done"] = done
     out["boot"]["records"] = {
-        layer: boot_record("staged" if layer in plan["changed_layers"] else "unchanged", plan, layer)
+        layer: ba.plan_record("staged" if layer in plan["changed_layers"] else "unchanged", plan, layer)
         for layer in plan["layers"]
     }
     out["changed"] = True
@@ -1074,37 +1074,6 @@ def verify(module: AnsibleModule, lock: devlock.DeviceLock | None = None) -> dic
                 reclaimed = round(delta_mb - claimed, 1)
         out["boot"]["records"][layer] = layer_record(status, "MemTotal", details, reclaimed, attributed)
     return out
-
-
-def boot_record(status: str, plan: dict[str, Any], layer: str) -> dict[str, Any]:
-    """A boot layer's record before its reboot (docs/report.md): measured by MemTotal after the boot; ``staged``
-    means written and armed, waiting for the reboot (the action plugin says pending_reboot when none is allowed)."""
-    ext = plan["extlinux"]
-    details: dict[str, Any] = {"entry": ext["entry"], "previous_default": ext["stock_default"],
-                               "check_mode": status == "planned"}  # fmt: skip
-    attributed = None
-    if layer == "swiotlb":
-        t = plan["swiotlb"]
-        use = t["use"]
-        details.update(
-            slots=t["slots"],
-            previous_slots=t["previous_slots"],
-            size_mib=t["slots"] * 2048 // 1048576,
-            kernel_slots=t["kernel_slots"],
-            usage={
-                "peak_slots": use["peak_slots"],
-                "peak_source": use["peak_source"],
-                "pool_slots": use["pool_slots"],
-                "forced_below": use["peak_slots"] is not None and t["slots"] < use["peak_slots"],
-                "notes": use["warnings_list"],
-            },
-        )
-        attributed = t["attributed_mb"]
-    else:
-        c = plan["carveouts"]
-        details.update(method=c["method"], nodes=c["paths"], targets=c["targets"], base_fdt=c["base_fdt"],
-                       kept_overlays=c["kept_overlays"])  # fmt: skip
-    return layer_record(status, "MemTotal", details, attributed_mb=attributed)
 
 
 def applied_record(

@@ -324,7 +324,9 @@ def main() -> None:
         if not module.check_mode:
 
             def journal() -> None:
-                if p["journal_path"]:
+                # An edit is journaled before the file changes; a removal's record is cleared only after (below),
+                # so a power cut in between leaves the record a re-run needs to finish the removal.
+                if p["journal_path"] and p["state"] == "present":
                     record_journal(module, p, before, result, journaled)
 
             try:
@@ -333,6 +335,8 @@ def main() -> None:
                 module.fail_json(msg=str(exc))
             if backup_file:
                 result["backup_file"] = backup_file
+            if p["state"] == "absent" and p["journal_path"] and journaled is not None:
+                record_journal(module, p, before, result, journaled)
     elif p["state"] == "absent" and p["journal_path"] and journaled is not None and not module.check_mode:
         record_journal(module, p, before, result, journaled)
         result["changed"] = True

@@ -43,12 +43,12 @@ def test_secure_boot_the_restored_file_is_signed_again(host):
     assert not host.file("/boot/extlinux/extlinux.conf.sig.edgeslim-prev").exists
 
 
-def test_bad_boot_layer_inputs_refused_by_preflight_all_at_once(host):
+def test_bad_boot_layer_inputs_refused_by_the_engine_all_at_once(host):
     log = re.sub(r"\x1b\[[0-9;]*m", "", host.file("/root/slim-bad-inputs.log").content_string)  # Molecule forces colour
-    assert "Refuse bad inputs of the boot layers, all at once" in log
+    assert "Refuse the layers' inputs (nothing was changed)" in log
     assert "swiotlb_size_mib: SWIOTLB size 0 MiB refused" in log
     assert "carveout recipes ['no_gpu'] refused: only the validated recipes headless and no_camera" in log
-    assert "Services layer" not in log  # the play stopped in pre-flight
+    assert "edgeslim.jetson.services : Restore every unit" not in log  # refused before any change: no rollback
     assert re.search(r"es-swiotlb-1\s*:.* failed=1", log)
 
 

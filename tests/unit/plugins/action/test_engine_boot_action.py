@@ -94,6 +94,10 @@ def test_no_reboot_allowed_is_pending_reboot_and_check_mode_plans(device):
     planned, phases = run_action(device, boot_args(device), check=True)
     assert phases == ["probe"] and planned["changed"] is True and device.pending() == []
     assert planned["report"]["carveouts"]["status"] == "planned"
+    # The planned record is the one apply would publish: the pool's use the size was checked against, the nodes.
+    swiotlb = planned["report"]["swiotlb"]
+    assert swiotlb["status"] == "planned" and swiotlb["details"]["usage"]["peak_slots"] == 100
+    assert swiotlb["details"]["check_mode"] is True and planned["report"]["carveouts"]["details"]["nodes"]
     res, _phases = run_action(device, boot_args(device, edgeslim_reboot_ok=False))
     assert res["reboot"] is False and res["report"]["swiotlb"]["status"] == "pending_reboot"
     assert device.pending() == ["carveouts.json", "swiotlb.json"]
