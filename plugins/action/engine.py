@@ -334,15 +334,19 @@ class ActionModule(ActionBase):
                                     task_vars=task_vars)  # fmt: skip
 
     def _end(self, result: dict[str, Any], module_args: dict[str, Any], task_vars: dict[str, Any]) -> dict:
-        """A refusal on the controller after the probe took the lock: one more device run writes the metrics file
-        (failed) and gives the lock back. Nothing was changed."""
-        if self._run_args.get("lock") and result.get("lock_held"):
-            args = {k: v for k, v in self._run_args.items() if k in ("lock", "metrics")}
+        """A refusal on the controller after the probe: one more device run writes the metrics file (failed) and gives
+        the lock back. Nothing was changed. A probe that found nothing to change has already ended the run (metrics
+        "ok", lock given back): the metrics file is rewritten, without the lock."""
+        held = bool(self._run_args.get("lock") and result.get("lock_held"))
+        ended = bool((result.get("probe") or {}).get("finished")) and self._run_args.get("metrics")
+        if held or ended:
+            keys = ("lock", "metrics") if held else ("metrics",)
+            args = {k: v for k, v in self._run_args.items() if k in keys}
             if "measure" in module_args:
                 args["measure"] = module_args["measure"]
-            ended = self._execute_module(MODULE, module_args={**args, "phase": "finish"}, task_vars=task_vars)
-            result["finish"] = ended
-            result["lock_held"] = bool(ended.get("failed")) or bool((ended.get("lock") or {}).get("held"))
+            run = self._execute_module(MODULE, module_args={**args, "phase": "finish"}, task_vars=task_vars)
+            result["finish"] = run
+            result["lock_held"] = held and (bool(run.get("failed")) or bool((run.get("lock") or {}).get("held")))
         return result
 
     def _track(self, result: dict[str, Any], run: dict[str, Any]) -> None:

@@ -132,6 +132,20 @@ def test_a_refusal_after_the_probe_ends_the_run_in_one_more_device_run(device):
     assert device.conf.read_bytes() == before and device.pending() == []
 
 
+def test_a_refusal_after_a_probe_that_ended_the_run_rewrites_the_metrics_without_the_lock(device):
+    res, _phases = run_action(device, task_args(device))
+    assert not res.get("failed"), res.get("msg")
+    args = task_args(device)
+    (device.tmp / "busy").mkdir()
+    args["boot"]["swiotlb"]["debugfs_path"] = swiotlb_debugfs(device.tmp / "busy", nslabs=32768, used=10, hiwater=4000)
+    again, phases = run_action(device, args)
+    assert phases == ["probe", "finish"] and again["failed"] and "high-water mark" in again["msg"]
+    # the probe found nothing to change and gave the lock back; the finish run does not take it again
+    assert FakeLock.log == ["acquired", "released", "acquired", "released"] and again["lock_held"] is False
+    prom = (device.tmp / "metrics/edgeslim.prom").read_text()
+    assert 'edgeslim_last_run_result{playbook="slim",result="failed"} 1' in prom
+
+
 def test_preflight_refusal_and_secure_boot_skip(device):
     args = task_args(device)
     args["preflight"]["supported_l4t_majors"] = [38]
