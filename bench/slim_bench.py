@@ -94,6 +94,11 @@ def _ratio(base: float | None, value: float | None) -> str:
     return f"{base / value:.2f}x" if base and value else "-"
 
 
+def _pair(first: float, rerun: float | None, fmt: str) -> str:
+    """A "first, re-run" cell; a cell run without its re-run (--no-rerun) shows "-"."""
+    return f"{first:{fmt}}, {'-' if rerun is None else format(rerun, fmt)}"
+
+
 def render_table(results: list[dict[str, Any]]) -> str:
     """One Markdown table: a row per size x batching x playbook; speed-ups against the baselines of the same cell."""
     head = (
@@ -120,12 +125,14 @@ def render_table(results: list[dict[str, Any]]) -> str:
         )
         mib = f"{r['reclaimed_mib']:.1f} (known {r['known_mib']:.1f})" if r.get("reclaimed_mib") is not None else "-"
         t = r["first"]["time_s"]
+        again = r["rerun"] or {}
+        rerun_s = "-" if r["rerun_s"] is None else f"{r['rerun_s']:.1f} s"
         lines.append(
-            f"| {r['hosts']} | {r['batching']} | {r['playbook']} | {r['first_s']:.1f} s | {r['rerun_s']:.1f} s "
-            f"| {r['first']['device']:.1f}, {r['rerun']['device']:.1f} "
-            f"| {r['first']['controller']:.1f}, {r['rerun']['controller']:.1f} "
+            f"| {r['hosts']} | {r['batching']} | {r['playbook']} | {r['first_s']:.1f} s | {rerun_s} "
+            f"| {_pair(r['first']['device'], again.get('device'), '.1f')} "
+            f"| {_pair(r['first']['controller'], again.get('controller'), '.1f')} "
             f"| {vs('naive')} | {vs('impatient')} | {mib} | {err} "
-            f"| {r['cpu_first']:.2f}, {r['cpu_rerun']:.2f} "
+            f"| {_pair(r['cpu_first'], r['cpu_rerun'], '.2f')} "
             f"| {' · '.join(f'{t[c]:.1f}' for c in TIME_CATEGORIES)} |"
         )
     return "\n".join(lines)
@@ -135,7 +142,8 @@ def median_result(reps: list[dict[str, Any]]) -> dict[str, Any]:
     """Several repetitions of one cell: median times and CPU, counts of the last repetition (they do not vary)."""
     out = dict(reps[-1])
     for key in ("first_s", "rerun_s", "cpu_first", "cpu_rerun"):
-        out[key] = statistics.median(r[key] for r in reps)
+        values = [r[key] for r in reps if r[key] is not None]
+        out[key] = statistics.median(values) if values else None
     out["reps"] = len(reps)
     return out
 
@@ -252,7 +260,7 @@ def existing_units(container: str, units: list[str], env: dict[str, str]) -> lis
 
 
 def bench_cell(n: int, batching: str, playbook: str, ctx: dict[str, Any]) -> dict[str, Any]:
-    """One playbook on a fresh fleet of n hosts: first run and re-run."""
+    """One playbook on a fresh fleet of n hosts: first run and re-run (unless --no-rerun names the playbook)."""
     work = Path(tempfile.mkdtemp(prefix=f"es-bench-{n}-{batching}-{playbook}-"))
     invdir = work / "inventory"
     invdir.mkdir()
@@ -299,7 +307,7 @@ def bench_cell(n: int, batching: str, playbook: str, ctx: dict[str, Any]) -> dic
             reclaimed = None
         time.sleep(SETTLE_S)
         probed = statistics.mean((mem_available_kb(c, env) - before[c]) / 1024 for c in names)
-        rerun = timed_playbook(args, env, work, "rerun")
+        rerun = None if playbook in ctx["no_rerun"] else timed_playbook(args, env, work, "rerun")
     finally:
         run([*fleet, "down", "--fleet", FLEET, "--inventory", str(inv)], env)
     return {
@@ -307,11 +315,11 @@ def bench_cell(n: int, batching: str, playbook: str, ctx: dict[str, Any]) -> dic
         "batching": batching,
         "playbook": playbook,
         "first_s": first["wall"],
-        "rerun_s": rerun["wall"],
+        "rerun_s": rerun["wall"] if rerun else None,
         "cpu_first": first["cpu"] / n,
-        "cpu_rerun": rerun["cpu"] / n,
+        "cpu_rerun": rerun["cpu"] / n if rerun else None,
         "first": summarize(first["counts"], n),
-        "rerun": summarize(rerun["counts"], n),
+        "rerun": summarize(rerun["counts"], n) if rerun else None,
         # what slim.yml reports (its MemAvailable delta); for the baselines, the bench's probe
         "reclaimed_mib": reclaimed if reclaimed is not None else probed,
         "reclaimed_source": "report" if reclaimed is not None else "probe",
@@ -336,6 +344,13 @@ def main() -> int:
         "--mitogen",
         type=Path,
         help="directory holding ansible_mitogen (e.g. pip install --target DIR mitogen); adds the mitogen row",
+    )
+    ap.add_argument(
+        "--no-rerun",
+        nargs="+",
+        choices=PLAYBOOKS,
+        default=[],
+        help="playbooks whose cells skip the re-run (e.g. naive: the goal compares first runs; its re-run is long)",
     )
     ap.add_argument("--scale", type=float, default=0.1, help="EDGESLIM_SIM_SCALE of the simulated services")
     ap.add_argument("--json", type=Path, help="write every figure (per repetition too) to this file")
@@ -371,6 +386,7 @@ def main() -> int:
         "dtbo": build_dtbo(profile["carveouts"]["recipes"], work),
         "fdt": f"/boot/dtb/kernel_{fleet.variants()[VARIANT]['dtb']}",
         "mitogen": args.mitogen,
+        "no_rerun": set(args.no_rerun),
     }
     batchings = ["canary", "all"] if args.batching == "both" else [args.batching]
     results, every = [], []

@@ -181,3 +181,14 @@ def test_summarize_per_host_means_and_time_split():
     assert s["time_s"] == {"device": 0.0, "systemd": 0.0, "settle": 6.0, "controller": 2.0}
     assert s["top_tasks"][0]["task"] == "snap"
     assert s["by_action"] == {"units": 1.0}
+
+
+def test_a_cell_without_its_rerun_shows_dashes_and_the_first_run_speedup():
+    naive = dict(_row("naive", 100.0, None, 101.0), rerun=None, cpu_rerun=None)
+    lines = sb.render_table([_row("slim", 20.0, 10.0, 97.0), naive]).splitlines()
+    slim = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert slim[7] == "5.00x, -"  # naive's first run against slim's; no naive re-run to compare
+    cells = [c.strip() for c in lines[3].split("|")[1:-1]]
+    assert cells[4] == "-" and cells[5] == "3.0, -" and cells[11] == "1.23, -"
+    merged = sb.median_result([naive, dict(naive, first_s=120.0)])
+    assert merged["first_s"] == 110.0 and merged["rerun_s"] is None
