@@ -41,7 +41,7 @@ from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils.boot_sign import SECURE_BOOT_REFUSAL, check_command
-from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
+from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals, reboot_policy
 from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
 
 MODULE = "edgeslim.jetson.engine"
@@ -97,15 +97,6 @@ def boot_record(status: str, **details: Any) -> dict[str, Any]:
 
 def truthy(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("true", "yes", "1")
-
-
-def reboot_allowed(settings: dict[str, Any], layer: str) -> bool:
-    """The layer's reboot policy (``<layer>_reboot_ok``, else ``edgeslim_reboot_ok``); layer_refusals has refused
-    anything but a boolean already."""
-    value = settings.get(f"{layer}_reboot_ok")
-    if value is None or value == "":
-        value = settings.get("edgeslim_reboot_ok")
-    return truthy(value)
 
 
 PASSED_THROUGH = ("extlinux_path", "root", "boot_root", "managed_label", "managed_menu_label", "backup", "backup_keep",
@@ -379,10 +370,8 @@ class ActionModule(ActionBase):
             msg = f"layers {unknown} unknown (services, swiotlb, carveouts), or boot is not a mapping"
             return {**result, "failed": True, "msg": msg}
         self._boot_layers = [x for x in BOOT_LAYERS if x in layers]
+        # A layer's reboot policy defaults to the common one (layer_inputs.reboot_policy), as in the roles' defaults.
         self._settings = dict(boot.get("settings") or {})
-        for layer in self._boot_layers:  # a layer's policy defaults to the common one, as in the roles' defaults
-            if self._settings.get(f"{layer}_reboot_ok") in (None, ""):
-                self._settings[f"{layer}_reboot_ok"] = self._settings.get("edgeslim_reboot_ok")
         result.update(changed=False, probe=None, apply=None, reboot=False)
         self._run_args = run_options(run_args, str(task_vars.get("inventory_hostname") or "this host"))
         if self._run_args.get("lock") and not isinstance(self._run_args["lock"].get("run_id"), str):
@@ -486,7 +475,7 @@ class ActionModule(ActionBase):
                     report[layer] = self._boot_details(status, probe["boot"], layer)
             return result
         changed_layers = probe["boot"]["changed_layers"] if boot_changes else []
-        reboot_follows = any(reboot_allowed(self._settings, layer) for layer in changed_layers)
+        reboot_follows = any(self._reboot_allowed(layer) for layer in changed_layers)
         # Apply ends the run (after snapshot, metrics, lock given back) unless a reboot follows: then verify does.
         applied = self._device(module_args, task_vars, phase="apply", preflight=None,
                                finish="no" if reboot_follows else "yes")  # fmt: skip
@@ -552,6 +541,11 @@ class ActionModule(ActionBase):
             return SECURE_BOOT_REFUSAL
         return None
 
+    def _reboot_allowed(self, layer: str) -> bool:
+        """The layer's effective reboot policy allows a reboot now; layer_refusals has refused anything but a
+        boolean, and an undecided policy outside check mode, already."""
+        return reboot_policy(self._settings, layer) is True
+
     def _boot_details(self, status: str, planned: dict[str, Any], layer: str) -> dict[str, Any]:
         """The layer's record from the probe's plan (the one the module builds for its own records)."""
         return ba.plan_record(status, planned, layer)
@@ -561,7 +555,7 @@ class ActionModule(ActionBase):
         maintenance window) commits it: pending_reboot."""
         for layer, rec in records.items():
             if rec["status"] == "staged":
-                if reboot_allowed(self._settings, layer):
+                if self._reboot_allowed(layer):
                     result["reboot"] = True
                 else:
                     rec = {**rec, "status": "pending_reboot"}

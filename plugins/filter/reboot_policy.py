@@ -2,37 +2,46 @@
 from __future__ import annotations
 
 DOCUMENTATION = r"""
-name: reboot_policy_errors
-short_description: Why reboot-policy values (edgeslim_reboot_ok, <layer>_reboot_ok) are not strict booleans
+name: reboot_policy
+short_description: The effective reboot policy of a boot layer (<layer>_reboot_ok, else edgeslim_reboot_ok)
 description:
-  - Takes a map of variable name to value and returns one message per value that is neither unset nor a strict
-    boolean, so a play can refuse it before any change (Jinja's C(bool) filter turns C(maybe) into false).
-  - Accepted - a YAML boolean, the strings C(true)/C(false)/C(yes)/C(no) in any case, C(1)/C(0) as numbers or strings
-    (C(-e edgeslim_reboot_ok=true) passes a string). Unset - C(null) or the empty string (the boot layers then stop
-    and ask for a decision).
-  - Refused - anything else, for example C(maybe), C(on), C(y), C(2), C(1.0), a list.
+  - Takes a map of the reboot-policy variables (C(edgeslim_reboot_ok), C(swiotlb_reboot_ok), C(carveouts_reboot_ok))
+    and a boot layer, and returns that layer's effective policy - C(<layer>_reboot_ok) when it is set (not C(null),
+    not the empty string), else C(edgeslim_reboot_ok).
+  - Returns true (reboot in this run), false (leave the change pending for a maintenance window) or C(null) when
+    neither is set (undecided; the boot layers then stop and ask for a decision, except in check mode).
+  - The definition the engine, the pre-flight refusals, the rollback's single reboot and the metrics file share.
+    It does not check the values - the C(edgeslim.jetson.reboot_policy_errors) filter refuses what is not a strict
+    boolean before any change, and such a value reads false here.
 author: edgeslim maintainers (@edgeslim)
 options:
   _input:
-    description: Variable name -> value.
+    description: Variable name -> value, for example C(edgeslim_reboot_ok) and C(swiotlb_reboot_ok).
     type: dict
+    required: true
+  layer:
+    description: The boot layer whose policy is wanted.
+    type: str
+    choices: [swiotlb, carveouts]
     required: true
 """
 
 EXAMPLES = r"""
-- name: Refuse a reboot policy that is not true or false
-  ansible.builtin.assert:
-    that: __errors | length == 0
-    fail_msg: "{{ __errors | join('; ') }}"
-  vars:
-    __errors: "{{ {'edgeslim_reboot_ok': edgeslim_reboot_ok | default(none)} | edgeslim.jetson.reboot_policy_errors }}"
+- name: Reboot after restoring the SWIOTLB layer when its policy allows it now
+  ansible.builtin.set_fact:
+    swiotlb_reboot_now: >-
+      {{ {'edgeslim_reboot_ok': edgeslim_reboot_ok | default(none),
+          'swiotlb_reboot_ok': swiotlb_reboot_ok | default(none)} | edgeslim.jetson.reboot_policy('swiotlb') is true }}
+
+- name: false overrides a common true for one layer
+  ansible.builtin.debug:
+    msg: "{{ {'edgeslim_reboot_ok': true, 'carveouts_reboot_ok': false} | edgeslim.jetson.reboot_policy('carveouts') }}"
 """
 
 RETURN = r"""
 _value:
-  description: One message per refused value (empty when every value is accepted or unset).
-  type: list
-  elements: str
+  description: The layer's effective reboot policy - true, false, or C(null) when undecided.
+  type: bool
 """
 
 from typing import Any
@@ -41,12 +50,15 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.edgeslim.jetson.plugins.module_utils import layer_inputs
 
 
-def reboot_policy_errors(values: Any) -> list[str]:
+def reboot_policy(values: Any, layer: Any) -> bool | None:
     if not isinstance(values, dict):
-        raise AnsibleFilterError(f"reboot_policy_errors expects a dict of variable name -> value, got {values!r}")
-    return layer_inputs.reboot_policy_errors(values)
+        raise AnsibleFilterError(f"reboot_policy expects a dict of variable name -> value, got {values!r}")
+    if layer not in layer_inputs.LAYERS:
+        layers = ", ".join(layer_inputs.LAYERS)
+        raise AnsibleFilterError(f"reboot_policy: layer {layer!r} is not a boot layer ({layers})")
+    return layer_inputs.reboot_policy(values, layer)
 
 
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"reboot_policy_errors": reboot_policy_errors}
+        return {"reboot_policy": reboot_policy}

@@ -56,6 +56,28 @@ def policy_unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in ("", "None"))
 
 
+def policy_source(settings: dict, layer: str) -> tuple[str, Any]:
+    """The variable that decides a boot layer's reboot policy and its value: ``<layer>_reboot_ok`` when the user set
+    it (not null, not the empty string), else ``edgeslim_reboot_ok`` (the layer inherits the common policy)."""
+    name = f"{layer}_reboot_ok"
+    value = settings.get(name)
+    if value is None or value == "":
+        return "edgeslim_reboot_ok", settings.get("edgeslim_reboot_ok")
+    return name, value
+
+
+def reboot_policy(settings: dict, layer: str) -> bool | None:
+    """The effective reboot policy of a boot layer (``policy_source``): True reboots in this run, False leaves the
+    change pending for a maintenance window, None = undecided (``policy_unset``). The one definition the engine, the
+    pre-flight refusals, the rollback's single reboot and the metrics file use.
+
+    Strictness is ``reboot_policy_errors``' check, made before any change: a value it refuses reads False here."""
+    value = policy_source(settings, layer)[1]
+    if policy_unset(value):
+        return None
+    return _truthy(value)
+
+
 def reboot_policy_errors(values: dict) -> list[str]:
     """One message per reboot-policy value set but not a strict boolean (Jinja's bool reads 'maybe' as false)."""
     errors = []
@@ -151,14 +173,15 @@ def _profile_block(profile: Any, layer: str) -> dict:
 
 def _policy(layer: str, settings: dict, check_mode: bool, out: dict) -> None:
     name = f"{layer}_reboot_ok"
-    value = settings.get(name)
+    value = policy_source(settings, layer)[1]
     common = settings.get("edgeslim_reboot_ok")
-    # A layer policy inherited from a refused edgeslim_reboot_ok is reported once, under the name the user set.
+    # A layer policy inherited from a refused edgeslim_reboot_ok (unset, or the role default rendered from it) is
+    # reported once, under the name the user set.
     if policy_unset(value):
         value = None
     errors = reboot_policy_errors({"edgeslim_reboot_ok": common} if value == common else {name: value})
     out["refused"].extend(e for e in errors if e not in out["refused"])
-    if errors or not policy_unset(value):
+    if errors or reboot_policy(settings, layer) is not None:
         return
     title = LAYER_TITLES[layer]
     decide = (f"set edgeslim_reboot_ok (or {name}) to true to reboot in this play, or to false to record it as "

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible_collections.edgeslim.jetson.plugins.module_utils import drift as dr
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal
+from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import reboot_policy
 from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError, parse_show, show_argv
 
 LAYERS = ("services", "swiotlb", "carveouts")
@@ -255,25 +256,14 @@ _APPLIED = ("applied", "unverified_container")
 _UNDONE = ("rolled_back", "reverted")
 
 
-def _policy(value: Any) -> bool | None:
-    """A reboot policy value (already checked strict by the playbooks): True, False, or None when unset."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "yes", "1")
-    return bool(value)
-
-
 def rebooted_after_restore(results: dict[str, Any], policies: dict[str, Any]) -> bool:
-    """Whether the rollback's single reboot ran: a boot layer was restored and its policy (``<layer>_reboot_ok``
-    when set, else ``edgeslim_reboot_ok``) allows a reboot now, as the rollback's reboot step decides."""
-    default = _policy(policies.get("edgeslim_reboot_ok")) or False
-    for layer in ("swiotlb", "carveouts"):
-        if ((results.get(layer) or {}).get("status")) == "rolled_back":
-            own = _policy(policies.get(layer + "_reboot_ok"))
-            if (default if own is None else own) is True:
-                return True
-    return False
+    """Whether the rollback's single reboot ran: a boot layer was restored and its effective reboot policy
+    (``layer_inputs.reboot_policy``: ``<layer>_reboot_ok`` when set, else ``edgeslim_reboot_ok``; the playbooks
+    checked the values strict) allows a reboot now, as the rollback's reboot step decides."""
+    return any(
+        (results.get(layer) or {}).get("status") == "rolled_back" and reboot_policy(policies, layer) is True
+        for layer in dr.BOOT_LAYERS
+    )
 
 
 def layer_figures(

@@ -253,3 +253,11 @@ def test_boot_checks_per_layer_reach_the_device(device):
     assert carveouts["management"]["interface"] == "eth0" and carveouts["management"]["wait"] == 30
     bad, phases = run_action(device, {**boot_args(device), "checks": {"services": {"command": "true"}}})
     assert phases == ["probe"] and bad["failed"] and "boot.checks.services" in bad["msg"]
+
+
+def test_each_layer_reboots_by_its_own_policy_else_the_common_one(device):
+    # swiotlb unset ("") inherits edgeslim_reboot_ok: true; carveouts' own false overrides it.
+    res, phases = run_action(device, boot_args(device, swiotlb_reboot_ok="", carveouts_reboot_ok=False))
+    assert phases == ["probe", "apply"] and res["reboot"] is True, res.get("msg")
+    assert res["report"]["swiotlb"]["status"] == "staged"
+    assert res["report"]["carveouts"]["status"] == "pending_reboot"

@@ -6,6 +6,7 @@ import pytest
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import (
     SWIOTLB_MAX_MIB,
     layer_refusals,
+    reboot_policy,
     swiotlb_size_error,
 )
 
@@ -96,6 +97,44 @@ def test_unset_reboot_policy_refused_and_only_a_warning_in_check_mode(layer):
     planned = layer_refusals([layer], {**settings, f"{layer}_reboot_ok": "None"}, info=ORIN_NANO, check_mode=True)
     assert planned["refused"] == []
     assert len(planned["warnings"]) == 1 and "check mode plans it only (status planned)" in planned["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    ("layer_value", "common", "expect"),
+    [
+        (True, None, True),  # set, no common policy
+        (False, None, False),
+        ("yes", False, True),  # the layer's own value overrides the common one
+        (False, True, False),  # ... false overriding true
+        ("0", "true", False),
+        (None, True, True),  # unset (null): inherits edgeslim_reboot_ok
+        ("", False, False),  # unset (empty string): inherits
+        ("", "1", True),
+        (None, None, None),  # undecided
+        ("", "", None),
+        ("None", None, None),  # a role default rendered from an undefined edgeslim_reboot_ok
+    ],
+)
+@pytest.mark.parametrize("layer", ["swiotlb", "carveouts"])
+def test_effective_reboot_policy(layer, layer_value, common, expect):
+    settings = {f"{layer}_reboot_ok": layer_value, "edgeslim_reboot_ok": common}
+    assert reboot_policy(settings, layer) is expect
+    other = "carveouts" if layer == "swiotlb" else "swiotlb"
+    assert reboot_policy({**settings, f"{other}_reboot_ok": not expect}, layer) is expect  # only its own layer's
+
+
+def test_effective_reboot_policy_without_any_variable_is_undecided():
+    assert reboot_policy({}, "swiotlb") is None
+
+
+@pytest.mark.parametrize(("layer_value", "common"), [(None, True), ("", False), (False, True), (True, None)])
+def test_refusals_accept_what_the_effective_policy_decides(layer_value, common):
+    # The pre-flight refusals and the engine's reboot read the same policy: a layer left unset inherits the common
+    # one instead of asking for a decision.
+    settings = {**SWIOTLB, "swiotlb_reboot_ok": layer_value, "edgeslim_reboot_ok": common}
+    assert reboot_policy(settings, "swiotlb") is not None
+    out = layer_refusals(["swiotlb"], settings)
+    assert out["refused"] == [] and out["warnings"] == []
 
 
 @pytest.mark.parametrize("value", [True, False, "yes", "NO", "1", 0])
