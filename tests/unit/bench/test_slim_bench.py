@@ -153,7 +153,8 @@ def test_render_table_speedups_and_error():
     assert slim[7] == "5.00x, 4.00x"  # naive 100 s / 20 s, 40 s / 10 s
     assert slim[8] == "0.50x, 1.00x"
     assert slim[10] == "-3.0 %"
-    assert slim[11] == "1.23, 0.50"
+    assert slim[11] == "-"  # no measured stop in this row
+    assert slim[12] == "1.23, 0.50"
     naive = [c.strip() for c in lines[3].split("|")[1:-1]]
     assert naive[7] == "1.00x, 1.00x"
     assert naive[10] == "+1.0 %"
@@ -189,6 +190,13 @@ def test_a_cell_without_its_rerun_shows_dashes_and_the_first_run_speedup():
     slim = [c.strip() for c in lines[2].split("|")[1:-1]]
     assert slim[7] == "5.00x, -"  # naive's first run against slim's; no naive re-run to compare
     cells = [c.strip() for c in lines[3].split("|")[1:-1]]
-    assert cells[4] == "-" and cells[5] == "3.0, -" and cells[11] == "1.23, -"
+    assert cells[4] == "-" and cells[5] == "3.0, -" and cells[12] == "1.23, -"
     merged = sb.median_result([naive, dict(naive, first_s=120.0)])
     assert merged["first_s"] == 110.0 and merged["rerun_s"] is None
+
+
+def test_the_error_against_the_measured_stop():
+    row = dict(_row("slim", 20.0, 10.0, 107.0, known=100.9), stop_mib=107.7)
+    cells = [c.strip() for c in sb.render_table([row]).splitlines()[2].split("|")[1:-1]]
+    assert cells[9] == "107.0 (known 100.9, stop 107.7)"
+    assert cells[10] == "+6.0 %" and cells[11] == "-0.6 %"
