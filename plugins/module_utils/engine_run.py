@@ -61,12 +61,7 @@ def identify(pf: dict[str, Any]) -> dict[str, Any]:
     except (dt.DeviceTreeError, OSError) as exc:
         raise PreflightRefused(f"device tree at {root}: {exc}", {}) from exc
     ident = l4t.identify(compatible)
-    if ident["soc"]:
-        is_jetson, reason = True, ""
-    elif not compatible:
-        is_jetson, reason = False, f"no device tree at {root} (not an OF platform, or not exposed)"
-    else:
-        is_jetson, reason = False, f"device tree compatible {compatible} names no NVIDIA Tegra SoC (tegra234/264)"
+    is_jetson, reason = l4t.jetson_verdict(ident, compatible, root)
     release, note = l4t.read_nv_tegra_release(pf["release_path"])
     try:
         with open(os.path.join(pf["efivars_path"], l4t.SECURE_BOOT_VAR), "rb") as handle:

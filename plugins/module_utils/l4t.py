@@ -128,6 +128,15 @@ def identify(compatible: list[str]) -> dict:
 _TLB = re.compile(r"software IO TLB: mapped \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] \((\d+)MB\)")
 
 
+def jetson_verdict(ident: dict, compatible: list[str], root: str) -> tuple[bool, str]:
+    """Whether the device is a Jetson (``identify`` found its SoC), else why not, for the device tree at ``root``."""
+    if ident["soc"]:
+        return True, ""
+    if not compatible:
+        return False, f"no device tree at {root} (not an OF platform, or not exposed)"
+    return False, f"device tree compatible {compatible} names no NVIDIA Tegra SoC (tegra234/264)"
+
+
 def swiotlb_from_log(log: str) -> dict:
     """Pool size from ``software IO TLB: mapped [mem a-b] (NMB)`` and whether the pool ever ran full."""
     matches = list(_TLB.finditer(log))

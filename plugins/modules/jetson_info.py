@@ -191,12 +191,7 @@ def main() -> None:
         rc, out, _err = module.run_command(["dpkg-query", "-W", "-f", "${Version}", "nvidia-l4t-core"])
         release["core_package"] = out.strip() if rc == 0 and out.strip() else None
 
-    if ident["soc"]:
-        is_jetson, reason = True, ""
-    elif not compatible:
-        is_jetson, reason = False, f"no device tree at {dtroot} (not an OF platform, or not exposed)"
-    else:
-        is_jetson, reason = False, f"device tree compatible {compatible} names no NVIDIA Tegra SoC (tegra234/264)"
+    is_jetson, reason = l4t.jetson_verdict(ident, compatible, dtroot)
 
     cmdline = (read_text(path("/proc/cmdline")) or "").strip()
     ext_text = read_text(path(p["extlinux_path"]))
