@@ -110,3 +110,15 @@ def test_one_cell_sizes_and_bad_cells(tmp_path):
     (rm / "a@1000" / "reg").write_bytes((0x1000).to_bytes(4, "big"))
     with pytest.raises(dt.DeviceTreeError, match="expected 1 address"):
         dt.reserved_memory(str(tmp_path))
+
+
+def test_jetson_verdict_says_why_a_device_is_not_a_jetson():
+    orin = ["nvidia,p3768-0000+p3767-0005", "nvidia,p3767-0005", "nvidia,tegra234"]
+    assert l4t.jetson_verdict(l4t.identify(orin), orin, "/dt") == (True, "")
+    assert l4t.jetson_verdict(l4t.identify([]), [], "/dt") == (
+        False,
+        "no device tree at /dt (not an OF platform, or not exposed)",
+    )
+    rpi = ["raspberrypi,4-model-b", "brcm,bcm2711"]
+    ok, why = l4t.jetson_verdict(l4t.identify(rpi), rpi, "/dt")
+    assert not ok and why.startswith("device tree compatible ['raspberrypi,4-model-b'") and "tegra234/264" in why
