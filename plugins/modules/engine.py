@@ -657,6 +657,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
+from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
 from ansible_collections.edgeslim.jetson.plugins.module_utils import engine_run as er
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journald_dropin as dropin
@@ -667,7 +668,6 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.hostguards import 
     management_link,
     management_path,
 )
-from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import JournalError, load_journal_fallback
 from ansible_collections.edgeslim.jetson.plugins.module_utils.memsnap import (
     SnapshotError,
     boot_identity,
@@ -739,6 +739,8 @@ ARGUMENT_SPEC = {
     },
     "boot": {"type": "dict", "options": ba.BOOT_OPTIONS},
     "before": {"type": "dict", "default": {}},
+    "deadline": {"type": "int", "default": dl.DEFAULT_SECONDS},
+    "deadline_program_path": {"type": "path", "default": dl.PROGRAM_PATH},
 }
 
 
@@ -753,6 +755,8 @@ def check_input(p: dict[str, Any]) -> None:
     if p["profile"] is not None or p["records"] is not None:
         raise EngineFailure("profile and records are resolved on the controller: run edgeslim.jetson.engine as a task",
                             "input")  # fmt: skip
+    if p["deadline"] < 0:
+        raise EngineFailure(f"deadline must be >= 0 seconds (0: none), got {p['deadline']}", "input")
     m = p["measure"]
     if m["samples"] < 1:
         raise EngineFailure(f"measure.samples must be >= 1, got {m['samples']}", "input")
@@ -932,8 +936,10 @@ def apply_services(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -
         ua.journal_plan(module, runner, plan, p["journal_path"], LAYER, extra)
     except UnitsFailure as exc:
         raise EngineFailure(exc.msg, "apply", **exc.extra) from exc
-    # From here on the host changes: any error restores the journal before failing.
+    # From here on the host changes: any error restores the journal before failing. The deadline is armed before
+    # the first change: a controller that vanishes from here on leaves a device that restores itself.
     try:
+        arm_deadline(module, out, services=True)
         if plan.changes:
             ua.run_plan(runner, plan, result, p["journal_path"], LAYER, s["verify_delay"])
         if j["changed"]:
@@ -945,7 +951,7 @@ def apply_services(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -
             lambda: read_meminfo(m["meminfo_path"]), m["settle_timeout"], m["interval"], m["stable_kb"], m["samples"]
         )
         after = snapshot(module, m, readings, [], settled["seconds"])
-    except (UnitsFailure, RunError, UnitsError, SnapshotError, dropin.DropinError, OSError) as exc:
+    except (UnitsFailure, RunError, UnitsError, SnapshotError, dropin.DropinError, dl.DeadlineError, OSError) as exc:
         failed = exc.extra if isinstance(exc, UnitsFailure) else {}
         msg = exc.msg if isinstance(exc, UnitsFailure) else str(exc)
         undo = rollback(module, runner, p["journal_path"])
@@ -991,7 +997,8 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
     management = management_path(module, p["management_interface"])
     out["boot"]["management"] = management
     try:
-        done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run, management)
+        done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run, management,
+                             journaled=lambda: arm_boot_deadline(module, out, plan["changed_layers"]))  # fmt: skip
     except ba.BootFailure as exc:
         extra = {**kept, **exc.extra, "changed": bool(exc.extra.get("changed") or out["changed"])}
         raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **extra) from exc
@@ -1109,25 +1116,8 @@ def applied_record(
 
 
 def rollback(module: AnsibleModule, runner: Runner, journal_path: str) -> dict[str, Any]:
-    """Put the drop-in back, then every unit and the default target (the unit restore clears the journal layer
-    last), then restart journald when its drop-in changed. Never raises: says what was restored or why not."""
-    dropin_restored = False
-    try:
-        doc, _warning = load_journal_fallback(journal_path)
-        saved = (doc["layers"].get(LAYER) or {}).get("journald_dropin")
-        if saved:
-            dropin_restored = dropin.restore(saved["path"], saved.get("previous"), replace=module.atomic_move)
-        ua.restore_units(module, runner, journal_path, LAYER, False)
-    except UnitsFailure as exc:
-        return {"restored": False, "restore_error": exc.msg}
-    except (JournalError, RunError, UnitsError, dropin.DropinError, OSError) as exc:
-        return {"restored": False, "restore_error": str(exc)}
-    out: dict[str, Any] = {"restored": True, "restore_error": "", "journald_restored": dropin_restored}
-    if dropin_restored:
-        rc, _out, err = runner.run([runner.systemctl, "restart", JOURNALD_UNIT], check=False)
-        if rc != 0:
-            out["restore_warning"] = f"the journald drop-in is back, but restarting journald failed: {err.strip()}"
-    return out
+    """The services layer back from the journal (units_apply.rollback_services; the deadline restore runs the same)."""
+    return ua.rollback_services(module, runner, journal_path, LAYER)
 
 
 # ---- the run around the layers: lock, report snapshots, metrics file ---------------------------------------------
@@ -1185,6 +1175,47 @@ def write_metrics(module: AnsibleModule, result: str, records: dict[str, Any]) -
     return out
 
 
+def arm_deadline(module: AnsibleModule, out: dict[str, Any], services: bool = False,
+                 boot_layers: list[str] | None = None) -> None:  # fmt: skip
+    """Arm the run's deadline (module_utils/deadline.py) - a slim run (O(lock)) with O(deadline) > 0, not in check
+    mode. ``services``/``boot_layers``: the layers this apply is about to change (added to the record); neither
+    (verify) arms again from the record apply wrote. Raises DeadlineError."""
+    p = module.params
+    if p["lock"] is None or p["deadline"] == 0 or module.check_mode:
+        return
+    record = None
+    if services or boot_layers:
+        metrics = None
+        if p["metrics"] is not None:
+            metrics = {k: v for k, v in p["metrics"].items() if k not in ("records", "result")}
+        record = dl.new_record(p["lock"]["run_id"], p["journal_path"], p["lock"]["path"], p["deadline"], services,
+                               p["boot"], boot_layers or [], metrics)  # fmt: skip
+    out["deadline"] = dl.arm(module, p["lock"]["run_id"], p["deadline"], p["journal_path"],
+                             p["deadline_program_path"], record)  # fmt: skip
+
+
+def arm_boot_deadline(module: AnsibleModule, out: dict[str, Any], layers: list[str]) -> None:
+    """apply_boot's hook after the boot layers' journal: a failure to arm restores them like any other error."""
+    try:
+        arm_deadline(module, out, boot_layers=layers)
+    except (dl.DeadlineError, OSError) as exc:
+        raise ba.BootFailure(f"deadline: {exc}", "apply") from exc
+
+
+def disarm_deadline(module: AnsibleModule, result: dict[str, Any]) -> None:
+    """The run has ended (or failed after restoring): its deadline goes. Best effort: a timer that cannot be stopped
+    is a warning (it finds no record when it fires, and does nothing)."""
+    p = module.params
+    if p["lock"] is None or module.check_mode:
+        return
+    try:
+        result["deadline"] = dl.disarm(module, p["lock"]["run_id"], p["journal_path"])
+    except (dl.DeadlineError, devlock.LockError, OSError) as exc:
+        result["deadline"] = {"armed": None, "error": str(exc)}
+    if result["deadline"].get("error"):
+        module.warn(f"edgeslim deadline: {result['deadline']['error']}")
+
+
 def finish(module: AnsibleModule, lock: devlock.DeviceLock | None, result: dict[str, Any]) -> None:
     """The end of the run on the device: the after snapshot, the metrics file, the lock given back."""
     p = module.params
@@ -1200,6 +1231,7 @@ def finish(module: AnsibleModule, lock: devlock.DeviceLock | None, result: dict[
                 after_brief = None
         result.setdefault("report", {})["after"] = after_brief
     result["metrics"] = write_metrics(module, "ok", this_run_records(result))
+    disarm_deadline(module, result)
     if lock is not None:
         try:
             result["lock"] = lock.release()
@@ -1257,11 +1289,16 @@ def main() -> None:
             result["lock"] = {"held": True, "unit": lock.unit}
         if p["phase"] == "finish":
             result["metrics"] = write_metrics(module, p["metrics"]["result"] if p["metrics"] else "failed", {})
+            disarm_deadline(module, result)
             if lock is not None:
                 result["lock"] = lock.release()
             result["finished"] = True
         elif finishes(p, result):
             finish(module, lock, result)
+        elif p["phase"] == "verify" and taken:
+            # The run goes on after this verify in the new boot (the reboot ended the deadline apply armed): armed
+            # again from apply's record until the run ends.
+            arm_deadline(module, result)
     except EngineFailure as exc:
         extra = dict(exc.extra)
         extra.setdefault("changed", False)
@@ -1274,6 +1311,7 @@ def main() -> None:
                 # Any other failure ends the run here: the metrics file says so and the lock is given back.
                 extra["metrics"] = write_metrics(module, "rolled_back" if extra.get("restored") else "failed",
                                                  failure_records(p, extra))  # fmt: skip
+                disarm_deadline(module, extra)
                 try:
                     extra["lock"] = lock.release()
                 except devlock.LockError as rel:

@@ -1,0 +1,275 @@
+"""The run's deadline (module_utils/deadline.py): apply arms it right after the journal and before its first change,
+the run that ends the run disarms it, and the restore program, run on what an apply whose controller vanished left,
+restores what the roles' rollback restores, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
+from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
+from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
+from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
+from ansible_collections.edgeslim.jetson.plugins.modules import dt_overlay, engine, extlinux
+from bootdevice import OVERLAY, Device, build_tree, compiled
+from modhelper import run_module
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "faults"))
+from faultlib import fs_restore, fs_snapshot  # noqa: E402
+
+SWIOTLB = {"slots": 2048}
+CARVEOUTS = {"recipes": ["headless"], "fdt_method": "overlays"}
+RUN_ID = "20261130T050000Z-abc123"
+LOCK = {"run_id": RUN_ID, "path": "/run/edgeslim/device.lock", "holder": {"user": "alice"}}
+TIMER = f"edgeslim-deadline-{RUN_ID}.timer"
+
+
+class FakeLock:
+    log: list[str] = []
+
+    def __init__(self, module: Any, path: str, run_id: str, *args: Any, **kwargs: Any) -> None:
+        self.unit = devlock.unit_name(run_id)
+
+    def acquire(self) -> dict[str, Any]:
+        FakeLock.log.append("acquired " + self.unit)
+        return {"changed": True, "unit": self.unit, "held": True, "record": {}}
+
+    def release(self) -> dict[str, Any]:
+        FakeLock.log.append("released " + self.unit)
+        return {"changed": True, "unit": self.unit, "held": False}
+
+
+class TimerDevice(Device):
+    """The fake Jetson with transient timers: systemd-run starts one, ``stop`` ends it, ``show`` tells."""
+
+    def __init__(self, tmp: Path, tree: Path) -> None:
+        super().__init__(tmp, tree)
+        self.timers: set[str] = set()
+        self.moves = self.calls  # one timeline: systemctl/systemd-run calls and file renames, in order
+
+    def __call__(self, argv: list[str]) -> tuple[int, str, str]:
+        if argv[1:2] == ["--unit"] and any(a.startswith("--on-active=") for a in argv):
+            self.calls.append(list(argv))
+            self.timers.add(argv[2] + ".timer")
+            return 0, "", ""
+        if argv[1:4] == ["show", "-p", "ActiveState"]:
+            self.calls.append(list(argv))
+            return 0, f"ActiveState={'active' if argv[4] in self.timers else 'inactive'}\n", ""
+        if argv[1:2] == ["stop"]:
+            self.timers.discard(argv[2])
+        return super().__call__(argv)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return build_tree(tmp_path_factory.mktemp("nano"))
+
+
+@pytest.fixture
+def device(tmp_path, tree, monkeypatch) -> TimerDevice:
+    FakeLock.log = []
+    monkeypatch.setattr(engine.devlock, "DeviceLock", FakeLock)
+    return TimerDevice(tmp_path, tree)
+
+
+def metrics(device: Device) -> dict[str, Any]:
+    return {"path": str(device.tmp / "metrics" / "edgeslim.prom"), "version": "9.9.9", "journal_path": device.journal}
+
+
+def boot_request(device: Device) -> dict[str, Any]:
+    probe = device.run("probe", device.boot(carveouts=CARVEOUTS))
+    assert not probe.get("failed"), probe.get("msg")
+    return device.boot(swiotlb=SWIOTLB, carveouts={**CARVEOUTS, "dtbo_b64": compiled(probe["boot"]["carveouts"]["dts"],
+                                                                                       device.tmp)})  # fmt: skip
+
+
+def order_violations(device: Device, timeline: list[Any]) -> list[str]:
+    """The deadline must be armed after the journal is written and before the first boot file or extlinux.conf."""
+    arm = [i for i, e in enumerate(timeline) if isinstance(e, list) and any(str(a).startswith("--on-active=")
+                                                                             for a in e)]  # fmt: skip
+    if not arm:
+        return ["the deadline was never armed"]
+    journal = [i for i, e in enumerate(timeline) if e == device.journal]
+    boot = str(device.root / "boot")
+    changes = [i for i, e in enumerate(timeline) if isinstance(e, str) and e.startswith(boot)]
+    found = []
+    if not journal or journal[0] > arm[0]:
+        found.append("the deadline was armed before the journal was written")
+    if changes and changes[0] < arm[0]:
+        found.append(f"{timeline[changes[0]]} changed before the deadline was armed")
+    return found
+
+
+def test_apply_arms_the_deadline_before_its_first_change_and_finish_disarms_it(device):
+    boot = boot_request(device)
+    device.calls.clear()
+    res = device.run("apply", boot, lock=LOCK, finish="no", metrics=metrics(device))
+    assert res["changed"] and not res.get("failed"), res.get("msg")
+    assert order_violations(device, device.calls) == []
+    arm = next(e for e in device.calls if isinstance(e, list) and e[1:3] == ["--unit", f"edgeslim-deadline-{RUN_ID}"])
+    assert "--on-active=1800" in arm and arm[-6:] == ["--journal", device.journal, "--run-id", RUN_ID, "--record",
+                                                      dl.record_path(device.journal, RUN_ID)]  # fmt: skip
+    assert res["deadline"]["armed"] and device.timers == {TIMER}
+    record = json.loads(Path(dl.record_path(device.journal, RUN_ID)).read_text())
+    assert record["boot_layers"] == ["swiotlb", "carveouts"] and record["services"] is False
+    assert "program" not in record["boot"]["checker"] and record["metrics"]["version"] == "9.9.9"
+    program = zipfile.ZipFile(str(device.etc / "lib/edgeslim-deadline.pyz"))
+    assert "ansible_collections/edgeslim/jetson/plugins/module_utils/extlinux_edit.py" in program.namelist()
+    assert "__main__.py" in program.namelist()
+
+    # arming again in the same boot (the same run id) keeps the timer that waits
+    again = dl.arm(_Module(device), RUN_ID, 1800, device.journal, str(device.etc / "lib/edgeslim-deadline.pyz"), None)
+    assert again["changed"] is False and device.timers == {TIMER}
+
+    # the run ends (the finish run): the timer is stopped, the record removed, and the lock given back after it
+    done = device.run("finish", None, lock=LOCK, metrics={**metrics(device), "result": "ok"})
+    assert done["finished"] and device.timers == set() and done["deadline"]["record_removed"]
+    assert not Path(dl.record_path(device.journal, RUN_ID)).exists()
+
+
+def test_without_a_lock_or_with_deadline_0_nothing_is_armed(device):
+    boot = boot_request(device)
+    res = device.run("apply", boot, lock=LOCK, deadline=0, finish="no")
+    assert res["changed"] and "deadline" not in res and device.timers == set()
+    bad = device.run("apply", boot, lock=LOCK, deadline=-1)
+    assert bad["failed"] and bad["stage"] == "input" and "deadline must be >= 0" in bad["msg"]
+
+
+def test_a_deadline_that_cannot_be_armed_restores_the_boot_layers_before_failing(device, monkeypatch):
+    boot = boot_request(device)
+    before = fs_snapshot(str(device.root))
+    monkeypatch.setattr(dl, "arm_argv", lambda *a: ["/bin/false-systemd-run"])
+    real = device.__call__
+    monkeypatch.setattr(TimerDevice, "__call__", lambda self, argv: (1, "", "no bus") if argv == [
+        "/bin/false-systemd-run"] else real(argv))  # fmt: skip
+    res = device.run("apply", boot, lock=LOCK, finish="no")
+    assert res["failed"] and res["restored"] and "could not arm the deadline" in res["msg"], res.get("msg")
+    after = fs_snapshot(str(device.root))
+    assert {k: v for k, v in after.items() if ".edgeslim-" not in k} == before
+
+
+class _Module:
+    """What deadline.arm/disarm and the restore program take, on the fake device."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.warnings: list[str] = []
+
+    def run_command(self, argv: list[str], **_k: Any) -> tuple[int, str, str]:
+        return self.device(argv)
+
+    def get_bin_path(self, name: str, required: bool = False) -> str:
+        return "/bin/systemctl"
+
+    def atomic_move(self, src: str, dest: str) -> None:
+        dl.Device.atomic_move(self, src, dest)  # type: ignore[arg-type]
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+
+
+class RestoreDevice(_Module):
+    def __init__(self, device: Device) -> None:
+        super().__init__(device)
+        self.lines: list[str] = []
+
+    def log(self, msg: str) -> None:
+        self.lines.append(msg)
+
+
+def rollback(device: Device, boot: dict[str, Any]) -> None:
+    """The roles' rollback (roles/carveouts, roles/swiotlb rollback.yml, boot_commit disarm.yml) per layer."""
+    for layer in ("carveouts", "swiotlb"):
+        res = run_module(extlinux.main, {"path": str(device.conf), "root": str(device.root), "state": "absent",
+                                         "managed_label": "edgeslim", "journal_path": device.journal,
+                                         "journal_layer": layer})  # fmt: skip
+        assert not res.get("failed"), res.get("msg")
+        if layer == "carveouts":
+            res = run_module(dt_overlay.main, {"dest": str(device.root / OVERLAY.lstrip("/")), "state": "absent",
+                                               "boot_root": str(device.root / "boot")})  # fmt: skip
+            assert not res.get("failed"), res.get("msg")
+        (device.state / "pending" / f"{layer}.json").unlink(missing_ok=True)
+        assert ba.disarm_if_idle(boot["checker"], lambda args, _c: device(["/bin/systemctl", *args])) == []
+
+
+def comparable(snap: dict[str, Any]) -> dict[str, Any]:
+    """Everything but extlinux.conf's timestamped backups, the deadline program and the metrics file."""
+    return {k: v for k, v in snap.items() if "extlinux.conf.edgeslim-" not in k and "edgeslim-deadline" not in k
+            and not k.startswith("metrics") and not k.startswith("var/deadline")}  # fmt: skip
+
+
+def journal_layers(device: Device) -> dict[str, Any]:
+    return j.load_journal(device.journal)["layers"]
+
+
+def test_the_restore_program_restores_what_the_rollback_restores(device, monkeypatch):
+    original = fs_snapshot(str(device.tmp))
+    boot = boot_request(device)
+    res = device.run("apply", boot, lock=LOCK, finish="no", metrics=metrics(device))
+    assert res["changed"] and not res.get("failed"), res.get("msg")
+    assert device.conf.read_bytes() != original["root/boot/extlinux/extlinux.conf"][2] and device.pending()
+    left = fs_snapshot(str(device.tmp))  # the controller vanished here
+
+    rollback(device, boot)
+    by_rollback = fs_snapshot(str(device.tmp))
+    fs_restore(str(device.tmp), left)
+    device.enabled = True
+
+    monkeypatch.setattr(dl.devlock, "DeviceLock", FakeLock)
+    dev = RestoreDevice(device)
+    device.calls.clear()
+    rc = dl.main(["--journal", device.journal, "--run-id", RUN_ID, "--record", dl.record_path(device.journal, RUN_ID)],
+                 dev=dev)  # fmt: skip
+    assert rc == 0, dev.lines
+    by_deadline = fs_snapshot(str(device.tmp))
+    assert comparable(by_deadline) == comparable(by_rollback)
+    assert by_deadline["root/boot/extlinux/extlinux.conf"] == original["root/boot/extlinux/extlinux.conf"]
+    assert device.pending() == [] and not device.enabled and journal_layers(device) == {}
+    # this run's lock holder stopped first, the lock taken under the deadline's name, given back at the end
+    assert device.calls[0] == ["/bin/systemctl", "stop", devlock.unit_name(RUN_ID)]
+    assert FakeLock.log == [f"acquired {devlock.unit_name(RUN_ID + '-deadline')}",
+                            f"released {devlock.unit_name(RUN_ID + '-deadline')}"]  # fmt: skip
+    prom = Path(metrics(device)["path"]).read_text()
+    assert 'edgeslim_last_run_result{playbook="slim",result="rolled_back"} 1' in prom
+    assert not Path(dl.record_path(device.journal, RUN_ID)).exists()
+    assert not any("FAILED" in line for line in dev.lines) and any("carveouts: ok" in line for line in dev.lines)
+
+    # fired after the run was disarmed (no record): nothing is done
+    device.calls.clear()
+    assert dl.main(["--journal", device.journal, "--run-id", RUN_ID, "--record", dl.record_path(device.journal,
+                                                                                                RUN_ID)], dev=dev) == 0
+    assert device.calls == [] and "nothing to do" in dev.lines[-1]
+
+
+def test_the_restore_program_runs_from_its_zip_on_a_plain_python(device, tmp_path):
+    """The bundle imports on its own (no checkout on sys.path): the program the timer runs."""
+    program = tmp_path / "p.pyz"
+    program.write_bytes(dl.bundle())
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-I", str(program), "--journal", str(tmp_path / "j.json"), "--run-id",
+                          RUN_ID, "--record", str(tmp_path / "none.json")], capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert out.returncode == 0 and "nothing to do" in out.stderr, out.stderr
+
+
+def test_arming_after_the_journal_is_a_protection_the_order_check_sees(device, monkeypatch):
+    """The order test fails when the deadline is armed after the boot files (the protection removed)."""
+    boot = boot_request(device)
+    real = ba.apply_boot
+
+    def late(*args: Any, journaled: Any = None, **kwargs: Any) -> dict[str, Any]:
+        done = real(*args, **kwargs)
+        journaled()
+        return done
+
+    monkeypatch.setattr(engine.ba, "apply_boot", late)
+    device.calls.clear()
+    res = device.run("apply", boot, lock=LOCK, finish="no")
+    assert res["changed"] and not res.get("failed"), res.get("msg")
+    assert any("changed before the deadline was armed" in v for v in order_violations(device, device.calls))
