@@ -467,6 +467,20 @@ options:
             type: list
             elements: str
             default: [cat, /proc/sys/kernel/random/boot_id]
+  deadline:
+    description:
+      - Seconds after which a run whose controller vanished is restored on the device by itself (0 - none). With
+        O(lock) (a slim run) and outside check mode, V(apply) arms it right after the journal is written and before
+        its first change - a transient timer C(edgeslim-deadline-<run id>) whose service runs the restore program
+        (O(deadline_program_path)) - and the run that ends the run (or a failure that restored and gives the lock
+        back) disarms it. A reboot ends it (transient units do not survive one); V(verify) arms it again when the
+        run goes on after it. See docs/reliability.md, "The controller vanishes mid-run".
+    type: int
+    default: 1800
+  deadline_program_path:
+    description: Where V(apply) installs the restore program (a zip application of the engine's module_utils).
+    type: path
+    default: /usr/local/lib/edgeslim/edgeslim-deadline.pyz
   journal_path:
     description: On-device journal file.
     type: path
@@ -645,6 +659,11 @@ restore_error:
   description: Why the restore failed (the journal is kept).
   returned: when the restore failed
   type: str
+deadline:
+  description: The run's deadline - C(armed), C(unit) (the timer), C(record), C(program), C(seconds), C(changed) when
+    V(apply) or V(verify) armed it; C(armed) false, C(record_removed) and C(error) when the run's end disarmed it.
+  returned: when a slim run (O(lock)) armed or disarmed it
+  type: dict
 sign_warnings:
   description: Under UEFI Secure Boot, the restored files the signing hook could not sign again (their previous
     signature was put back).

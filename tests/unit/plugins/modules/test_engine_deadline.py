@@ -8,7 +8,7 @@ import json
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
@@ -20,7 +20,7 @@ from bootdevice import OVERLAY, Device, build_tree, compiled
 from modhelper import run_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "faults"))
-from faultlib import fs_restore, fs_snapshot  # noqa: E402
+from faultlib import fs_restore, fs_snapshot
 
 SWIOTLB = {"slots": 2048}
 CARVEOUTS = {"recipes": ["headless"], "fdt_method": "overlays"}
@@ -30,7 +30,7 @@ TIMER = f"edgeslim-deadline-{RUN_ID}.timer"
 
 
 class FakeLock:
-    log: list[str] = []
+    log: ClassVar[list[str]] = []
 
     def __init__(self, module: Any, path: str, run_id: str, *args: Any, **kwargs: Any) -> None:
         self.unit = devlock.unit_name(run_id)
@@ -241,8 +241,13 @@ def test_the_restore_program_restores_what_the_rollback_restores(device, monkeyp
 
     # fired after the run was disarmed (no record): nothing is done
     device.calls.clear()
-    assert dl.main(["--journal", device.journal, "--run-id", RUN_ID, "--record", dl.record_path(device.journal,
-                                                                                                RUN_ID)], dev=dev) == 0
+    assert (
+        dl.main(
+            ["--journal", device.journal, "--run-id", RUN_ID, "--record", dl.record_path(device.journal, RUN_ID)],
+            dev=dev,
+        )
+        == 0
+    )
     assert device.calls == [] and "nothing to do" in dev.lines[-1]
 
 
