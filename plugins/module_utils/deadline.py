@@ -262,8 +262,14 @@ class Device:
     PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
     def __init__(self, log: Any = None) -> None:
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = log or self.stderr
         self.warnings: list[str] = []
+
+    @staticmethod
+    def stderr(msg: str) -> None:
+        """The default log: one line on stderr (the journal of the deadline's service)."""
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
 
     def run_command(self, argv: list[str], environ_update: dict | None = None, **_kwargs: Any) -> tuple[int, str, str]:
         env = {**os.environ, **(environ_update or {})}

@@ -84,14 +84,17 @@ def metrics(device: Device) -> dict[str, Any]:
 def boot_request(device: Device) -> dict[str, Any]:
     probe = device.run("probe", device.boot(carveouts=CARVEOUTS))
     assert not probe.get("failed"), probe.get("msg")
-    return device.boot(swiotlb=SWIOTLB, carveouts={**CARVEOUTS, "dtbo_b64": compiled(probe["boot"]["carveouts"]["dts"],
-                                                                                       device.tmp)})  # fmt: skip
+    dtbo = compiled(probe["boot"]["carveouts"]["dts"], device.tmp)
+    return device.boot(swiotlb=SWIOTLB, carveouts={**CARVEOUTS, "dtbo_b64": dtbo})
+
+
+def is_arm(argv: list[Any]) -> bool:
+    return any(str(a).startswith("--on-active=") for a in argv)
 
 
 def order_violations(device: Device, timeline: list[Any]) -> list[str]:
     """The deadline must be armed after the journal is written and before the first boot file or extlinux.conf."""
-    arm = [i for i, e in enumerate(timeline) if isinstance(e, list) and any(str(a).startswith("--on-active=")
-                                                                             for a in e)]  # fmt: skip
+    arm = [i for i, e in enumerate(timeline) if isinstance(e, list) and is_arm(e)]
     if not arm:
         return ["the deadline was never armed"]
     journal = [i for i, e in enumerate(timeline) if e == device.journal]
