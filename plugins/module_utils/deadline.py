@@ -7,9 +7,10 @@ goes on after its reboot) writes the deadline record ``<journal dir>/deadline/<r
 changes, where the boot files, the checker, the lock and the metrics file are) and starts a transient timer with
 ``systemd-run --on-active=<seconds> --unit edgeslim-deadline-<run id>`` (an argv list, no shell). Its service runs
 the restore program (``main`` below) with the journal path, the run id and the record. Arming again with the same
-run id while the timer waits changes nothing. ``disarm`` (the run that ends the run, and every failure that already
-restored and gives the lock back) stops the timer, resets the units and removes the record: a timer that fires
-after that finds no record and does nothing.
+run id while the timer waits changes nothing. ``disarm`` stops the timer, resets the units and removes the record:
+a timer that fires after that finds no record and does nothing. Releasing the lock of a run disarms its deadline
+(``release_lock``: the engine's end of the run, a failure that already restored, and the caller's rescue that gives
+the lock back with edgeslim.jetson.device_lock).
 
 The restore program is this file with the module_utils it imports, written by apply as one zip application
 (``bundle``: ``python3 edgeslim-deadline.pyz`` runs its ``__main__.py``). The sources are those of the modules the
@@ -252,6 +253,28 @@ def disarm(module: Any, run_id: str, journal_path: str) -> dict[str, Any]:
         os.unlink(record_path(journal_path, run_id))
         out["record_removed"] = True
     return out
+
+
+def release_lock(module: Any, lock: Any, journal_path: str) -> dict[str, Any]:
+    """Give the device lock of run X back and disarm the deadline of run X: the one way a run's lock is released
+    (the engine's end of the run, edgeslim.jetson.device_lock's V(released) in the caller's rescue). The deadline
+    goes first, so its timer cannot fire between the two and restore a device whose run has ended. The lock's
+    release result with ``deadline`` (what disarm did; ``error`` when the timer could not be stopped, also a
+    warning). Check mode disarms nothing. Raises the lock's LockError (its ``extra`` carries ``deadline``)."""
+    deadline: dict[str, Any] = {"armed": None, "skipped": "check mode"}
+    if not module.check_mode:
+        try:
+            deadline = disarm(module, lock.run_id, journal_path)
+        except (DeadlineError, devlock.LockError, OSError) as exc:
+            deadline = {"armed": None, "error": str(getattr(exc, "msg", exc))}
+        if deadline.get("error"):
+            module.warn(f"edgeslim deadline: {deadline['error']}")
+    try:
+        released = lock.release()
+    except devlock.LockError as exc:
+        exc.extra["deadline"] = deadline
+        raise
+    return {**released, "deadline": deadline}
 
 
 # ---- the restore program (runs on the device when the timer fires) -------------------------------------------------

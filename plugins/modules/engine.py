@@ -1221,18 +1221,21 @@ def arm_boot_deadline(module: AnsibleModule, out: dict[str, Any], layers: list[s
         raise ba.BootFailure(f"deadline: {exc}", "apply") from exc
 
 
-def disarm_deadline(module: AnsibleModule, result: dict[str, Any]) -> None:
-    """The run has ended (or failed after restoring): its deadline goes. Best effort: a timer that cannot be stopped
-    is a warning (it finds no record when it fires, and does nothing)."""
-    p = module.params
-    if p["lock"] is None or module.check_mode:
-        return
+def release_lock(module: AnsibleModule, lock: devlock.DeviceLock, result: dict[str, Any]) -> None:
+    """The run ends on the device: its deadline disarmed, then the lock given back (deadline.release_lock, the same
+    step as edgeslim.jetson.device_lock's release). Raises LockError; ``result["deadline"]`` is set either way."""
     try:
-        result["deadline"] = dl.disarm(module, p["lock"]["run_id"], p["journal_path"])
-    except (dl.DeadlineError, devlock.LockError, OSError) as exc:
-        result["deadline"] = {"armed": None, "error": str(exc)}
-    if result["deadline"].get("error"):
-        module.warn(f"edgeslim deadline: {result['deadline']['error']}")
+        released = dl.release_lock(module, lock, module.params["journal_path"])
+    except devlock.LockError as exc:
+        keep_deadline(result, exc.extra.pop("deadline", None))
+        raise
+    keep_deadline(result, released.pop("deadline"))
+    result["lock"] = released
+
+
+def keep_deadline(result: dict[str, Any], deadline: dict[str, Any] | None) -> None:
+    if deadline is not None and "skipped" not in deadline:
+        result["deadline"] = deadline
 
 
 def finish(module: AnsibleModule, lock: devlock.DeviceLock | None, result: dict[str, Any]) -> None:
@@ -1250,10 +1253,9 @@ def finish(module: AnsibleModule, lock: devlock.DeviceLock | None, result: dict[
                 after_brief = None
         result.setdefault("report", {})["after"] = after_brief
     result["metrics"] = write_metrics(module, "ok", this_run_records(result))
-    disarm_deadline(module, result)
     if lock is not None:
         try:
-            result["lock"] = lock.release()
+            release_lock(module, lock, result)
         except devlock.LockError as exc:
             module.warn(f"device lock not released: {exc.msg}")
             result["lock"] = {"held": True, "unit": lock.unit}
@@ -1308,9 +1310,8 @@ def main() -> None:
             result["lock"] = {"held": True, "unit": lock.unit}
         if p["phase"] == "finish":
             result["metrics"] = write_metrics(module, p["metrics"]["result"] if p["metrics"] else "failed", {})
-            disarm_deadline(module, result)
             if lock is not None:
-                result["lock"] = lock.release()
+                release_lock(module, lock, result)
             result["finished"] = True
         elif finishes(p, result):
             finish(module, lock, result)
@@ -1330,9 +1331,8 @@ def main() -> None:
                 # Any other failure ends the run here: the metrics file says so and the lock is given back.
                 extra["metrics"] = write_metrics(module, "rolled_back" if extra.get("restored") else "failed",
                                                  failure_records(p, extra))  # fmt: skip
-                disarm_deadline(module, extra)
                 try:
-                    extra["lock"] = lock.release()
+                    release_lock(module, lock, extra)
                 except devlock.LockError as rel:
                     extra["lock"] = {"held": True, "unit": lock.unit, "error": rel.msg}
                 extra["finished"] = True

@@ -15,7 +15,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply 
 from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
-from ansible_collections.edgeslim.jetson.plugins.modules import dt_overlay, engine, extlinux
+from ansible_collections.edgeslim.jetson.plugins.modules import device_lock, dt_overlay, engine, extlinux
 from bootdevice import OVERLAY, Device, build_tree, compiled
 from modhelper import run_module
 
@@ -34,6 +34,7 @@ class FakeLock:
 
     def __init__(self, module: Any, path: str, run_id: str, *args: Any, **kwargs: Any) -> None:
         self.unit = devlock.unit_name(run_id)
+        self.run_id = run_id
 
     def acquire(self) -> dict[str, Any]:
         FakeLock.log.append("acquired " + self.unit)
@@ -133,6 +134,35 @@ def test_apply_arms_the_deadline_before_its_first_change_and_finish_disarms_it(d
     done = device.run("finish", None, lock=LOCK, metrics={**metrics(device), "result": "ok"})
     assert done["finished"] and device.timers == set() and done["deadline"]["record_removed"]
     assert not Path(dl.record_path(device.journal, RUN_ID)).exists()
+
+
+def test_the_rescue_releasing_the_lock_disarms_the_deadline_of_its_run(device):
+    """A failure that left the lock held for the caller's rescue leaves the deadline armed; the rescue gives the lock
+    back with edgeslim.jetson.device_lock (roles/slim/tasks/lock_release.yml), which disarms the run's deadline
+    first: no timer is left to restore the device again later."""
+    boot = boot_request(device)
+    res = device.run("apply", boot, lock=LOCK, finish="no", metrics=metrics(device))
+    assert res["deadline"]["armed"] and device.timers == {TIMER}
+    other = "edgeslim-deadline-20261130T060000Z-def456.timer"
+    device.timers.add(other)  # another run's deadline: not this release's
+    device.calls.clear()
+    FakeLock.log = []
+    released = run_module(device_lock.main, {"state": "released", "run_id": RUN_ID, "path": LOCK["path"],
+                                             "journal_path": device.journal}, run_command=device,
+                          bin_path="/bin/systemctl")  # fmt: skip
+    assert not released.get("failed"), released.get("msg")
+    assert device.timers == {other} and released["deadline"]["record_removed"]
+    assert not Path(dl.record_path(device.journal, RUN_ID)).exists()
+    assert FakeLock.log == [f"released {devlock.unit_name(RUN_ID)}"]
+    # the timer stopped before the lock went (a timer firing in between would restore a device whose run ended)
+    assert ["/bin/systemctl", "stop", TIMER] in device.calls
+
+    # in check mode the release disarms nothing
+    device.timers.add(TIMER)
+    checked = run_module(device_lock.main, {"state": "released", "run_id": RUN_ID, "path": LOCK["path"],
+                                            "journal_path": device.journal}, check=True, run_command=device,
+                         bin_path="/bin/systemctl")  # fmt: skip
+    assert checked["deadline"] == {"armed": None, "skipped": "check mode"} and TIMER in device.timers
 
 
 def test_without_a_lock_or_with_deadline_0_nothing_is_armed(device):
