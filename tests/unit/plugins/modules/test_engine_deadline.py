@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
-from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
+from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock, hostguards
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
 from ansible_collections.edgeslim.jetson.plugins.modules import device_lock, dt_overlay, engine, extlinux
 from bootdevice import OVERLAY, Device, build_tree, compiled
@@ -311,3 +311,109 @@ def test_arming_after_the_journal_is_a_protection_the_order_check_sees(device, m
     res = device.run("apply", boot, lock=LOCK, finish="no")
     assert res["changed"] and not res.get("failed"), res.get("msg")
     assert any("changed before the deadline was armed" in v for v in order_violations(device, device.calls))
+
+
+# ---- the services path: on the fake systemd of the engine's services tests --------------------------------------
+UNIT_CHANGES = {"stop", "disable", "mask", "unmask", "enable", "start", "restart", "set-default", "isolate", "kill"}
+
+
+class ServicesTimeline:
+    """test_engine's fake Jetson (FakeSystemd) with transient timers, and the journal and drop-in writes in the same
+    timeline as the systemctl calls."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        from test_engine import Device as ServicesDevice
+        from test_engine import FakeSystemd, jetson_units
+
+        self.dev = ServicesDevice(FakeSystemd(jetson_units()), tmp_path / "meminfo")
+        self.meminfo = self.dev.meminfo
+        self.timeline: list[Any] = []
+        self.timers: set[str] = set()
+
+    def __call__(self, argv: list[str]) -> tuple[int, str, str]:
+        self.timeline.append(list(argv))
+        if is_arm(argv):
+            self.timers.add(argv[argv.index("--unit") + 1] + ".timer")
+            return 0, "", ""
+        if argv[1:2] == ["reset-failed"]:
+            return 0, "", ""
+        if argv[1:4] == ["show", "-p", "ActiveState"] and argv[4].startswith(dl.UNIT_PREFIX):
+            return 0, f"ActiveState={'active' if argv[4] in self.timers else 'inactive'}\n", ""
+        return self.dev(argv)
+
+
+def services_apply(tmp_path: Path, monkeypatch: Any) -> tuple[ServicesTimeline, dict[str, Any], list[str]]:
+    from test_engine import WAREHOUSE
+    from test_engine import run as run_services
+
+    (tmp_path / "proc").mkdir()
+    monkeypatch.setattr(hostguards, "PROC_ROOT", str(tmp_path / "proc"))
+    monkeypatch.setattr(engine.devlock, "DeviceLock", FakeLock)
+    device = ServicesTimeline(tmp_path)
+    real_move = engine.AnsibleModule.atomic_move
+
+    def move(module: Any, src: str, dest: str, *a: Any, **k: Any) -> None:
+        device.timeline.append(dest)
+        real_move(module, src, dest, *a, **k)
+
+    monkeypatch.setattr(engine.AnsibleModule, "atomic_move", move)
+    res = run_services(device, "apply", WAREHOUSE, tmp_path, lock=LOCK, finish="no",
+                       deadline_program_path=str(tmp_path / "edgeslim-deadline.pyz"))  # fmt: skip
+    return device, res, [str(tmp_path / "journal.json"), str(tmp_path / "journald.conf.d/60-edgeslim.conf")]
+
+
+def services_order_violations(timeline: list[Any], journal: str, dropin: str) -> list[str]:
+    """Armed after the services journal is written and before the first systemctl call that changes a unit (and
+    before the journald drop-in)."""
+    arm = [i for i, e in enumerate(timeline) if isinstance(e, list) and is_arm(e)]
+    if not arm:
+        return ["the deadline was never armed"]
+    written = [i for i, e in enumerate(timeline) if e == journal]
+    changes = [i for i, e in enumerate(timeline) if e == dropin or (
+        isinstance(e, list) and e[0].endswith("systemctl") and not is_arm(e)
+        and next((a for a in e[1:] if not a.startswith("-")), None) in UNIT_CHANGES)]  # fmt: skip
+    found = []
+    if not written or written[0] > arm[0]:
+        found.append("the deadline was armed before the services journal was written")
+    if not changes:
+        found.append("no unit was changed")
+    elif changes[0] < arm[0]:
+        found.append(f"{timeline[changes[0]]} ran before the deadline was armed")
+    return found
+
+
+def test_services_apply_arms_after_its_journal_and_before_the_first_unit_change(tmp_path, monkeypatch):
+    device, res, (journal, dropin) = services_apply(tmp_path, monkeypatch)
+    assert res["changed"] and not res.get("failed"), res.get("msg")
+    assert res["deadline"]["armed"] and device.timers == {TIMER}
+    assert services_order_violations(device.timeline, journal, dropin) == []
+    record = json.loads(Path(dl.record_path(journal, RUN_ID)).read_text())
+    assert record["services"] is True and record["boot_layers"] == [] and record["boot"] is None
+    # the deadline's own systemctl calls (show, reset-failed) are not unit changes, and the stop calls came after it
+    arm = next(i for i, e in enumerate(device.timeline) if isinstance(e, list) and is_arm(e))
+    assert any(isinstance(e, list) and "stop" in e for e in device.timeline[arm:])
+
+
+def test_arming_the_services_deadline_late_is_seen_by_the_order_check(tmp_path, monkeypatch):
+    """The services order check fails when the deadline is armed after the units changed (the protection removed)."""
+    real_arm, real_run_plan = engine.arm_deadline, engine.ua.run_plan
+    deferred: list[Any] = []
+
+    def arm_later(module: Any, out: dict[str, Any], services: bool = False, **kw: Any) -> None:
+        if services:
+            deferred.append(lambda: real_arm(module, out, services=True, **kw))
+        else:
+            real_arm(module, out, services=services, **kw)
+
+    def run_plan_then_arm(*args: Any, **kwargs: Any) -> Any:
+        done = real_run_plan(*args, **kwargs)
+        for late in deferred:
+            late()
+        return done
+
+    monkeypatch.setattr(engine, "arm_deadline", arm_later)
+    monkeypatch.setattr(engine.ua, "run_plan", run_plan_then_arm)
+    device, res, (journal, dropin) = services_apply(tmp_path, monkeypatch)
+    assert res["changed"] and not res.get("failed"), res.get("msg")
+    assert any("ran before the deadline was armed" in v for v in services_order_violations(device.timeline, journal,
+                                                                                           dropin))  # fmt: skip
