@@ -106,6 +106,7 @@ def arm_argv(systemd_run: str, seconds: int, run_id: str, python: str, program: 
         f"--on-active={seconds}",
         "--timer-property=AccuracySec=1s",
         "--timer-property=RemainAfterElapse=no",
+        f"--timer-property=Description=edgeslim: deadline of run {run_id}",
         "--collect",
         "--quiet",
         "-p",
@@ -283,6 +284,7 @@ class Device:
     ``warn``), for the restore program that runs outside Ansible."""
 
     PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+    check_mode = False
 
     def __init__(self, log: Any = None) -> None:
         self.log = log or self.stderr

@@ -21,7 +21,7 @@ description:
   - V(released) stops the unit (the kernel releases the lock) and removes the record if it is this run's. It
     first disarms the deadline of the same run (the timer C(edgeslim-deadline-<run_id>.timer) and its record under
     O(journal_path)'s directory, that edgeslim.jetson.engine's apply armed), as the engine does when it gives the
-    lock back itself: a rescue that restores the device under the lock and releases it leaves no timer that would
+    lock back itself, so a rescue that restores the device under the lock and releases it leaves no timer that would
     restore it again later.
 version_added: 0.1.0
 author: edgeslim maintainers (@edgeslim)
@@ -109,7 +109,7 @@ record:
            lock: /run/edgeslim/device.lock}
 deadline:
   description:
-    - What V(released) did to the run's deadline (edgeslim.jetson.engine's O(edgeslim.jetson.engine#module:deadline)):
+    - What V(released) did to the run's deadline (edgeslim.jetson.engine's O(edgeslim.jetson.engine#module:deadline)).
       C(armed) false once disarmed, C(record_removed) when its record was removed, C(error) when its timer could not
       be stopped (also a warning; a timer that fires without its record does nothing). C(skipped) in check mode.
   returned: state is V(released)
