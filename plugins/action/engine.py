@@ -308,7 +308,7 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
         ("profile", "services", "journal_path", "management_interface", "measure", "layers", "boot", "before",
-         "lock", "preflight", "report", "metrics", "records", "wait")
+         "lock", "preflight", "report", "metrics", "records", "wait", "deadline", "deadline_program_path")
     )  # fmt: skip
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -333,8 +333,10 @@ class ActionModule(ActionBase):
         if held or ended:
             keys = ("lock", "metrics") if held else ("metrics",)
             args = {k: v for k, v in self._run_args.items() if k in keys}
-            if "measure" in module_args:
-                args["measure"] = module_args["measure"]
+            # the measure options; where the run's deadline record is (the finish run disarms the deadline)
+            for key in ("measure", "journal_path", "deadline_program_path"):
+                if key in module_args:
+                    args[key] = module_args[key]
             run = self._execute_module(MODULE, module_args={**args, "phase": "finish"}, task_vars=task_vars)
             result["finish"] = run
             result["lock_held"] = held and (bool(run.get("failed")) or bool((run.get("lock") or {}).get("held")))

@@ -661,9 +661,12 @@ def apply_boot(
     warn: Callable[[str], None],
     run: Callable[[list[str], bool], tuple[int, str, str]],
     management: dict[str, Any],
+    journaled: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Steps 1-4 of the module docstring for a ``plan`` with changes; returns what was done per layer.
-    ``management``: the management path the checker requires (hostguards.management_path)."""
+    ``management``: the management path the checker requires (hostguards.management_path). ``journaled``: called
+    once the journal is written, before the first change (the engine arms its deadline there); what it raises is
+    restored like any other error (it should raise BootFailure)."""
     pending = [f["path"] for f in plan["files"] if f.get("pending") and f["changed"]]
     if pending:
         raise BootFailure(f"the controller's compiled files are missing for {pending}: run edgeslim.jetson.engine as a "
@@ -685,6 +688,8 @@ def apply_boot(
             update = journal_update_with_files(res, ext["before"], carveouts_files)
             old, _new = j.update_layer(journal_path, layer, update, replace=replace)
             undo.journal[layer] = old
+        if journaled is not None:
+            journaled()
         for f in plan["files"]:
             if not f["changed"]:
                 continue

@@ -50,6 +50,9 @@ def record_path(lock_path: str) -> str:
     return base + ".json"
 
 
+STOP_TIMEOUT_S = 10
+
+
 def holder_argv(systemd_run: str, flock: str, lock_path: str, run_id: str, ttl: int) -> list:
     """The transient unit that takes the lock and keeps it for at most ``ttl`` seconds."""
     if ttl <= 0:
@@ -62,6 +65,10 @@ def holder_argv(systemd_run: str, flock: str, lock_path: str, run_id: str, ttl: 
         "--quiet",
         "-p",
         f"RuntimeMaxSec={ttl}",
+        # flock and sleep end at once on SIGTERM; a stop that systemd does not see complete (a cgroup-empty event
+        # that never comes) is cut short instead of holding the releasing run for the default 90 s.
+        "-p",
+        f"TimeoutStopSec={STOP_TIMEOUT_S}",
         "--",
         flock,
         "--nonblock",

@@ -334,3 +334,15 @@ def confine(path: str, boot_root: str, what: str) -> None:
     real = os.path.realpath(path)
     if real != boot and not real.startswith(boot.rstrip(os.sep) + os.sep):
         raise OverlayError(f"{what} {path} refused: it resolves to {real}, outside {boot_root}")
+
+
+def present_files(dest: str, merged_dest: str | None = None) -> list[str]:
+    """What V(absent) removes (edgeslim.jetson.dt_overlay, the engine's deadline restore): the overlay, its source
+    (``<dest without .dtbo>.dts``) and the merged DTB, those that exist."""
+    source = dest[: -len(".dtbo")] + ".dts" if dest.endswith(".dtbo") else None
+    return [f for f in (dest, source, merged_dest) if f and os.path.exists(f)]
+
+
+def remove_files(paths: list[str]) -> None:
+    for path in paths:
+        os.unlink(path)

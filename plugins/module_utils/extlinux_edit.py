@@ -258,6 +258,35 @@ def restore_default(conf: x.ExtlinuxConfig, line: str | None) -> None:
         conf.set_global("DEFAULT", line)
 
 
+def remove_managed(conf: x.ExtlinuxConfig, p: dict, journaled: dict | None, sharers: list[str], result: dict) -> str:
+    """The V(absent) edit of one layer on ``conf`` (in memory), as edgeslim.jetson.extlinux does it and the engine's
+    deadline restore (deadline.py): while another journal layer (``sharers``) still boots through the managed entry,
+    only this layer's ``owned`` values are put back; otherwise the entry goes and DEFAULT returns to the line this
+    layer's first change found (``default_line``), else ``p["default_label"]`` or the journaled previous default.
+    Returns the managed label."""
+    label = p["managed_label"]
+    if sharers and conf.entry(label) is not None:
+        # Another layer still boots through this entry: put back only what this layer set.
+        restore_owned(conf, label, (journaled or {}).get("owned") or {})
+        if p["default_label"]:
+            conf.require(p["default_label"])
+            conf.set_global("DEFAULT", p["default_label"])
+        result["shared_with"] = sharers
+        return label
+    ours = conf.default_label == label
+    conf.remove_entry(label)
+    if ours and not p["default_label"] and "default_line" in (journaled or {}):
+        # The DEFAULT line exactly as this layer found it (absent, or naming a missing label).
+        restore_default(conf, journaled["default_line"])
+    else:
+        target = p["default_label"] or (journaled or {}).get("previous_default") or conf.entries[0].label
+        if conf.entry(target) is None:
+            raise x.ExtlinuxError(f"default_label {target!r} is not an entry of {p['path']}")
+        if ours or p["default_label"]:
+            conf.set_global("DEFAULT", target)
+    return label
+
+
 def journal_update(p: dict, before: str, result: dict) -> Callable[[dict | None], dict | None]:
     """The journal update of one layer's edit (journal.update_layer): the first change keeps the stock state, later
     edits only add newly set items; a removal clears the layer."""

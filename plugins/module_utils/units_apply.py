@@ -17,6 +17,7 @@ from typing import Any
 DEFAULT_STOP_TIMEOUT = 120.0
 STOP_POLL_INTERVAL = 0.5
 
+from ansible_collections.edgeslim.jetson.plugins.module_utils import journald_dropin as dropin
 from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import (
     JournalError,
     load_journal_fallback,
@@ -451,3 +452,29 @@ def restore_units(module: Any, runner: Runner, journal_path: str, layer_name: st
         raise runner.failure(f"units restored but the journal layer could not be cleared: {exc}") from exc
     result["systemctl_calls"] = runner.calls
     return result
+
+
+JOURNALD_UNIT = "systemd-journald.service"
+
+
+def rollback_services(module: Any, runner: Runner, journal_path: str, layer_name: str = "services") -> dict[str, Any]:
+    """The engine's services layer back (its apply's failure path, and the deadline restore of a run whose controller
+    vanished): the journald drop-in, then every unit and the default target (restore_units clears the journal layer
+    last), then journald restarted when its drop-in changed. Never raises: says what was restored or why not."""
+    dropin_restored = False
+    try:
+        doc, _warning = load_journal_fallback(journal_path)
+        saved = (doc["layers"].get(layer_name) or {}).get("journald_dropin")
+        if saved:
+            dropin_restored = dropin.restore(saved["path"], saved.get("previous"), replace=module.atomic_move)
+        restore_units(module, runner, journal_path, layer_name, False)
+    except UnitsFailure as exc:
+        return {"restored": False, "restore_error": exc.msg}
+    except (JournalError, RunError, UnitsError, dropin.DropinError, OSError) as exc:
+        return {"restored": False, "restore_error": str(exc)}
+    out: dict[str, Any] = {"restored": True, "restore_error": "", "journald_restored": dropin_restored}
+    if dropin_restored:
+        rc, _out, err = runner.run([runner.systemctl, "restart", JOURNALD_UNIT], check=False)
+        if rc != 0:
+            out["restore_warning"] = f"the journald drop-in is back, but restarting journald failed: {err.strip()}"
+    return out

@@ -18,7 +18,11 @@ description:
     changes nothing.
   - Taking a lock this run already holds (same O(run_id), unit running) changes nothing, so a play can take it
     again after each reboot it causes.
-  - V(released) stops the unit (the kernel releases the lock) and removes the record if it is this run's.
+  - V(released) stops the unit (the kernel releases the lock) and removes the record if it is this run's. It
+    first disarms the deadline of the same run (the timer C(edgeslim-deadline-<run_id>.timer) and its record under
+    O(journal_path)'s directory, that edgeslim.jetson.engine's apply armed), as the engine does when it gives the
+    lock back itself, so a rescue that restores the device under the lock and releases it leaves no timer that would
+    restore it again later.
 version_added: 0.1.0
 author: edgeslim maintainers (@edgeslim)
 requirements:
@@ -54,6 +58,12 @@ options:
     description: Seconds to wait for the holder unit to take the lock or to end.
     type: float
     default: 10
+  journal_path:
+    description:
+      - The journal of the run (edgeslim.jetson.engine's O(edgeslim.jetson.engine#module:journal_path)); the run's
+        deadline record is in its directory. Used by V(released) only.
+    type: path
+    default: /var/lib/edgeslim/journal.json
 attributes:
   check_mode:
     description: Reports whether the lock is free and what would be done; starts and stops nothing.
@@ -97,6 +107,14 @@ record:
            started: "2026-11-29T22:48:21Z", acquired: "2026-11-29T22:48:25Z", expires: "2026-11-30T00:48:25Z",
            ttl: 7200, unit: edgeslim-lock-20261129T224821Z-1a2b3c.service, pid: 4242,
            lock: /run/edgeslim/device.lock}
+deadline:
+  description:
+    - What V(released) did to the run's deadline (edgeslim.jetson.engine's O(edgeslim.jetson.engine#module:deadline)).
+      C(armed) false once disarmed, C(record_removed) when its record was removed, C(error) when its timer could not
+      be stopped (also a warning; a timer that fires without its record does nothing). C(skipped) in check mode.
+  returned: state is V(released)
+  type: dict
+  sample: {armed: false, unit: edgeslim-deadline-20261129T224821Z-1a2b3c.timer, record_removed: true}
 holder:
   description: The record of the run that holds the lock, when another run holds it (the module then fails).
   returned: on refusal
@@ -104,7 +122,9 @@ holder:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
+from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import DEFAULT_JOURNAL_PATH
 
 
 def main() -> None:
@@ -116,13 +136,14 @@ def main() -> None:
             "ttl": {"type": "int", "default": devlock.DEFAULT_TTL},
             "holder": {"type": "dict", "default": {}},
             "wait": {"type": "float", "default": 10},
+            "journal_path": {"type": "path", "default": DEFAULT_JOURNAL_PATH},
         },
         supports_check_mode=True,
     )
     p = module.params
     try:
         lock = devlock.DeviceLock(module, p["path"], p["run_id"], p["ttl"], p["holder"], p["wait"], module.check_mode)
-        result = lock.acquire() if p["state"] == "acquired" else lock.release()
+        result = lock.acquire() if p["state"] == "acquired" else dl.release_lock(module, lock, p["journal_path"])
     except devlock.LockError as exc:
         extra = {"held": False, **exc.extra}
         module.fail_json(msg=exc.msg, **extra)

@@ -296,14 +296,13 @@ def main() -> None:
     old_dts = (read(source) or b"").decode("utf-8", "replace")
 
     if p["state"] == "absent":
-        present = [f for f in (dest, source, merged_dest) if f and os.path.exists(f)]
+        present = ov.present_files(dest, merged_dest)
         if present:
             result["changed"] = True
             if module._diff:
                 result["diff"] = {"before": old_dts, "after": "", "before_header": source, "after_header": source}
             if not module.check_mode:
-                for f in present:
-                    os.unlink(f)
+                ov.remove_files(present)
         module.exit_json(**result)
 
     if not p["recipes"]:

@@ -467,6 +467,20 @@ options:
             type: list
             elements: str
             default: [cat, /proc/sys/kernel/random/boot_id]
+  deadline:
+    description:
+      - Seconds after which a run whose controller vanished is restored on the device by itself (0 - none). With
+        O(lock) (a slim run) and outside check mode, V(apply) arms it right after the journal is written and before
+        its first change - a transient timer C(edgeslim-deadline-<run id>) whose service runs the restore program
+        (O(deadline_program_path)) - and the run that ends the run (or a failure that restored and gives the lock
+        back) disarms it. A reboot ends it (transient units do not survive one); V(verify) arms it again when the
+        run goes on after it. See docs/reliability.md, "The controller vanishes mid-run".
+    type: int
+    default: 1800
+  deadline_program_path:
+    description: Where V(apply) installs the restore program (a zip application of the engine's module_utils).
+    type: path
+    default: /usr/local/lib/edgeslim/edgeslim-deadline.pyz
   journal_path:
     description: On-device journal file.
     type: path
@@ -645,6 +659,11 @@ restore_error:
   description: Why the restore failed (the journal is kept).
   returned: when the restore failed
   type: str
+deadline:
+  description: The run's deadline - C(armed), C(unit) (the timer), C(record), C(program), C(seconds), C(changed) when
+    V(apply) or V(verify) armed it; C(armed) false, C(record_removed) and C(error) when the run's end disarmed it.
+  returned: when a slim run (O(lock)) armed or disarmed it
+  type: dict
 sign_warnings:
   description: Under UEFI Secure Boot, the restored files the signing hook could not sign again (their previous
     signature was put back).
@@ -657,6 +676,7 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
+from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
 from ansible_collections.edgeslim.jetson.plugins.module_utils import engine_run as er
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journald_dropin as dropin
@@ -667,7 +687,6 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.hostguards import 
     management_link,
     management_path,
 )
-from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import JournalError, load_journal_fallback
 from ansible_collections.edgeslim.jetson.plugins.module_utils.memsnap import (
     SnapshotError,
     boot_identity,
@@ -739,6 +758,8 @@ ARGUMENT_SPEC = {
     },
     "boot": {"type": "dict", "options": ba.BOOT_OPTIONS},
     "before": {"type": "dict", "default": {}},
+    "deadline": {"type": "int", "default": dl.DEFAULT_SECONDS},
+    "deadline_program_path": {"type": "path", "default": dl.PROGRAM_PATH},
 }
 
 
@@ -753,6 +774,8 @@ def check_input(p: dict[str, Any]) -> None:
     if p["profile"] is not None or p["records"] is not None:
         raise EngineFailure("profile and records are resolved on the controller: run edgeslim.jetson.engine as a task",
                             "input")  # fmt: skip
+    if p["deadline"] < 0:
+        raise EngineFailure(f"deadline must be >= 0 seconds (0: none), got {p['deadline']}", "input")
     m = p["measure"]
     if m["samples"] < 1:
         raise EngineFailure(f"measure.samples must be >= 1, got {m['samples']}", "input")
@@ -932,8 +955,10 @@ def apply_services(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -
         ua.journal_plan(module, runner, plan, p["journal_path"], LAYER, extra)
     except UnitsFailure as exc:
         raise EngineFailure(exc.msg, "apply", **exc.extra) from exc
-    # From here on the host changes: any error restores the journal before failing.
+    # From here on the host changes: any error restores the journal before failing. The deadline is armed before
+    # the first change: a controller that vanishes from here on leaves a device that restores itself.
     try:
+        arm_deadline(module, out, services=True)
         if plan.changes:
             ua.run_plan(runner, plan, result, p["journal_path"], LAYER, s["verify_delay"])
         if j["changed"]:
@@ -945,7 +970,7 @@ def apply_services(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -
             lambda: read_meminfo(m["meminfo_path"]), m["settle_timeout"], m["interval"], m["stable_kb"], m["samples"]
         )
         after = snapshot(module, m, readings, [], settled["seconds"])
-    except (UnitsFailure, RunError, UnitsError, SnapshotError, dropin.DropinError, OSError) as exc:
+    except (UnitsFailure, RunError, UnitsError, SnapshotError, dropin.DropinError, dl.DeadlineError, OSError) as exc:
         failed = exc.extra if isinstance(exc, UnitsFailure) else {}
         msg = exc.msg if isinstance(exc, UnitsFailure) else str(exc)
         undo = rollback(module, runner, p["journal_path"])
@@ -991,7 +1016,8 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
     management = management_path(module, p["management_interface"])
     out["boot"]["management"] = management
     try:
-        done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run, management)
+        done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run, management,
+                             journaled=lambda: arm_boot_deadline(module, out, plan["changed_layers"]))  # fmt: skip
     except ba.BootFailure as exc:
         extra = {**kept, **exc.extra, "changed": bool(exc.extra.get("changed") or out["changed"])}
         raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **extra) from exc
@@ -1109,25 +1135,8 @@ def applied_record(
 
 
 def rollback(module: AnsibleModule, runner: Runner, journal_path: str) -> dict[str, Any]:
-    """Put the drop-in back, then every unit and the default target (the unit restore clears the journal layer
-    last), then restart journald when its drop-in changed. Never raises: says what was restored or why not."""
-    dropin_restored = False
-    try:
-        doc, _warning = load_journal_fallback(journal_path)
-        saved = (doc["layers"].get(LAYER) or {}).get("journald_dropin")
-        if saved:
-            dropin_restored = dropin.restore(saved["path"], saved.get("previous"), replace=module.atomic_move)
-        ua.restore_units(module, runner, journal_path, LAYER, False)
-    except UnitsFailure as exc:
-        return {"restored": False, "restore_error": exc.msg}
-    except (JournalError, RunError, UnitsError, dropin.DropinError, OSError) as exc:
-        return {"restored": False, "restore_error": str(exc)}
-    out: dict[str, Any] = {"restored": True, "restore_error": "", "journald_restored": dropin_restored}
-    if dropin_restored:
-        rc, _out, err = runner.run([runner.systemctl, "restart", JOURNALD_UNIT], check=False)
-        if rc != 0:
-            out["restore_warning"] = f"the journald drop-in is back, but restarting journald failed: {err.strip()}"
-    return out
+    """The services layer back from the journal (units_apply.rollback_services; the deadline restore runs the same)."""
+    return ua.rollback_services(module, runner, journal_path, LAYER)
 
 
 # ---- the run around the layers: lock, report snapshots, metrics file ---------------------------------------------
@@ -1185,6 +1194,50 @@ def write_metrics(module: AnsibleModule, result: str, records: dict[str, Any]) -
     return out
 
 
+def arm_deadline(module: AnsibleModule, out: dict[str, Any], services: bool = False,
+                 boot_layers: list[str] | None = None) -> None:  # fmt: skip
+    """Arm the run's deadline (module_utils/deadline.py) - a slim run (O(lock)) with O(deadline) > 0, not in check
+    mode. ``services``/``boot_layers``: the layers this apply is about to change (added to the record); neither
+    (verify) arms again from the record apply wrote. Raises DeadlineError."""
+    p = module.params
+    if p["lock"] is None or p["deadline"] == 0 or module.check_mode:
+        return
+    record = None
+    if services or boot_layers:
+        metrics = None
+        if p["metrics"] is not None:
+            metrics = {k: v for k, v in p["metrics"].items() if k not in ("records", "result")}
+        record = dl.new_record(p["lock"]["run_id"], p["journal_path"], p["lock"]["path"], p["deadline"], services,
+                               p["boot"], boot_layers or [], metrics)  # fmt: skip
+    out["deadline"] = dl.arm(module, p["lock"]["run_id"], p["deadline"], p["journal_path"],
+                             p["deadline_program_path"], record)  # fmt: skip
+
+
+def arm_boot_deadline(module: AnsibleModule, out: dict[str, Any], layers: list[str]) -> None:
+    """apply_boot's hook after the boot layers' journal: a failure to arm restores them like any other error."""
+    try:
+        arm_deadline(module, out, boot_layers=layers)
+    except (dl.DeadlineError, OSError) as exc:
+        raise ba.BootFailure(f"deadline: {exc}", "apply") from exc
+
+
+def release_lock(module: AnsibleModule, lock: devlock.DeviceLock, result: dict[str, Any]) -> None:
+    """The run ends on the device: its deadline disarmed, then the lock given back (deadline.release_lock, the same
+    step as edgeslim.jetson.device_lock's release). Raises LockError; ``result["deadline"]`` is set either way."""
+    try:
+        released = dl.release_lock(module, lock, module.params["journal_path"])
+    except devlock.LockError as exc:
+        keep_deadline(result, exc.extra.pop("deadline", None))
+        raise
+    keep_deadline(result, released.pop("deadline"))
+    result["lock"] = released
+
+
+def keep_deadline(result: dict[str, Any], deadline: dict[str, Any] | None) -> None:
+    if deadline is not None and "skipped" not in deadline:
+        result["deadline"] = deadline
+
+
 def finish(module: AnsibleModule, lock: devlock.DeviceLock | None, result: dict[str, Any]) -> None:
     """The end of the run on the device: the after snapshot, the metrics file, the lock given back."""
     p = module.params
@@ -1202,7 +1255,7 @@ def finish(module: AnsibleModule, lock: devlock.DeviceLock | None, result: dict[
     result["metrics"] = write_metrics(module, "ok", this_run_records(result))
     if lock is not None:
         try:
-            result["lock"] = lock.release()
+            release_lock(module, lock, result)
         except devlock.LockError as exc:
             module.warn(f"device lock not released: {exc.msg}")
             result["lock"] = {"held": True, "unit": lock.unit}
@@ -1258,10 +1311,14 @@ def main() -> None:
         if p["phase"] == "finish":
             result["metrics"] = write_metrics(module, p["metrics"]["result"] if p["metrics"] else "failed", {})
             if lock is not None:
-                result["lock"] = lock.release()
+                release_lock(module, lock, result)
             result["finished"] = True
         elif finishes(p, result):
             finish(module, lock, result)
+        elif p["phase"] == "verify" and taken:
+            # The run goes on after this verify in the new boot (the reboot ended the deadline apply armed): armed
+            # again from apply's record until the run ends.
+            arm_deadline(module, result)
     except EngineFailure as exc:
         extra = dict(exc.extra)
         extra.setdefault("changed", False)
@@ -1275,7 +1332,7 @@ def main() -> None:
                 extra["metrics"] = write_metrics(module, "rolled_back" if extra.get("restored") else "failed",
                                                  failure_records(p, extra))  # fmt: skip
                 try:
-                    extra["lock"] = lock.release()
+                    release_lock(module, lock, extra)
                 except devlock.LockError as rel:
                     extra["lock"] = {"held": True, "unit": lock.unit, "error": rel.msg}
                 extra["finished"] = True

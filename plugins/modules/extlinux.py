@@ -220,8 +220,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux_edit impo
     edit_present,
     journal_update,
     read_conf,
-    restore_default,
-    restore_owned,
+    remove_managed,
     sharing_layers,
     stock_label,
     write_conf,
@@ -288,26 +287,7 @@ def main() -> None:
         # The entry that booted before edgeslim touched the file: what a revert must return to.
         result["stock_default"] = (journaled or {}).get("previous_default") or stock_label(conf, p, sharers)
         if p["state"] == "absent":
-            label = p["managed_label"]
-            if sharers and conf.entry(label) is not None:
-                # Another layer still boots through this entry: put back only what this layer set.
-                restore_owned(conf, label, (journaled or {}).get("owned") or {})
-                if p["default_label"]:
-                    conf.require(p["default_label"])
-                    conf.set_global("DEFAULT", p["default_label"])
-                result["shared_with"] = sharers
-            else:
-                ours = conf.default_label == label
-                conf.remove_entry(label)
-                if ours and not p["default_label"] and "default_line" in (journaled or {}):
-                    # The DEFAULT line exactly as this layer found it (absent, or naming a missing label).
-                    restore_default(conf, journaled["default_line"])
-                else:
-                    target = p["default_label"] or (journaled or {}).get("previous_default") or conf.entries[0].label
-                    if conf.entry(target) is None:
-                        raise x.ExtlinuxError(f"default_label {target!r} is not an entry of {p['path']}")
-                    if ours or p["default_label"]:
-                        conf.set_global("DEFAULT", target)
+            label = remove_managed(conf, p, journaled, sharers, result)
         else:
             assume = p["check_mode_assume_files"] if module.check_mode else []
             label = edit_present(conf, p, journaled, sharers, result, assume)

@@ -22,15 +22,16 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-ARGS = ("state", "run_id", "path", "ttl", "holder")
+ARGS = ("state", "run_id", "path", "ttl", "holder", "journal_path")
 module = AnsibleModule(argument_spec={k: {"type": "raw"} for k in ARGS}, supports_check_mode=True)
 with open(os.environ["EDGESLIM_TEST_LOCK_LOG"], "a") as log:
-    log.write("%s %s\\n" % (module.params["state"], module.params["run_id"]))
+    log.write("%s %s %s\\n" % (module.params["state"], module.params["run_id"], module.params["journal_path"]))
 module.exit_json(changed=False, held=module.params["state"] != "released")
 """
 
 
 RUN = " run: lock,metrics,preflight,report lock True"
+JOURNAL = "/var/lib/edgeslim/journal.json"  # the roles' default journal_path
 
 
 def record(what: str) -> dict:
@@ -202,10 +203,11 @@ def test_device_lock_taken_first_and_released_also_on_failure(tmp_path, collecti
     lock_log = tmp_path / "lock.log"
     log = lock_log.read_text().split() if lock_log.exists() else []
     # The engine's probe takes the lock and its last run gives it back: no device_lock run of its own. A failure that
-    # left a change for the rescue left the lock held: the rescue restores under it and releases it once per host.
+    # left a change for the rescue left the lock held: the rescue restores under it and releases it once per host,
+    # naming the engine's journal (the run's deadline record is beside it: the release disarms it).
     if fail_carveouts:
         run_id = log[1]
-        assert log == ["released", run_id, "released", run_id], log
+        assert log == ["released", run_id, JOURNAL] * 2, log
     else:
         assert log == [], log
     assert order["robot-01"][0].startswith("engine [services swiotlb carveouts]")

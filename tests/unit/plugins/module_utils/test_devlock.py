@@ -16,6 +16,8 @@ def test_holder_argv_is_flock_under_a_transient_unit():
         "--quiet",
         "-p",
         "RuntimeMaxSec=7200",
+        "-p",
+        "TimeoutStopSec=10",
         "--",
         "/usr/bin/flock",
         "--nonblock",

@@ -162,6 +162,7 @@ class Device:
             "boot": boot,
             "management_interface": "eth0",
             "measure": {"meminfo_path": str(self.meminfo), "boot_id_command": ["boot-id"]},
+            "deadline_program_path": str(self.etc / "lib/edgeslim-deadline.pyz"),
             **extra,
         }
         with pytest.MonkeyPatch.context() as mp:

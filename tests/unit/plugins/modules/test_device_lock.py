@@ -44,6 +44,8 @@ class FakeDevice:
         if cmd == "systemctl" and argv[1] == "stop":
             self.kill(argv[2])
             return 0, "", ""
+        if cmd == "systemctl" and argv[1] == "reset-failed":
+            return 0, "", ""
         if cmd == "flock":
             return (75 if self.owner else 0), "", ""
         raise AssertionError(f"unexpected command {argv!r}")

@@ -27,6 +27,7 @@ class FakeLock:
 
     def __init__(self, module: Any, path: str, run_id: str, *args: Any) -> None:
         self.unit = devlock.unit_name(run_id)
+        self.run_id = run_id
 
     def acquire(self) -> dict[str, Any]:
         if FakeLock.busy:
