@@ -85,11 +85,12 @@ publish-check:
 
 test: lint sanity unit molecule publish-check
 
-# The inner loop before each commit (target: under 5 minutes): lint, the unit tests on every device Python, and one
-# container scenario (facts: every simulated variant boots and its modules run on its release's Python).
+# The inner loop before each commit (target: under 5 minutes): lint, the unit tests on every device Python (side by
+# side, tests/check.sh), and one container scenario (facts: every simulated variant boots and its modules run on its
+# release's Python).
 CHECK_SCENARIO ?= facts
-check: lint unit image
-	bash tests/molecule.sh $(CHECK_SCENARIO)
+check: venv host
+	bash tests/check.sh $(CHECK_SCENARIO)
 
 # Emulated-boot lane (docs/emulated-boot.md): arm64 guest under QEMU TCG booting through extlinux.conf. Serial only
 # (one emulator at a time); the image is cached in /var/cache/edgeslim-boot/<recipe hash>.
