@@ -37,7 +37,7 @@ import tempfile
 from typing import Any
 
 import yaml
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils.boot_sign import SECURE_BOOT_REFUSAL, check_command
@@ -508,6 +508,15 @@ class ActionModule(ActionBase):
                                     take_lock="lock" in self._run_args, finish="yes", **extra)  # fmt: skip
         except AnsibleConnectionFailure as exc:
             result.update(revert_reboot=True, verify={"unreachable": True, "msg": str(exc)})
+            return result
+        except AnsibleError as exc:
+            if not wait:
+                raise
+            # The device went away between the connection and the module's start: a container connection that finds
+            # the device stopped for its revert reboot fails the remote file setup ("Failed to set permissions on
+            # remote files ... cannot exec in a stopped container") instead of dropping the connection. The caller
+            # waits for the device and verifies again; a device that is really broken fails that second run.
+            result.update(revert_reboot=True, verify={"lost": True, "msg": str(exc)})
             return result
         result["verify"] = verified
         if isinstance(verified.get("verdict"), dict):

@@ -10,7 +10,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.action import engine as action
 from ansible_collections.edgeslim.jetson.plugins.modules import engine as engine_module
@@ -59,7 +59,9 @@ def task_args(device: Device, **settings: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_action(device: Device, args: dict[str, Any], drop: str | None = None, killed: str | None = None):
+def run_action(
+    device: Device, args: dict[str, Any], drop: str | None = None, killed: str | None = None, gone: str | None = None
+):
     task = mock.MagicMock()
     task.args = args
     task.check_mode = False
@@ -70,6 +72,9 @@ def run_action(device: Device, args: dict[str, Any], drop: str | None = None, ki
         phases.append(module_args["phase"])
         if module_args["phase"] == drop:
             raise AnsibleConnectionFailure("Failed to connect to the host via ssh: Connection closed")
+        if module_args["phase"] == gone:  # what a container connection raises for a device stopped before the module
+            raise AnsibleError("Failed to set permissions on remote files (rc: 255, err: Error: OCI runtime error: "
+                               "runc: exec failed: cannot exec in a stopped container)")  # fmt: skip
         if module_args["phase"] == killed:  # what a container connection returns for a command killed by a reboot
             return {"failed": True, "msg": "MODULE FAILURE\nSee stdout/stderr for the exact error", "rc": 137}
         rest = {k: v for k, v in module_args.items() if k not in SET_BY_THE_FAKE}
@@ -117,6 +122,13 @@ def test_a_dropped_connection_or_a_killed_module_in_verify_is_a_revert_reboot(de
     assert phases == ["verify"] and verified["revert_reboot"] is True and verified["engine_failed"] is False
     verified, phases = run_action(device, args, killed="verify")
     assert phases == ["verify"] and verified["revert_reboot"] is True and verified["engine_failed"] is False
+    verified, phases = run_action(device, args, gone="verify")
+    assert (
+        phases == ["verify"] and verified["revert_reboot"] is True and "stopped container" in verified["verify"]["msg"]
+    )
+    args.pop("wait")  # no verdict to wait for: no revert reboot is expected, the error is the task's
+    with pytest.raises(AnsibleError, match="Failed to set permissions"):
+        run_action(device, args, gone="verify")
 
 
 def test_a_refusal_after_the_probe_ends_the_run_in_one_more_device_run(device):
