@@ -29,9 +29,7 @@ PREFLIGHT_OPTIONS = {
     "supported_l4t_majors": {"type": "list", "elements": "int", "default": [35, 36, 38, 39]},
     "boot_path": {"type": "path", "default": "/boot"},
     "boot_min_free_mb": {"type": "int", "default": 16},
-    "devicetree_path": {"type": "path", "default": "/sys/firmware/devicetree/base"},
-    "release_path": {"type": "path", "default": "/etc/nv_tegra_release"},
-    "efivars_path": {"type": "path", "default": "/sys/firmware/efi/efivars"},
+    **l4t.IDENTITY_OPTIONS,
 }
 WAIT_OPTIONS = {
     "layer": {"type": "str", "required": True, "choices": ["swiotlb", "carveouts"]},

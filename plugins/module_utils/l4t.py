@@ -13,6 +13,14 @@ import re
 from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import get_cmdline_arg
 from ansible_collections.edgeslim.jetson.plugins.module_utils.swiotlb import SLOT_BYTES
 
+# The files that identify the device -- the live device tree, the L4T release, efivarfs for UEFI Secure Boot -- as
+# options of the engine's pre-flight and boot layers (one argument spec for both; its DOCUMENTATION shares them too).
+IDENTITY_OPTIONS = {
+    "devicetree_path": {"type": "path", "default": "/sys/firmware/devicetree/base"},
+    "release_path": {"type": "path", "default": "/etc/nv_tegra_release"},
+    "efivars_path": {"type": "path", "default": "/sys/firmware/efi/efivars"},
+}
+
 # L4T release -> JetPack [OE4T release notes]
 JETPACK = {
     "35.4.1": "5.1.2",

@@ -48,13 +48,9 @@ options:
     description: MemTotal and the boot memory total may be this much below the recorded values before it is drift.
     type: float
     default: 4.0
+extends_documentation_fragment:
+  - edgeslim.jetson.attributes.read_only
 attributes:
-  check_mode:
-    description: Read-only; runs the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing is changed, so there is no diff.
-    support: none
   platform:
     description: Jetson (L4T) devices.
     support: full

@@ -109,15 +109,15 @@ options:
         description: MB that must be free there.
         type: int
         default: 16
-      devicetree_path:
-        description: The live device tree.
+      devicetree_path: &devicetree_path
+        description: The live device tree (kernel layout).
         type: path
         default: /sys/firmware/devicetree/base
-      release_path:
+      release_path: &release_path
         description: The L4T release file.
         type: path
         default: /etc/nv_tegra_release
-      efivars_path:
+      efivars_path: &efivars_path
         description: efivarfs, for the UEFI Secure Boot state.
         type: path
         default: /sys/firmware/efi/efivars
@@ -320,18 +320,10 @@ options:
         description: How many such copies to keep.
         type: int
         default: 3
-      devicetree_path:
-        description: The live device tree (kernel layout).
-        type: path
-        default: /sys/firmware/devicetree/base
-      release_path:
-        description: The L4T release file.
-        type: path
-        default: /etc/nv_tegra_release
-      efivars_path:
-        description: efivarfs, for the UEFI Secure Boot state.
-        type: path
-        default: /sys/firmware/efi/efivars
+      # the same options as pre-flight's (YAML aliases of preflight.devicetree_path, release_path, efivars_path)
+      devicetree_path: *devicetree_path
+      release_path: *release_path
+      efivars_path: *efivars_path
       cmdline_path:
         description: The running kernel's command line.
         type: path

@@ -43,17 +43,8 @@ options:
         point it at a prepared directory. M(edgeslim.jetson.swiotlb_info) reads the pool's use from the same place.
     type: path
     default: /sys/kernel/debug/swiotlb
-attributes:
-  check_mode:
-    description: Read-only.
-    support: full
-  diff_mode:
-    description: Nothing is changed.
-    support: none
-  platform:
-    description: Linux.
-    support: full
-    platforms: posix
+extends_documentation_fragment:
+  - edgeslim.jetson.attributes.read_only
 """
 
 EXAMPLES = r"""

@@ -51,17 +51,8 @@ options:
       - The pool size from the kernel log line C(software IO TLB mapped ... (N MB)), for RV(accepted) when debugfs
         is not readable.
     type: float
-attributes:
-  check_mode:
-    description: Read-only; samples as usual.
-    support: full
-  diff_mode:
-    description: Nothing is changed.
-    support: none
-  platform:
-    description: Linux.
-    support: full
-    platforms: posix
+extends_documentation_fragment:
+  - edgeslim.jetson.attributes.read_only
 """
 
 EXAMPLES = r"""

@@ -7,21 +7,15 @@ it). docs/reliability.md ("Power cuts during a run") shows these counts."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from faultlib import TEMP_PREFIXES, sweep
 from ops import EngineBoot, ExtlinuxModule, JournalUpdate, UnitsApply
 from powercut import PowerCut, PowerLoss
 
-from bootdevice import DTC, build_tree  # isort: skip
+import bootdevice  # isort: skip
 
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    if DTC is None:
-        pytest.skip("dtc not installed")
-    return build_tree(tmp_path_factory.mktemp("nano"))
+tree_fixture = bootdevice.tree_fixture  # pytest finds the fixture "tree" of bootdevice.py here
 
 
 def swept(op) -> None:

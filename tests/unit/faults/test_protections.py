@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
-import pytest
 from faultlib import sweep
 from ops import EngineBoot, ExtlinuxModule, JournalUpdate
 
@@ -18,14 +16,9 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay 
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux_edit as xe  # isort: skip
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j  # isort: skip
 from ansible_collections.edgeslim.jetson.plugins.modules import extlinux  # isort: skip
-from bootdevice import DTC, build_tree  # isort: skip
+import bootdevice  # isort: skip
 
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    if DTC is None:
-        pytest.skip("dtc not installed")
-    return build_tree(tmp_path_factory.mktemp("nano"))
+tree_fixture = bootdevice.tree_fixture  # pytest finds the fixture "tree" of bootdevice.py here
 
 
 def violations(op: Any) -> list[str]:

@@ -21,33 +21,22 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import dt_overlay 
 from conftest import swiotlb_debugfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
-from bootdevice import (  # pylint: disable=unused-import
-    DTB,
-    OVERLAY,
-    Device,
-    hook_calls,
-    reboot_into,
-    set_secure_boot,
-    sign_hook,
-    tree,  # noqa: F401 - the fixture
-)
+import bootdevice
+from bootdevice import DTB, OVERLAY, Device, hook_calls, reboot_into, set_secure_boot, sign_hook, task_boot, with_pool
+
+tree_fixture = bootdevice.tree_fixture  # pytest finds the fixture "tree" of bootdevice.py here
 
 pytestmark = pytest.mark.skipif(not (shutil.which("dtc") and shutil.which("fdtoverlay")), reason="no dtc")
 PROFILE = {"services": {}, "blocks": [], "swiotlb": {"size_mib": 4}, "carveouts": {"recipes": ["headless"]}}
 
 
 @pytest.fixture
-def device(tmp_path, tree) -> Device:  # noqa: F811 - tree is the imported fixture
-    dev = Device(tmp_path, tree)
-    dev.debugfs = swiotlb_debugfs(tmp_path, nslabs=32768, used=10, hiwater=100)
-    return dev
+def device(tmp_path, tree) -> Device:
+    return with_pool(Device(tmp_path, tree))
 
 
 def boot_args(device: Device, **settings: Any) -> dict[str, Any]:
-    args = device.boot(swiotlb={"debugfs_path": device.debugfs})
-    args["cache_dir"] = str(device.tmp / "cache")
-    args["settings"] = {"edgeslim_reboot_ok": True, "carveouts_fdt_method": "overlays", **settings}
-    return args
+    return task_boot(device, **{"edgeslim_reboot_ok": True, **settings})
 
 
 def run_action(device: Device, boot: dict[str, Any], layers=("swiotlb", "carveouts"), check: bool = False):

@@ -13,42 +13,31 @@ import pytest
 from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.action import engine as action
-from ansible_collections.edgeslim.jetson.plugins.modules import engine as engine_module
 from conftest import swiotlb_debugfs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "modules"))
 
-from bootdevice import Device, build_tree, reboot_into, set_secure_boot
-from test_engine_run import FakeLock
+import bootdevice
+from bootdevice import Device, FakeLock, reboot_into, set_secure_boot, task_boot, with_pool
+
+fake_lock_fixture = bootdevice.fake_lock_fixture  # pytest finds the fixture "fake_lock" of bootdevice.py here
+tree_fixture = bootdevice.tree_fixture  # pytest finds the fixture "tree" of bootdevice.py here
 
 pytestmark = pytest.mark.skipif(not (shutil.which("dtc") and shutil.which("fdtoverlay")), reason="no dtc")
 PROFILE = {"services": {}, "blocks": [], "swiotlb": {"size_mib": 4}, "carveouts": {"recipes": ["headless"]}}
 SET_BY_THE_FAKE = ("phase", "boot", "journal_path", "management_interface", "measure")
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return build_tree(tmp_path_factory.mktemp("nano"))
-
-
 @pytest.fixture
-def device(tmp_path, tree, monkeypatch) -> Device:
-    FakeLock.log = []
-    FakeLock.busy = False
-    monkeypatch.setattr(engine_module.devlock, "DeviceLock", FakeLock)
-    dev = Device(tmp_path, tree)
-    dev.debugfs = swiotlb_debugfs(tmp_path, nslabs=32768, used=10, hiwater=100)
-    return dev
+def device(tmp_path, tree, fake_lock) -> Device:
+    return with_pool(Device(tmp_path, tree))
 
 
 def task_args(device: Device, **settings: Any) -> dict[str, Any]:
-    boot = device.boot(swiotlb={"debugfs_path": device.debugfs})
-    boot["cache_dir"] = str(device.tmp / "cache")
-    boot["settings"] = {"edgeslim_reboot_ok": False, "carveouts_fdt_method": "overlays", **settings}
     return {
         "profile": PROFILE,
         "layers": ["swiotlb", "carveouts"],
-        "boot": boot,
+        "boot": task_boot(device, **{"edgeslim_reboot_ok": False, **settings}),
         "journal_path": device.journal,
         "management_interface": "eth0",
         "lock": {"run_id": "run-1", "path": "/run/edgeslim/device.lock", "holder": {"user": "alice"}},

@@ -1,6 +1,9 @@
 """A fake Jetson for the engine's boot layers (tests of the device module and of its action plugin): a rootfs with
 extlinux.conf and the board DTB, the Orin Nano's live device tree, the checker's state directories, a fake systemctl,
-boot id, dmesg and meminfo, and what a reboot into the boot layers changes."""
+boot id, dmesg and meminfo, what a reboot into the boot layers changes, and a device lock without systemd.
+
+The fixtures ``tree`` and ``fake_lock`` are defined here once. A test module that uses one binds it among its own
+names (``tree_fixture = bootdevice.tree_fixture``), where pytest finds it under its name ``tree``."""
 
 from __future__ import annotations
 
@@ -14,13 +17,13 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from ansible.module_utils import basic
-from ansible_collections.edgeslim.jetson.plugins.module_utils import hostguards
+from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock, hostguards
 from ansible_collections.edgeslim.jetson.plugins.modules import engine
-from conftest import FIXTURES
+from conftest import FIXTURES, swiotlb_debugfs
 from modhelper import run_module
 
 REPO = Path(__file__).resolve().parents[4]
@@ -63,10 +66,52 @@ def build_tree(base: Path) -> Path:
     return base
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", name="tree")
+def tree_fixture(tmp_path_factory) -> Path:
     """The fake Orin Nano's live device tree, built once per test module (tests read it, never change it)."""
+    if DTC is None:
+        pytest.skip("dtc not installed")
     return build_tree(tmp_path_factory.mktemp("nano"))
+
+
+class FakeLock:
+    """devlock.DeviceLock without systemd: ``log`` says what happened (``acquired``, ``released``), ``units`` the
+    holder unit of each entry, and ``busy`` refuses like the real lock does while another run holds it."""
+
+    log: ClassVar[list[str]] = []
+    units: ClassVar[list[str]] = []
+    busy: ClassVar[bool] = False
+
+    def __init__(self, module: Any, path: str, run_id: str, *args: Any, **kwargs: Any) -> None:
+        self.unit = devlock.unit_name(run_id)
+        self.run_id = run_id
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.log, cls.units, cls.busy = [], [], False
+
+    def _record(self, event: str) -> None:
+        FakeLock.log.append(event)
+        FakeLock.units.append(self.unit)
+
+    def acquire(self) -> dict[str, Any]:
+        if FakeLock.busy:
+            raise devlock.LockError("another edgeslim run holds the device lock /run/edgeslim/device.lock: run X",
+                                    unit=self.unit, held=False, holder={"run_id": "X"})  # fmt: skip
+        self._record("acquired")
+        return {"changed": True, "unit": self.unit, "held": True, "record": {}}
+
+    def release(self) -> dict[str, Any]:
+        self._record("released")
+        return {"changed": True, "unit": self.unit, "held": False}
+
+
+@pytest.fixture(name="fake_lock")
+def fake_lock_fixture(monkeypatch) -> type[FakeLock]:
+    """The device lock of the engine (and of the deadline's restore) is FakeLock for the test: free, nothing logged."""
+    FakeLock.reset()
+    monkeypatch.setattr(devlock, "DeviceLock", FakeLock)
+    return FakeLock
 
 
 class Device:
@@ -88,6 +133,7 @@ class Device:
         (tmp / "nv_tegra_release").write_text((FIXTURES / "l4t" / "r36.4.7.txt").read_text())
         (tmp / "cmdline").write_text("root=/dev/mmcblk0p1 rw\n")
         self.tmp, self.tree = tmp, tree / "dt"
+        self.debugfs: str | None = None  # with_pool() gives the device a SWIOTLB pool
         self.enabled = False
         self.boot_id = "boot-1"
         self.meminfo = tmp / "meminfo"
@@ -174,6 +220,22 @@ class Device:
     def pending(self) -> list[str]:
         d = self.state / "pending"
         return sorted(os.listdir(d)) if d.is_dir() else []
+
+
+def with_pool(device: Device) -> Device:
+    """The device with a SWIOTLB pool in debugfs (``device.debugfs``: 32768 slots, 10 in use, high-water mark 100),
+    what the action plugin checks a new size against."""
+    device.debugfs = swiotlb_debugfs(device.tmp, nslabs=32768, used=10, hiwater=100)
+    return device
+
+
+def task_boot(device: Device, **settings: Any) -> dict[str, Any]:
+    """The engine task's ``boot`` option for both boot layers on a device ``with_pool``: the device's paths, the
+    overlay cache in its tmp, and the layers' settings (the overlays method, then ``settings``)."""
+    boot = device.boot(swiotlb={"debugfs_path": device.debugfs})
+    boot["cache_dir"] = str(device.tmp / "cache")
+    boot["settings"] = {"carveouts_fdt_method": "overlays", **settings}
+    return boot
 
 
 def set_secure_boot(device: Device, on: bool) -> None:

@@ -14,20 +14,18 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import bootdevice
 import pytest
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux_edit as xe
 from ansible_collections.edgeslim.jetson.plugins.modules import extlinux
-from bootdevice import CAMERA, DTB, DTC, OVERLAY, REPO, Device, build_tree, compiled, reboot_into
+from bootdevice import CAMERA, DTB, DTC, OVERLAY, REPO, Device, compiled, reboot_into
 from modhelper import run_module
+
+tree_fixture = bootdevice.tree_fixture  # pytest finds the fixture "tree" of bootdevice.py here
 
 pytestmark = pytest.mark.skipif(DTC is None, reason="dtc not installed")
 CHECKER = REPO / "roles/boot_commit/files/edgeslim-boot-commit.py"
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return build_tree(tmp_path_factory.mktemp("nano"))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import json
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
@@ -16,33 +16,21 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock, hostguards
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
 from ansible_collections.edgeslim.jetson.plugins.modules import device_lock, dt_overlay, engine, extlinux
-from bootdevice import OVERLAY, Device, build_tree, compiled
+from bootdevice import OVERLAY, Device, FakeLock, compiled
 from modhelper import run_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "faults"))
+import bootdevice
 from faultlib import fs_restore, fs_snapshot
+
+fake_lock_fixture = bootdevice.fake_lock_fixture  # pytest finds the fixture "fake_lock" of bootdevice.py here
+tree_fixture = bootdevice.tree_fixture  # pytest finds the fixture "tree" of bootdevice.py here
 
 SWIOTLB = {"slots": 2048}
 CARVEOUTS = {"recipes": ["headless"], "fdt_method": "overlays"}
 RUN_ID = "20261130T050000Z-abc123"
 LOCK = {"run_id": RUN_ID, "path": "/run/edgeslim/device.lock", "holder": {"user": "alice"}}
 TIMER = f"edgeslim-deadline-{RUN_ID}.timer"
-
-
-class FakeLock:
-    log: ClassVar[list[str]] = []
-
-    def __init__(self, module: Any, path: str, run_id: str, *args: Any, **kwargs: Any) -> None:
-        self.unit = devlock.unit_name(run_id)
-        self.run_id = run_id
-
-    def acquire(self) -> dict[str, Any]:
-        FakeLock.log.append("acquired " + self.unit)
-        return {"changed": True, "unit": self.unit, "held": True, "record": {}}
-
-    def release(self) -> dict[str, Any]:
-        FakeLock.log.append("released " + self.unit)
-        return {"changed": True, "unit": self.unit, "held": False}
 
 
 class TimerDevice(Device):
@@ -66,15 +54,8 @@ class TimerDevice(Device):
         return super().__call__(argv)
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return build_tree(tmp_path_factory.mktemp("nano"))
-
-
 @pytest.fixture
-def device(tmp_path, tree, monkeypatch) -> TimerDevice:
-    FakeLock.log = []
-    monkeypatch.setattr(engine.devlock, "DeviceLock", FakeLock)
+def device(tmp_path, tree, fake_lock) -> TimerDevice:
     return TimerDevice(tmp_path, tree)
 
 
@@ -146,14 +127,14 @@ def test_the_rescue_releasing_the_lock_disarms_the_deadline_of_its_run(device):
     other = "edgeslim-deadline-20261130T060000Z-def456.timer"
     device.timers.add(other)  # another run's deadline: not this release's
     device.calls.clear()
-    FakeLock.log = []
+    FakeLock.reset()
     released = run_module(device_lock.main, {"state": "released", "run_id": RUN_ID, "path": LOCK["path"],
                                              "journal_path": device.journal}, run_command=device,
                           bin_path="/bin/systemctl")  # fmt: skip
     assert not released.get("failed"), released.get("msg")
     assert device.timers == {other} and released["deadline"]["record_removed"]
     assert not Path(dl.record_path(device.journal, RUN_ID)).exists()
-    assert FakeLock.log == [f"released {devlock.unit_name(RUN_ID)}"]
+    assert FakeLock.log == ["released"] and FakeLock.units == [devlock.unit_name(RUN_ID)]
     # the timer stopped before the lock went (a timer firing in between would restore a device whose run ended)
     assert ["/bin/systemctl", "stop", TIMER] in device.calls
 
@@ -253,7 +234,6 @@ def test_the_restore_program_restores_what_the_rollback_restores(device, monkeyp
     fs_restore(str(device.tmp), left)
     device.enabled = True
 
-    monkeypatch.setattr(dl.devlock, "DeviceLock", FakeLock)
     dev = RestoreDevice(device)
     device.calls.clear()
     rc = dl.main(["--journal", device.journal, "--run-id", RUN_ID, "--record", dl.record_path(device.journal, RUN_ID)],
@@ -265,8 +245,8 @@ def test_the_restore_program_restores_what_the_rollback_restores(device, monkeyp
     assert device.pending() == [] and not device.enabled and journal_layers(device) == {}
     # this run's lock holder stopped first, the lock taken under the deadline's name, given back at the end
     assert device.calls[0] == ["/bin/systemctl", "stop", devlock.unit_name(RUN_ID)]
-    assert FakeLock.log == [f"acquired {devlock.unit_name(RUN_ID + '-deadline')}",
-                            f"released {devlock.unit_name(RUN_ID + '-deadline')}"]  # fmt: skip
+    assert FakeLock.log == ["acquired", "released"]
+    assert FakeLock.units == [devlock.unit_name(RUN_ID + "-deadline")] * 2
     prom = Path(metrics(device)["path"]).read_text()
     assert 'edgeslim_last_run_result{playbook="slim",result="rolled_back"} 1' in prom
     assert not Path(dl.record_path(device.journal, RUN_ID)).exists()

@@ -6,51 +6,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+import bootdevice
 import pytest
-from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
 from ansible_collections.edgeslim.jetson.plugins.module_utils import engine_run as er
-from ansible_collections.edgeslim.jetson.plugins.modules import engine
-from bootdevice import Device, build_tree, compiled, reboot_into
+from bootdevice import Device, FakeLock, compiled, reboot_into
+
+fake_lock_fixture = bootdevice.fake_lock_fixture  # pytest finds the fixture "fake_lock" of bootdevice.py here
+tree_fixture = bootdevice.tree_fixture  # pytest finds the fixture "tree" of bootdevice.py here
 
 SWIOTLB = {"slots": 2048}
 CARVEOUTS = {"recipes": ["headless"], "fdt_method": "overlays"}
 LOCK = {"run_id": "20261130T050000Z-abc123", "path": "/run/edgeslim/device.lock", "holder": {"user": "alice"}}
 
 
-class FakeLock:
-    """devlock.DeviceLock without systemd: ``log`` says what happened, ``busy`` refuses like the real one."""
-
-    log: ClassVar[list[str]] = []
-    busy: ClassVar[bool] = False
-
-    def __init__(self, module: Any, path: str, run_id: str, *args: Any) -> None:
-        self.unit = devlock.unit_name(run_id)
-        self.run_id = run_id
-
-    def acquire(self) -> dict[str, Any]:
-        if FakeLock.busy:
-            raise devlock.LockError("another edgeslim run holds the device lock /run/edgeslim/device.lock: run X",
-                                    unit=self.unit, held=False, holder={"run_id": "X"})  # fmt: skip
-        FakeLock.log.append("acquired")
-        return {"changed": True, "unit": self.unit, "held": True, "record": {}}
-
-    def release(self) -> dict[str, Any]:
-        FakeLock.log.append("released")
-        return {"changed": True, "unit": self.unit, "held": False}
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> Path:
-    return build_tree(tmp_path_factory.mktemp("nano"))
-
-
 @pytest.fixture
-def device(tmp_path, tree, monkeypatch) -> Device:
-    FakeLock.log = []
-    FakeLock.busy = False
-    monkeypatch.setattr(engine.devlock, "DeviceLock", FakeLock)
+def device(tmp_path, tree, fake_lock) -> Device:
     return Device(tmp_path, tree)
 
 

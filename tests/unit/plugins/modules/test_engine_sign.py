@@ -13,19 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import bootdevice
 import pytest
 from ansible.module_utils import basic
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_sign as sg
-from bootdevice import (  # pylint: disable=unused-import
-    DTC,
-    OVERLAY,
-    Device,
-    compiled,
-    hook_calls,
-    set_secure_boot,
-    sign_hook,
-    tree,  # noqa: F401 - the fixture
-)
+from bootdevice import DTC, OVERLAY, Device, compiled, hook_calls, set_secure_boot, sign_hook
+
+tree_fixture = bootdevice.tree_fixture  # pytest finds the fixture "tree" of bootdevice.py here
 
 pytestmark = pytest.mark.skipif(DTC is None, reason="dtc not installed")
 
@@ -35,7 +29,7 @@ STOCK_SIG = b"stock signature of extlinux.conf\n"
 
 
 @pytest.fixture
-def device(tmp_path, tree) -> Device:  # noqa: F811 - tree is the imported fixture
+def device(tmp_path, tree) -> Device:
     dev = Device(tmp_path, tree)
     set_secure_boot(dev, True)
     dev.hook, dev.log = sign_hook(tmp_path)
