@@ -10,11 +10,12 @@ For each fleet size x batching x playbook, on a FRESH fleet of N simulated Orin 
 each run twice (first run, re-run), timed, with per host: module runs that reached the device and controller-side
 tasks (bench/callback_plugins/roundtrips.py), controller CPU seconds (user+sys of the ansible-playbook process tree),
 and the MiB reclaimed (slim.yml: what its report claims; baselines: MemAvailable probed by the bench) against what
-the simulation holds in the stopped units (tests/sim/image/services.yml size_mib x scale, plus the PSS of the real
-Debian daemons probed before the run), and against what stopping those units frees when measured directly: one more
-fresh device, `systemctl stop` of the same units through podman (no Ansible session), MemAvailable read from outside
-before and after (the "measured stop"). Prints one Markdown table; --json writes every figure. Reboots are off
-(edgeslim_reboot_ok: false): the boot layers are staged, not booted. See docs/benchmarks.md.
+the simulation holds in the stopped units (tests/sim/image/services.yml size_mib x scale, plus the private anonymous
+memory of the real Debian daemons probed before the run), and against what stopping those units frees when measured
+directly: one more fresh device, `systemctl stop` of the same units through podman (no Ansible session),
+MemAvailable read from outside before and after (the "measured stop"). Prints one Markdown table; --json writes
+every figure. Reboots are off (edgeslim_reboot_ok: false): the boot layers are staged, not booted.
+See docs/benchmarks.md.
 
   flock /tmp/edgeslim-podman.lock nice -n 5 .venv/bin/python bench/slim_bench.py --sizes 10 25 50 --batching both
 """
@@ -49,7 +50,8 @@ TIME_CATEGORIES = ("device", "systemd", "settle", "controller")
 # ---- pure parts (tests/unit/bench) ------------------------------------------------------------------------------
 def known_mib(catalog: list[dict[str, Any]], stopped: list[str], scale: float, debian_kb: dict[str, int]) -> float:
     """MiB the simulation holds in the units a run stops: the simulated daemons' size_mib x scale (with the units
-    that are PartOf= a stopped one), plus the measured PSS of the real Debian daemons among them."""
+    that are PartOf= a stopped one), plus the measured private anonymous memory of the real Debian daemons among them
+    (``debian_kb``; ANON_SCRIPT says why not PSS)."""
     names = set(stopped)
     # a unit stopped by an alias is stopped by its name too (gdm3.service -> gdm.service), and so are its PartOf= units
     names.update(u["name"] for u in catalog if names & set(u.get("aliases", [])))
@@ -241,21 +243,35 @@ def podman_sh(container: str, script: str, env: dict[str, str]) -> str:
     return run(["podman", "exec", container, "sh", "-c", script], env).stdout
 
 
-PSS_SCRIPT = r"""for u in "$@"; do
+# What stopping a real Debian daemon frees: the private anonymous memory of every process in its control group
+# ("Anonymous" in /proc/PID/smaps_rollup). Not PSS: PSS also holds a share of file-backed pages (the binary, shared
+# libraries), which stay in the page cache after the process exits, where MemAvailable counts them as available
+# already. The group is looked up under cgroup v2, the hybrid layout's unified tree and the v1 systemd tree (the
+# testbed's host is v1; the device's own lookup, plugins/module_utils/unitmem.py, tries the same three), child groups
+# included. CGROOT and PROCROOT are for the unit test.
+ANON_SCRIPT = r"""cgroot=${CGROOT:-/sys/fs/cgroup}; procroot=${PROCROOT:-/proc}
+for u in "$@"; do
   cg=$(systemctl show -P ControlGroup "$u" 2>/dev/null); kb=0
-  if [ -n "$cg" ] && [ -f "/sys/fs/cgroup$cg/cgroup.procs" ]; then
-    for pid in $(cat "/sys/fs/cgroup$cg/cgroup.procs"); do
-      k=$(awk '/^Pss:/{print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null); kb=$((kb + ${k:-0}))
+  if [ -n "$cg" ]; then
+    for base in "$cgroot$cg" "$cgroot/unified$cg" "$cgroot/systemd$cg"; do
+      [ -f "$base/cgroup.procs" ] || continue
+      for pid in $(find "$base" -name cgroup.procs -exec cat {} +); do
+        k=$(awk '/^Anonymous:/{print $2}' "$procroot/$pid/smaps_rollup" 2>/dev/null); kb=$((kb + ${k:-0}))
+      done
+      break
     done
   fi
   echo "$u $kb"
 done"""
 
 
-def debian_pss_kb(container: str, units: list[str], env: dict[str, str]) -> dict[str, int]:
-    script = PSS_SCRIPT.replace('"$@"', " ".join(units))
-    out = podman_sh(container, script, env)
+def parse_unit_kb(out: str) -> dict[str, int]:
+    """``<unit> <kB>`` lines -> {unit: kB}."""
     return {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2}
+
+
+def debian_anon_kb(container: str, units: list[str], env: dict[str, str]) -> dict[str, int]:
+    return parse_unit_kb(podman_sh(container, ANON_SCRIPT.replace('"$@"', " ".join(units)), env))
 
 
 def mem_available_kb(container: str, env: dict[str, str]) -> int:
@@ -325,7 +341,7 @@ def bench_cell(n: int, batching: str, playbook: str, ctx: dict[str, Any]) -> dic
         names = containers(inv)
         debian = [u["name"] for u in ctx["catalog"] if u.get("kind") == "debian" and u["name"] in units]
         known = statistics.mean(
-            known_mib(ctx["catalog"], units, ctx["scale"], debian_pss_kb(c, debian, env)) for c in names
+            known_mib(ctx["catalog"], units, ctx["scale"], debian_anon_kb(c, debian, env)) for c in names
         )
         # The sim inventory lets the demo's robots reboot; the benchmark stages the boot layers (docstring).
         common = ["-i", str(inv), "-e", json.dumps({"edgeslim_reboot_ok": False})]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -127,7 +129,7 @@ CATALOG = [
 
 def test_known_mib():
     stopped = ["gdm3.service", "nvargus-daemon.service", "nvpmodel.service", "avahi-daemon.service", "absent.service"]
-    # gdm through its alias, the session through PartOf=, avahi's measured PSS; NetworkManager is not stopped
+    # gdm through its alias, the session through PartOf=, avahi's measured memory; NetworkManager is not stopped
     assert sb.known_mib(CATALOG, stopped, 0.1, {"avahi-daemon.service": 2048}) == pytest.approx(
         (100 + 675 + 15.2) * 0.1 + 2.0
     )
@@ -200,3 +202,27 @@ def test_the_error_against_the_measured_stop():
     cells = [c.strip() for c in sb.render_table([row]).splitlines()[2].split("|")[1:-1]]
     assert cells[9] == "107.0 (known 100.9, stop 107.7)"
     assert cells[10] == "+6.0 %" and cells[11] == "-0.6 %"
+
+
+@pytest.mark.parametrize("layout", ["", "/unified", "/systemd"])
+def test_anon_script_reads_the_unit_group_under_v2_hybrid_and_v1(tmp_path, layout):
+    """The Debian daemons' memory is read wherever the host mounts the unit's group (the testbed's host is cgroup v1):
+    Anonymous of every process in the group and its children, not Pss; a unit without a group counts 0."""
+    cg = "/libpod_parent/libpod-x/system.slice/avahi-daemon.service"
+    group = tmp_path / ("cg" + layout + cg)
+    (group / "child").mkdir(parents=True)
+    (group / "cgroup.procs").write_text("11\n")
+    (group / "child" / "cgroup.procs").write_text("12\n")
+    for pid, anon in (("11", 700), ("12", 300)):
+        (tmp_path / "proc" / pid).mkdir(parents=True)
+        (tmp_path / "proc" / pid / "smaps_rollup").write_text(f"Rss: 9000 kB\nPss: 5000 kB\nAnonymous: {anon} kB\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    systemctl = bin_dir / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\n[ "$4" = avahi-daemon.service ] && echo "{cg}"\nexit 0\n')
+    systemctl.chmod(0o755)
+    script = sb.ANON_SCRIPT.replace('"$@"', "avahi-daemon.service cups.service")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", CGROOT=str(tmp_path / "cg"),
+               PROCROOT=str(tmp_path / "proc"))  # fmt: skip
+    out = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    assert sb.parse_unit_kb(out) == {"avahi-daemon.service": 1000, "cups.service": 0}
