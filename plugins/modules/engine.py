@@ -271,8 +271,9 @@ options:
         (the overlay source to compile on the controller) - and the ONE edit of the managed entry as a diff.
       - V(apply) journals first (each layer's extlinux record and the boot files it replaces), installs the
         overlay or merged DTB, arms commit-or-revert (checker, unit, C(pending/<layer>.json) fsynced), and only then
-        writes extlinux.conf once - the managed entry with every selected layer and DEFAULT together. On an error
-        it restores what it changed before it fails.
+        writes extlinux.conf once - the managed entry with every selected layer and DEFAULT together (with a trial
+        boot, O(boot.trial), DEFAULT stays on the stock entry). On an error it restores what it changed before it
+        fails.
       - Under UEFI Secure Boot it runs O(boot.sign_command) on each boot file it writes (see there); without a
         signing hook a Secure Boot device is refused before any change.
     type: dict

@@ -68,7 +68,8 @@ def test_apply_keeps_the_stock_default_arms_the_marker_and_loads_the_entry(devic
     root = str(device.root)
     assert call[:3] == [KEXEC, "-l", f"{root}/boot/Image"]
     assert f"--initrd={root}/boot/initrd" in call and f"--dtb={root}{DTB}" in call
-    cmdline = call[-1].removeprefix("--append=").split()
+    assert call[-1].startswith("--append=")
+    cmdline = call[-1][len("--append=") :].split()
     # The bootloader's own arguments first, then the entry's APPEND (without ${cbootargs}), panic= and the marker.
     assert cmdline[:2] == ["tegraid=23.4", "bl_prof_dataptr=2"]
     assert "${cbootargs}" not in cmdline and "swiotlb=2048" in cmdline
