@@ -288,7 +288,7 @@ def plan_boot(b: dict[str, Any], journal_path: str) -> dict[str, Any]:
         raise BootFailure(str(exc), "plan") from exc
     after = conf.render()
     changed = after != before
-    out["trial"] = plan_trial(b, conf, stock)
+    out["trial"] = plan_trial(b, conf, stock, info.get("secure_boot"))
     if out["trial"]["mode"] == "kexec" and stock:
         # DEFAULT stays on the stock entry: the checker makes the managed entry DEFAULT on the trial boot, once its
         # checks pass; a trial that never reaches userspace comes back on the stock entry by itself.
@@ -309,7 +309,9 @@ def plan_boot(b: dict[str, Any], journal_path: str) -> dict[str, Any]:
     return out
 
 
-def plan_trial(b: dict[str, Any], conf: x.ExtlinuxConfig, stock: str | None) -> dict[str, Any]:
+def plan_trial(
+    b: dict[str, Any], conf: x.ExtlinuxConfig, stock: str | None, secure_boot: bool | None
+) -> dict[str, Any]:
     """How the next boot tries the managed entry: ``kexec`` (trial boot, DEFAULT kept on the stock entry) or
     ``none`` (DEFAULT switched now), with the reason for none."""
     sup = tb.support()
@@ -318,6 +320,9 @@ def plan_trial(b: dict[str, Any], conf: x.ExtlinuxConfig, stock: str | None) -> 
         out["reason"] = "no reboot follows in this run: the next boot, whenever it comes, checks the entry"
     elif not sup["available"]:
         out["reason"] = sup["reason"]
+    elif secure_boot:
+        # kexec skips L4TLauncher's signature checks of the entry's files: not a trial of what the firmware boots.
+        out["reason"] = "UEFI Secure Boot is on: kexec would boot the entry's files without the firmware's checks"
     elif not stock or stock == b["managed_label"]:
         out["reason"] = "no stock entry to come back to"
     else:

@@ -27,6 +27,8 @@ PANIC_SECONDS = 10
 KEXEC_SEARCH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/bin:/bin"
 KEXEC_LOADED = "/sys/kernel/kexec_loaded"  # present when the kernel has CONFIG_KEXEC_CORE
 KEXEC_DISABLED = "/proc/sys/kernel/kexec_load_disabled"
+# Kernel lockdown (UEFI Secure Boot turns it on in many distributions) refuses kexec_load of an unsigned kernel.
+LOCKDOWN = "/sys/kernel/security/lockdown"
 CONTAINER_FILES = ("/run/.containerenv", "/.dockerenv")
 OPTIONS = {
     "mode": {"type": "str", "default": "none", "choices": ["auto", "kexec", "none"]},
@@ -52,7 +54,7 @@ def in_container(environ: dict[str, str] | None = None) -> bool:
 
 
 def support(kexec_loaded: str = KEXEC_LOADED, kexec_disabled: str = KEXEC_DISABLED,
-            container: bool | None = None) -> dict[str, Any]:  # fmt: skip
+            container: bool | None = None, lockdown: str = LOCKDOWN) -> dict[str, Any]:  # fmt: skip
     """{"available": bool, "kexec": path or None, "reason": why not}: read-only, for the probe."""
     binary = shutil.which("kexec", path=KEXEC_SEARCH)
     if container if container is not None else in_container():
@@ -69,6 +71,14 @@ def support(kexec_loaded: str = KEXEC_LOADED, kexec_disabled: str = KEXEC_DISABL
                         "reason": f"kexec is disabled ({kexec_disabled} is set)"}  # fmt: skip
     except OSError:
         pass
+    try:
+        with open(lockdown, encoding="utf-8") as handle:
+            mode = next((w.strip("[]") for w in handle.read().split() if w.startswith("[")), "none")
+    except OSError:
+        mode = "none"
+    if mode != "none":
+        return {"available": False, "kexec": binary,
+                "reason": f"kernel lockdown ({mode}) refuses kexec_load of an unsigned kernel"}  # fmt: skip
     return {"available": True, "kexec": binary, "reason": ""}
 
 

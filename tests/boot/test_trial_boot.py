@@ -5,11 +5,13 @@ with nobody at the device: `slim.yml` leaves DEFAULT on the stock entry, boots t
 `systemctl kexec` (its command line with `panic=` and the trial marker), the panic resets the board, U-Boot boots
 DEFAULT, the checker finds no marker (`trial_failed`), the play fails the host and its rescue rolls the layer back.
 
-The fault is injected by the test: before the play it writes the managed entry (label `edgeslim`) that the engine
-then edits in place -- as an earlier run or an operator could have left it -- with a root= that names no partition
-(rootwait off, no initrd: the kernel's own "VFS: Unable to mount root fs" panic), or with a DTB whose interrupt
-controller is deleted (the kernel's "No interrupt controller found." panic in init_IRQ, long before any watchdog
-driver). The stock entry is untouched, so the device has a good entry to come back to."""
+The fault is injected by the test: before the play it writes the managed entry (label `edgeslim`, where the engine puts
+its own) that the engine then edits in place -- as an earlier run or an operator could have left it -- with a root= that
+names no partition (rootwait off, no initrd: the kernel's own "VFS: Unable to mount root fs" panic), or with a DTB whose
+interrupt controller is deleted (the kernel panics at its first interrupt, "IRQ taken without a root IRQ handler", long
+before any watchdog driver). The stock entry is untouched, so the device has a good entry to come back to. The rollback
+removes the managed entry (edgeslim owns that label), so extlinux.conf ends byte-identical to the device's
+stock file."""
 
 from __future__ import annotations
 
@@ -43,13 +45,17 @@ def stock_entry(extlinux: str) -> dict[str, str]:
 
 
 def with_managed_entry(extlinux: str, keys: dict[str, str | None]) -> str:
-    """extlinux.conf with a managed entry (label edgeslim) after the stock one; DEFAULT stays primary."""
-    entry = stock_entry(extlinux)
-    entry.update({"MENU LABEL": "edgeslim: slimmed boot entry", **keys})
-    lines = ["LABEL edgeslim"] + [f"      {k} {v}" for k, v in entry.items() if v is not None]
-    marker = "# When testing a custom kernel"
-    assert marker in extlinux
-    return extlinux.replace(marker, "\n".join(lines) + "\n\n" + marker, 1)
+    """extlinux.conf with a managed entry (label edgeslim) where the engine puts its own -- a copy of the stock entry
+    placed before it, then a blank line -- with ``keys`` changed (None drops the key); DEFAULT stays primary."""
+    block = re.search(r"^LABEL primary\n(?:[ \t]+\S.*\n)+", extlinux, re.M)
+    lines = ["LABEL edgeslim"]
+    for line in block.group(0).splitlines()[1:]:
+        key = re.match(r"\s+(MENU LABEL|\S+)\s", line).group(1)
+        indent = line[: len(line) - len(line.lstrip())]
+        value = {"MENU LABEL": "edgeslim: slimmed boot entry", **keys}.get(key, line.strip()[len(key) :].strip())
+        if value is not None:
+            lines.append(f"{indent}{key} {value}")
+    return extlinux[: block.start()] + "\n".join(lines) + "\n\n" + extlinux[block.start() :]
 
 
 def write_root_file(device: Device, path: str, text: str) -> None:
@@ -62,7 +68,8 @@ def run_failing_trial(device: Device, name: str, keys: dict[str, str | None]) ->
     base = device.snapshot()
     assert base["cmdline_swiotlb"] == [] and base["nslabs"] == DEFAULT_SLOTS, base
     assert device.sh("command -v kexec || ls /usr/sbin/kexec /sbin/kexec 2>/dev/null").strip(), "no kexec-tools"
-    write_root_file(device, EXTLINUX, with_managed_entry(device.extlinux(), keys))
+    stock = device.extlinux()
+    write_root_file(device, EXTLINUX, with_managed_entry(stock, keys))
     before = device.extlinux()
     assert default_label(before) == "primary"
     report_dir = device.run_dir / "report"
@@ -76,6 +83,7 @@ def run_failing_trial(device: Device, name: str, keys: dict[str, str | None]) ->
         "res": res,
         "base": base,
         "after": after,
+        "stock_text": stock,
         "before_text": before,
         "after_text": device.extlinux(),
         "verdict": device.verdict("swiotlb") or {},
@@ -89,7 +97,7 @@ def run_failing_trial(device: Device, name: str, keys: dict[str, str | None]) ->
            verdict=out["verdict"].get("status"), failures=out["verdict"].get("failures"), play_rc=res.returncode,
            report_status=row.get("status"), report_layers=row.get("layer_status"),
            boots=stats["boots"], watchdog_resets=len(stats["watchdog_resets"]),
-           extlinux_identical=out["after_text"] == before, trial_cmdlines=out["trial_cmdlines"])  # fmt: skip
+           extlinux_stock_identical=out["after_text"] == stock, trial_cmdlines=out["trial_cmdlines"])  # fmt: skip
     return out
 
 
@@ -113,10 +121,12 @@ def assert_back_on_stock(out: dict) -> None:
     assert verdict.get("boot_identity") == after["boot_id"], verdict
     assert any("edgeslim.trial=" in f for f in verdict.get("failures") or []), verdict
     assert out["pending"] == [], out["pending"]
-    # Rolled back: the stock kernel's pool, MemTotal as before, extlinux.conf byte-identical to before the play.
+    # Rolled back: the stock kernel's pool, MemTotal as before, and extlinux.conf byte-identical to the device's
+    # stock file -- the rollback removes the managed entry (edgeslim owns that label, the injected one included).
     assert after["cmdline_swiotlb"] == [] and after["nslabs"] == DEFAULT_SLOTS, after
     assert after["MemTotal_kb"] == base["MemTotal_kb"], (base, after)
-    assert out["after_text"] == out["before_text"]
+    assert out["after_text"] == out["stock_text"]
+    assert out["after_text"] != out["before_text"]
     row = out["row"]
     assert row.get("layer_status", {}).get("swiotlb") == "rolled_back", row
     assert row.get("status") in ("rolled_back", "failed"), row
@@ -133,9 +143,10 @@ def test_trial_boot_bad_root_comes_back_on_stock(device: Device):
 
 
 def test_trial_boot_panicking_dtb_comes_back_on_stock(device: Device):
-    """A managed entry whose DTB has no interrupt controller: the trial kernel panics in init_IRQ ("No interrupt
-    controller found."), before any watchdog driver could probe; panic= resets the board, U-Boot boots the stock
-    DEFAULT; host failed, rolled back. (earlycon on the entry so the early panic reaches the serial console.)"""
+    """A managed entry whose DTB has no interrupt controller: the trial kernel panics at its first interrupt ("IRQ taken
+    without a root IRQ handler" on arm64 6.1), before any watchdog driver could probe; panic= resets the board,
+    U-Boot boots the stock DEFAULT; host failed, rolled back. (earlycon on the entry so the early panic reaches the
+    serial console.)"""
     # The DTB the test controls: the stock one with the root node's interrupt controller deleted.
     controllers = (f"for n in $(fdtget -l {BAD_DTB} /); do "
                    f"fdtget {BAD_DTB} /$n interrupt-controller >/dev/null 2>&1 && echo $n; done; true")  # fmt: skip
@@ -146,5 +157,8 @@ def test_trial_boot_panicking_dtb_comes_back_on_stock(device: Device):
     assert device.sudo(controllers).split() == []
     stock = stock_entry(device.extlinux())
     out = run_failing_trial(device, "trial_bad_dtb", {"FDT": BAD_DTB, "APPEND": stock["APPEND"] + " earlycon"})
-    assert "No interrupt controller found" in out["console"]
+    # arm64 6.1 leaves a default root IRQ handler that panics at the first interrupt (older kernels panic in init_IRQ
+    # with "No interrupt controller found."); the arch timer finds no interrupt before that.
+    assert re.search(r"Kernel panic - not syncing: (IRQ taken without a root IRQ handler|No interrupt controller "
+                     r"found)", out["console"]), out["console"][-3000:]  # fmt: skip
     assert_back_on_stock(out)

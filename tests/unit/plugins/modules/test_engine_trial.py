@@ -131,18 +131,45 @@ def test_without_a_trial_default_is_switched_and_the_reason_given(device, tmp_pa
 
 def test_support_reads_binary_kernel_and_container(tmp_path, monkeypatch):
     loaded, disabled = tmp_path / "kexec_loaded", tmp_path / "kexec_load_disabled"
+    lock = str(tmp_path / "no-lockdown")
     monkeypatch.setattr(tb.shutil, "which", lambda *_a, **_k: KEXEC)
-    assert tb.support(str(loaded), str(disabled), container=False)["reason"].startswith("the running kernel has no")
+    assert tb.support(str(loaded), str(disabled), container=False, lockdown=lock)["reason"].startswith(
+        "the running kernel has no"
+    )
     loaded.write_text("0\n")
-    assert tb.support(str(loaded), str(disabled), container=False) == {"available": True, "kexec": KEXEC,
-                                                                       "reason": ""}  # fmt: skip
+    got = tb.support(str(loaded), str(disabled), container=False, lockdown=lock)
+    assert got == {"available": True, "kexec": KEXEC, "reason": ""}
     disabled.write_text("1\n")
-    assert "disabled" in tb.support(str(loaded), str(disabled), container=False)["reason"]
-    assert "container" in tb.support(str(loaded), str(disabled), container=True)["reason"]
+    assert "disabled" in tb.support(str(loaded), str(disabled), container=False, lockdown=lock)["reason"]
+    assert "container" in tb.support(str(loaded), str(disabled), container=True, lockdown=lock)["reason"]
     monkeypatch.setattr(tb.shutil, "which", lambda *_a, **_k: None)
-    assert "no kexec binary" in tb.support(str(loaded), str(tmp_path / "none"), container=False)["reason"]
+    assert (
+        "no kexec binary" in tb.support(str(loaded), str(tmp_path / "none"), container=False, lockdown=lock)["reason"]
+    )
 
 
 def test_firmware_args_drop_the_stock_append_and_an_earlier_trial():
     running = "tegraid=23 root=/dev/vda1 rw panic=5 edgeslim.trial=aaaa quiet"
     assert tb.firmware_args(running, "${cbootargs} root=/dev/vda1 rw quiet") == ["tegraid=23"]
+
+
+def test_kernel_lockdown_refuses_the_trial(tmp_path, monkeypatch):
+    loaded, lockdown = tmp_path / "kexec_loaded", tmp_path / "lockdown"
+    loaded.write_text("0\n")
+    monkeypatch.setattr(tb.shutil, "which", lambda *_a, **_k: KEXEC)
+    lockdown.write_text("none [integrity] confidentiality\n")
+    got = tb.support(str(loaded), str(tmp_path / "none"), container=False, lockdown=str(lockdown))
+    assert got["available"] is False and "lockdown (integrity)" in got["reason"], got
+    lockdown.write_text("[none] integrity confidentiality\n")
+    assert tb.support(str(loaded), str(tmp_path / "none"), container=False, lockdown=str(lockdown))["available"]
+
+
+def test_secure_boot_has_no_trial(device):
+    from bootdevice import set_secure_boot, sign_hook
+
+    set_secure_boot(device, True)
+    hook, _log = sign_hook(device.tmp)
+    res = device.run("apply", device.boot(swiotlb={"slots": 2048}, trial="auto", sign_command=hook))
+    assert res["changed"] is True, res.get("msg")
+    assert res["boot"]["trial"]["mode"] == "none" and "Secure Boot" in res["boot"]["trial"]["reason"]
+    assert kexec_calls(device) == []
