@@ -1031,7 +1031,7 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
     try:
         done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run, management,
                              journaled=lambda: arm_boot_deadline(module, out, plan["changed_layers"]),
-                             command=lambda argv: module.run_command(argv))  # fmt: skip
+                             command=module.run_command)  # fmt: skip
     except ba.BootFailure as exc:
         extra = {**kept, **exc.extra, "changed": bool(exc.extra.get("changed") or out["changed"])}
         raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **extra) from exc
