@@ -13,7 +13,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do versions+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#versions[@]} -gt 0 ] || versions=(3.8 3.10 3.12)
 tests=(tests/unit/plugins/modules tests/unit/plugins/module_utils tests/unit/roles/test_boot_commit_checker.py
-  tests/unit/roles/test_boot_commit_management.py tests/unit/faults)
+  tests/unit/roles/test_boot_commit_management.py tests/unit/roles/test_boot_commit_trial.py tests/unit/faults)
 
 find_python() {  # $1 = 3.8 -> path of an interpreter of that version, or nothing
   local v=$1 var="EDGESLIM_PYTHON_${1//./_}" cand

@@ -404,12 +404,20 @@ class ActionModule(ActionBase):
             bad = sign_command_refusal(sign_command)
             if bad:
                 return self._refused_all(result, module_args, REFUSED_BOOT, bad)
+            if boot.get("trial") not in (None, "auto", "none"):
+                return self._refused_all(result, module_args, REFUSED_BOOT,
+                                         f"boot.trial must be auto or none, got {boot.get('trial')!r}")  # fmt: skip
             try:
                 module_args["boot"] = module_boot(boot, self._boot_layers, refusals)
             except OSError as exc:
                 return self._refused_all(result, module_args, REFUSED_BOOT, f"the boot-commit checker: {exc}")
             if before:
                 return self._verify(result, module_args, before, task_vars, records, wait)
+            # A trial boot by kexec (module_utils/trial_boot.py) only when the caller reboots right after apply: the
+            # probe plans it when a layer's policy allows a reboot, apply when one follows its changes.
+            self._trial = "none" if boot.get("trial") == "none" else "auto"
+            allowed = any(self._reboot_allowed(layer) for layer in self._boot_layers)
+            module_args["boot"]["trial"] = self._trial if allowed else "none"
         if "services" not in module_args and "boot" not in module_args and not self._run_args:
             return result
         # The probe takes the lock first, runs pre-flight, takes the baseline, plans; with nothing to change (or in
@@ -478,6 +486,8 @@ class ActionModule(ActionBase):
             return result
         changed_layers = probe["boot"]["changed_layers"] if boot_changes else []
         reboot_follows = any(self._reboot_allowed(layer) for layer in changed_layers)
+        if "boot" in module_args:
+            module_args["boot"]["trial"] = self._trial if reboot_follows else "none"
         # Apply ends the run (after snapshot, metrics, lock given back) unless a reboot follows: then verify does.
         applied = self._device(module_args, task_vars, phase="apply", preflight=None,
                                finish="no" if reboot_follows else "yes")  # fmt: skip
@@ -491,6 +501,10 @@ class ActionModule(ActionBase):
             report["services"] = stop_failed(result, applied["services"]["record"])
         if "boot" in module_args:
             self._boot_outcome(result, applied["boot"]["records"])
+            # How the caller reboots: `systemctl kexec` into the loaded trial kernel, or through the firmware.
+            trial = applied["boot"].get("trial") or {"mode": "none", "reason": ""}
+            result["trial"] = {"mode": trial["mode"], "reason": trial.get("reason", ""),
+                               **((applied["boot"].get("done") or {}).get("trial") or {})}  # fmt: skip
         return result
 
     def _verify(self, result: dict[str, Any], module_args: dict[str, Any], before: dict, task_vars: dict,

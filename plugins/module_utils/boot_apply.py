@@ -48,6 +48,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux_ed
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
 from ansible_collections.edgeslim.jetson.plugins.module_utils import l4t
 from ansible_collections.edgeslim.jetson.plugins.module_utils import swiotlb as tlb
+from ansible_collections.edgeslim.jetson.plugins.module_utils import trial_boot as tb
 from ansible_collections.edgeslim.jetson.plugins.module_utils.l4t import read_text
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import resolve_fdt_method
 from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
@@ -108,6 +109,10 @@ BOOT_OPTIONS = {
     "checker": {"type": "dict", "options": CHECKER_OPTIONS},
     "checks": {"type": "dict", "default": {}},
     "sign_command": {"type": "list", "elements": "str", "default": []},
+    # auto: a trial boot by kexec where the device can (trial_boot.py), DEFAULT switched by the checker on the trial
+    # boot; none: DEFAULT switched by apply. The action plugin sets auto only when its caller reboots right after.
+    "trial": {"type": "str", "default": "none", "choices": ["auto", "none"]},
+    "trial_panic_seconds": {"type": "int", "default": tb.PANIC_SECONDS},
 }
 
 
@@ -282,7 +287,14 @@ def plan_boot(b: dict[str, Any], journal_path: str) -> dict[str, Any]:
     except (x.ExtlinuxError, ov.OverlayError, j.JournalError) as exc:
         raise BootFailure(str(exc), "plan") from exc
     after = conf.render()
-    out["extlinux"].update(changed=after != before, before=before, after=after, entry=b["managed_label"],
+    changed = after != before
+    out["trial"] = plan_trial(b, conf, stock, info.get("secure_boot"))
+    if out["trial"]["mode"] == "kexec" and stock:
+        # DEFAULT stays on the stock entry: the checker makes the managed entry DEFAULT on the trial boot, once its
+        # checks pass; a trial that never reaches userspace comes back on the stock entry by itself.
+        conf.set_global("DEFAULT", stock)
+        after = conf.render()
+    out["extlinux"].update(changed=changed, before=before, after=after, entry=b["managed_label"],
                            after_summary=conf.summary())  # fmt: skip
     out["edits"] = results
     out["files"] = files
@@ -294,6 +306,32 @@ def plan_boot(b: dict[str, Any], journal_path: str) -> dict[str, Any]:
     shared = shared or (out["extlinux"]["changed"] and not any(own.values()))
     out["changed_layers"] = [layer for layer in layers if out["changes"] and (shared or own[layer])]
     out["signing"] = signing_plan(b, out, files)
+    return out
+
+
+def plan_trial(
+    b: dict[str, Any], conf: x.ExtlinuxConfig, stock: str | None, secure_boot: bool | None
+) -> dict[str, Any]:
+    """How the next boot tries the managed entry: ``kexec`` (trial boot, DEFAULT kept on the stock entry) or
+    ``none`` (DEFAULT switched now), with the reason for none."""
+    sup = tb.support()
+    out: dict[str, Any] = {"mode": "none", "reason": "", "kexec_available": sup["available"]}
+    if b["trial"] == "none":
+        out["reason"] = "no reboot follows in this run: the next boot, whenever it comes, checks the entry"
+    elif not sup["available"]:
+        out["reason"] = sup["reason"]
+    elif secure_boot:
+        # kexec skips L4TLauncher's signature checks of the entry's files: not a trial of what the firmware boots.
+        out["reason"] = "UEFI Secure Boot is on: kexec would boot the entry's files without the firmware's checks"
+    elif not stock or stock == b["managed_label"]:
+        out["reason"] = "no stock entry to come back to"
+    else:
+        try:
+            load = tb.plan(conf, b["managed_label"], stock, read_text(b["cmdline_path"]) or "")
+        except tb.TrialError as exc:
+            out["reason"] = str(exc)
+        else:
+            out.update(mode="kexec", kexec=sup["kexec"], load=load, panic_seconds=b["trial_panic_seconds"])
     return out
 
 
@@ -331,6 +369,8 @@ def plan_record(status: str, plan: dict[str, Any], layer: str) -> dict[str, Any]
     ext = plan["extlinux"]
     details: dict[str, Any] = {"entry": ext["entry"], "previous_default": ext["stock_default"],
                                "check_mode": status == "planned"}  # fmt: skip
+    if "trial" in plan:
+        details.update(trial=plan["trial"]["mode"], trial_reason=plan["trial"]["reason"])
     attributed = None
     if layer == "swiotlb":
         t = plan["swiotlb"]
@@ -528,7 +568,7 @@ def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any], manageme
         checks.update(cmdline_contains=[f"swiotlb={settings['slots']}"], kernel_log_absent=["swiotlb buffer is full"])
     else:
         checks.update(dt_disabled=plan["carveouts"]["paths"], dt_root=b["devicetree_path"])
-    return {
+    record = {
         "layer": layer,
         "extlinux_path": b["extlinux_path"],
         "previous_default": plan["extlinux"]["stock_default"],
@@ -540,6 +580,13 @@ def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any], manageme
         "sign_command": list(b["sign_command"]) if plan["signing"]["active"] else [],
         "created": j.utc_now(),
     }
+    trial = plan.get("trial") or {}
+    if trial.get("mode") == "kexec":
+        # The checker commits (DEFAULT -> label) on the boot whose command line carries the marker, and reports
+        # trial_failed on a boot without it (the device came back on the stock entry).
+        record["trial"] = {"marker": tb.marker(trial["id"]), "label": b["managed_label"],
+                           "stock": plan["extlinux"]["stock_default"]}  # fmt: skip
+    return record
 
 
 class Undo:
@@ -553,9 +600,15 @@ class Undo:
         self.checker_installed = False
         self.extlinux: tuple[str, str, int] | None = None  # path, text before this run, mode: once it was written
         self.restored: list[str] = []  # the files put back as they were (not those removed)
+        self.kexec: list[str] | None = None  # argv that unloads the trial kernel, once it was loaded
+        self.command: Callable[[list[str]], tuple[int, str, str]] | None = None
 
     def run(self, run: Callable[[list[str], bool], tuple[int, str, str]]) -> dict[str, Any]:
         errors: list[str] = []
+        if self.kexec is not None and self.command is not None:
+            rc, _out, err = self.command(self.kexec)
+            if rc != 0:
+                errors.append(f"{' '.join(self.kexec)}: rc {rc} {err.strip()}")
         if self.extlinux is not None:
             path, before, mode = self.extlinux
             try:
@@ -660,11 +713,13 @@ def apply_boot(
     run: Callable[[list[str], bool], tuple[int, str, str]],
     management: dict[str, Any],
     journaled: Callable[[], None] | None = None,
+    command: Callable[[list[str]], tuple[int, str, str]] | None = None,
 ) -> dict[str, Any]:
     """Steps 1-4 of the module docstring for a ``plan`` with changes; returns what was done per layer.
     ``management``: the management path the checker requires (hostguards.management_path). ``journaled``: called
     once the journal is written, before the first change (the engine arms its deadline there); what it raises is
-    restored like any other error (it should raise BootFailure)."""
+    restored like any other error (it should raise BootFailure). ``command``: runs an argv (rc, stdout, stderr), for
+    ``kexec -l`` of a trial boot (``plan["trial"]``) after the boot files and the checker, before extlinux.conf."""
     pending = [f["path"] for f in plan["files"] if f.get("pending") and f["changed"]]
     if pending:
         raise BootFailure(f"the controller's compiled files are missing for {pending}: run edgeslim.jetson.engine as a "
@@ -674,7 +729,13 @@ def apply_boot(
         raise BootFailure(sg.SECURE_BOOT_REFUSAL, "plan")
     check_space(b, plan)
     undo = Undo(b, journal_path, replace)
+    undo.command = command
     ext = plan["extlinux"]
+    trial = plan.get("trial") or {"mode": "none"}
+    if trial["mode"] == "kexec":
+        if command is None:
+            raise BootFailure("a trial boot needs a command runner for kexec", "input")
+        trial["id"] = tb.new_id()
     done: dict[str, Any] = {"armed": [], "files": [], "extlinux_written": False, "signed": []}
     # Secure Boot off: the hook is not run even when configured -- L4TLauncher checks <file>.sig only under Secure
     # Boot, so there is nothing to keep valid, and a hook that fails must not block a device that boots unsigned.
@@ -703,6 +764,8 @@ def apply_boot(
         for layer in plan["changed_layers"]:
             arm(b, layer, plan, undo, replace, run, management)
             done["armed"].append(layer)
+        if trial["mode"] == "kexec":
+            done["trial"] = load_trial(b, trial, undo)
         if ext["changed"]:
             p = plan["edits"][plan["layers"][0]]["params"]
             mode = os.stat(ext["path"]).st_mode & 0o7777
@@ -778,6 +841,20 @@ class RunFailed(Exception):
 
 
 # ---- verify (after the reboot) ------------------------------------------------------------------------------------
+def load_trial(b: dict[str, Any], trial: dict[str, Any], undo: Undo) -> dict[str, Any]:
+    """``kexec -l`` the managed entry for the trial boot (the caller reboots with ``systemctl kexec``)."""
+    try:
+        tb.check_files(trial["load"], b["root"])
+    except tb.TrialError as exc:
+        raise BootFailure(str(exc), "apply") from exc
+    argv = tb.argv(trial["kexec"], trial["load"], b["root"], trial["id"], trial["panic_seconds"])
+    rc, _out, err = undo.command(argv)  # type: ignore[misc]
+    if rc != 0:
+        raise BootFailure(f"kexec -l of the managed entry failed (rc {rc}): {err.strip()[-300:]}", "apply")
+    undo.kexec = [trial["kexec"], "-u"]
+    return {"mode": "kexec", "id": trial["id"], "marker": tb.marker(trial["id"]), "argv": argv}
+
+
 def state_dir(b: dict[str, Any]) -> str:
     return (b.get("checker") or {}).get("state_dir") or CHECKER_OPTIONS["state_dir"]["default"]
 

@@ -271,8 +271,9 @@ options:
         (the overlay source to compile on the controller) - and the ONE edit of the managed entry as a diff.
       - V(apply) journals first (each layer's extlinux record and the boot files it replaces), installs the
         overlay or merged DTB, arms commit-or-revert (checker, unit, C(pending/<layer>.json) fsynced), and only then
-        writes extlinux.conf once - the managed entry with every selected layer and DEFAULT together. On an error
-        it restores what it changed before it fails.
+        writes extlinux.conf once - the managed entry with every selected layer and DEFAULT together (with a trial
+        boot, O(boot.trial), DEFAULT stays on the stock entry). On an error it restores what it changed before it
+        fails.
       - Under UEFI Secure Boot it runs O(boot.sign_command) on each boot file it writes (see there); without a
         signing hook a Secure Boot device is refused before any change.
     type: dict
@@ -430,6 +431,25 @@ options:
         type: list
         elements: str
         default: []
+      trial:
+        description:
+          - How the next boot tries the managed entry. V(auto) - a trial boot by kexec where the device can (a
+            C(kexec) binary, a kernel with kexec, not a container, no C(OVERLAYS) in the entry) - V(apply) writes
+            the entry but leaves DEFAULT on the stock entry and loads the managed entry with C(kexec -l), its APPEND
+            with C(panic=) and the marker C(edgeslim.trial=<id>); the caller reboots with C(systemctl kexec). The
+            checker makes the entry DEFAULT on the trial boot once its checks pass, and reports C(trial_failed) when
+            the device comes back on the stock entry (a panic before userspace resets the board, the firmware
+            boots DEFAULT). Where the device cannot, V(apply) switches DEFAULT as with V(none) and C(boot.trial)
+            says why.
+          - V(none) - DEFAULT switched by V(apply). The action plugin passes V(auto) only for an apply its caller
+            reboots right after (a reboot policy that allows it) and O(boot.trial) is not V(none).
+        type: str
+        choices: [auto, none]
+        default: none
+      trial_panic_seconds:
+        description: The C(panic=) seconds of the trial boot's command line.
+        type: int
+        default: 10
       checker:
         description: The commit-or-revert checker armed for the next boot (the action plugin fills it in).
         type: dict
@@ -632,8 +652,9 @@ boot:
       stock_default, changed, after_summary), C(files), C(changes), C(swiotlb) (pool use, kernel_slots,
       attributed_mb), C(carveouts) (method, targets, paths, dts, base_fdt, kept_overlays), C(signing) (C(secure_boot),
       C(hook), C(active) and the C(files) the signing hook signs; the diff names them too).
-    - With V(apply) also C(done) (armed layers, files installed, extlinux_written, the files C(signed)) and C(records),
-      each layer's record.
+    - With V(apply) also C(done) (armed layers, files installed, extlinux_written, the files C(signed), and C(trial)
+      with the trial boot's C(id), C(marker) and the C(kexec -l) C(argv)) and C(records), each layer's record.
+    - C(trial) - C(mode) (V(kexec) or V(none)), C(reason) (why none), C(kexec_available).
     - C(management) - the management path the checker requires at the next boot (with V(probe), the one V(apply)
       would record) - C(mode) (ssh, pull), C(interface), C(addresses), C(peer) and C(peer_role) (controller,
       gateway), C(ssh_port), C(source); or C(skipped) with the reason.
@@ -1009,7 +1030,8 @@ def apply_boot(module: AnsibleModule, runner: Runner, out: dict[str, Any]) -> No
     out["boot"]["management"] = management
     try:
         done = ba.apply_boot(b, p["journal_path"], plan, module.atomic_move, module.warn, run, management,
-                             journaled=lambda: arm_boot_deadline(module, out, plan["changed_layers"]))  # fmt: skip
+                             journaled=lambda: arm_boot_deadline(module, out, plan["changed_layers"]),
+                             command=module.run_command)  # fmt: skip
     except ba.BootFailure as exc:
         extra = {**kept, **exc.extra, "changed": bool(exc.extra.get("changed") or out["changed"])}
         raise EngineFailure(exc.msg, exc.stage, boot_failed=True, **extra) from exc

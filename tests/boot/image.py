@@ -53,10 +53,11 @@ CACHE = Path(os.environ.get("EDGESLIM_BOOT_CACHE", "/var/cache/edgeslim-boot"))
 SUITE = "bookworm"
 MIRROR = os.environ.get("EDGESLIM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 VARIANT = REPO / "tests/sim/variants/orin-nano-8gb"
-# emulated-boot.md §1 step 1, unchanged: dbus because `shutdown -r` (ansible.builtin.reboot) needs it.
+# emulated-boot.md §1 step 1; dbus because `shutdown -r` (ansible.builtin.reboot) needs it; kexec-tools for the
+# trial boot of a managed entry (`kexec -l`, `systemctl kexec`: docs/reliability.md, pre-userspace failures).
 PACKAGES = [
     "systemd-sysv", "udev", "kmod", "dbus", "linux-image-arm64", "initramfs-tools", "openssh-server", "python3",
-    "iproute2", "procps", "sudo", "ca-certificates", "zstd", "device-tree-compiler",
+    "iproute2", "procps", "sudo", "ca-certificates", "zstd", "device-tree-compiler", "kexec-tools",
 ]  # fmt: skip
 # mmdebstrap (as root): the host's apt resolves and downloads, the host unpacks the essential set, and only dpkg and the
 # maintainer scripts run in the arm64 chroot under qemu-user, where every process start is slow.
@@ -156,6 +157,13 @@ blacklist host1x
 install drm /bin/true
 install dm_mod /bin/true
 install efi_pstore /bin/true
+"""
+KEXEC_DEFAULT = """# edgeslim emulated boot: reboots go through U-Boot (tests/boot/image.py)
+LOAD_KEXEC=false
+KERNEL_IMAGE="/vmlinuz"
+INITRD="/initrd.img"
+APPEND=""
+USE_GRUB_CONFIG=false
 """
 NETWORK = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n"
 AUTOLOGIN = (
@@ -399,6 +407,12 @@ def make_dtb(variant: dict[str, Any], work: Path, pflash: Path) -> Path:
     dts, m = re.subn(r'^\tmodel = "linux,dummy-virt";$', f'\tmodel = "{model}";', dts, count=1, flags=re.M)
     if (n, m) != (1, 1):
         raise RuntimeError("QEMU's DTB has no root compatible linux,dummy-virt: machine changed?")
+    # QEMU seeds /chosen with kaslr-seed and rng-seed for the boot it would make; a Jetson's DTB file carries neither
+    # (the firmware adds them at each boot), and a non-zero kaslr-seed in the file makes kexec-tools refuse it as a
+    # second kernel's DTB ("setup_2nd_dtb failed": the seed must be one the first kernel wiped).
+    dts, seeds = re.subn(r"^\t\t(?:kaslr-seed|rng-seed) = <[^;]*>;\n", "", dts, flags=re.M)
+    if seeds == 0:
+        log("QEMU's DTB has no kaslr-seed or rng-seed in /chosen")
     end = dts.rstrip().rfind("};")
     dts = dts[:end] + (HERE / "guest/jetson-nodes.dtsi").read_text() + "};\n"
     (work / "board.dts").write_text(dts)
@@ -415,6 +429,9 @@ def customise(root: Path, variant: dict[str, Any], dtb: Path, pubkey: str, work:
     sim.write(root / "etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf", AUTOLOGIN)
     sim.write(root / "etc/systemd/system/edgeslim-emu-ready.service", READY_UNIT)
     sim.write(root / "etc/modprobe.d/edgeslim-emu.conf", MODPROBE)
+    # kexec-tools' debconf default (LOAD_KEXEC=true) turns every reboot into a kexec of /vmlinuz, past U-Boot and
+    # extlinux.conf: the lane's reboots must go through the bootloader. Only the engine's trial boot uses kexec.
+    sim.write(root / "etc/default/kexec", KEXEC_DEFAULT)
     chroot(root, "systemctl", "enable", "-q", "systemd-networkd", "edgeslim-emu-ready.service")
     # Timers that would only add load to a 1-vCPU TCG guest during tests.
     for unit in (

@@ -38,6 +38,8 @@ GUEST_USER = "nvidia"
 # Printed to the console (via /dev/kmsg) by edgeslim-emu-ready.service once sshd runs: the watchdog's "boot done".
 READY_MARK = "edgeslim-emu: ready"
 BOOT_MARK = "U-Boot 20"  # U-Boot's banner: a (re)boot has started
+# The kernel's first line: with no U-Boot banner before it, a kexec boot (the engine's trial boot) has started.
+KERNEL_MARK = "Booting Linux on physical CPU"
 # A boot that shows no READY_MARK this long after U-Boot's banner is stalled. Measured boots: 32-102 s cold,
 # 49-188 s for reboots at load 12-17 (emulated-boot.md §5); 420 s leaves room for a loaded CI host.
 STALL_SECONDS = int(os.environ.get("EDGESLIM_BOOT_STALL_SECONDS", "420"))
@@ -78,7 +80,8 @@ def monitor(sock_path: Path, command: str, timeout: float = 10.0) -> str:
 
 
 class Watchdog(threading.Thread):
-    """Tails the console log. A boot starts at U-Boot's banner and ends at READY_MARK; a boot that stalls longer
+    """Tails the console log. A boot starts at U-Boot's banner (or, for a kexec boot, at the kernel's first line with
+    no banner before it) and ends at READY_MARK; a boot that stalls longer
     than STALL_SECONDS gets a `system_reset` (the edited extlinux.conf is on disk, so a hard reset is a valid
     reboot: emulated-boot.md §5). Records every boot's duration and every reset."""
 
@@ -91,6 +94,7 @@ class Watchdog(threading.Thread):
         self.gave_up = False
         self._pos = 0
         self._boot_t0: float | None = None
+        self._via = "firmware"
 
     def run(self) -> None:
         buf = ""
@@ -109,12 +113,17 @@ class Watchdog(threading.Thread):
             for line in lines:
                 if BOOT_MARK in line:
                     self._boot_t0 = now
+                    self._via = "firmware"
+                elif KERNEL_MARK in line and self._boot_t0 is None:
+                    self._boot_t0 = now
+                    self._via = "kexec"
                 elif READY_MARK in line and self._boot_t0 is not None:
                     boot_id = re.search(r"boot_id=(\S+)", line)
                     self.boots.append({
                         "seconds": round(now - self._boot_t0, 1),
                         "boot_id": boot_id.group(1) if boot_id else None,
                         "after_reset": bool(self.resets) and self.resets[-1].get("boot_index") == len(self.boots),
+                        "via": self._via,
                     })  # fmt: skip
                     self._boot_t0 = None
             if self._boot_t0 is not None and now - self._boot_t0 > STALL_SECONDS:

@@ -12,6 +12,13 @@ controller reached the device on at arm time: the interface up with its address,
 for a pull device, the default gateway), and a listener on the SSH port -- so a change that kills the network is
 reverted instead of committed on a device nobody can reach any more.
 
+A trial boot (a record with ``trial``, written by edgeslim.jetson.engine where the device has kexec): extlinux.conf
+kept DEFAULT on the stock entry and the managed entry was booted once with kexec, its command line carrying the
+record's marker (``edgeslim.trial=<id>``). On the boot with the marker the checks run as above and, when they pass,
+the managed entry becomes DEFAULT (atomic write, fsync) -- the commit. A boot without the marker is the device back
+on the stock entry by itself (the trial kernel panicked and ``panic=`` reset the board, a watchdog reset, a power
+cycle): the verdict is ``trial_failed``, nothing is rewritten and nothing reboots -- DEFAULT is the stock entry.
+
 It fails safe: every check command has a timeout (checks.timeout in the record, default CHECK_TIMEOUT s) and a
 timeout is a failure; max_boots is tested before the checks; an unreadable record or an unexpected error reverts;
 a revert only names a label that exists; results are written best effort (a read-only or full /var never stops
@@ -41,6 +48,7 @@ PENDING = os.path.join(STATE, "pending")
 RESULTS = os.path.join(STATE, "boot-commit")
 DT_ROOT = "/sys/firmware/devicetree/base"
 EXTLINUX = "/boot/extlinux/extlinux.conf"  # reverted when a record is too damaged to name its file
+CMDLINE = "/proc/cmdline"  # the trial marker: this boot is the kexec trial of the managed entry
 # Seconds per check command; checks.timeout in the record overrides it. The unit's TimeoutStartSec must cover the
 # checks of every pending record, or systemd kills the checker before it can revert.
 CHECK_TIMEOUT = 120
@@ -554,6 +562,15 @@ def read_pending(path: str) -> tuple[dict, str | None]:
     return doc, None
 
 
+def trial_state(pending: dict) -> str | None:
+    """None (no trial), "trial" (this boot carries the record's marker: the kexec trial of the managed entry) or
+    "stock" (it does not: the device came back on the entry DEFAULT names)."""
+    trial = pending.get("trial")
+    if not isinstance(trial, dict) or not isinstance(trial.get("marker"), str) or not trial["marker"]:
+        return None
+    return "trial" if trial["marker"] in (read(CMDLINE) or "").split() else "stock"
+
+
 def evaluate(path: str, cache: dict | None = None) -> tuple[dict, list[str], list[str]]:
     """(record, failures, notes) of one pending record; any error becomes a failure, i.e. a revert."""
     pending, error = read_pending(path)
@@ -562,6 +579,17 @@ def evaluate(path: str, cache: dict | None = None) -> tuple[dict, list[str], lis
     owed = pending.get("revert_required")
     if owed:  # an earlier boot decided to revert and could not write /boot: no second chance for the checks
         return pending, [f"a revert failed at an earlier boot ({owed}); retrying it"], []
+    if trial_state(pending) == "stock":
+        trial = pending["trial"]
+        return (
+            pending,
+            [
+                f"the trial boot of {trial.get('label')!r} did not come up: this boot's command line lacks "
+                f"{trial['marker']}, so the device came back on the stock entry by itself (a kernel panic before "
+                f"userspace reset by panic=, a watchdog reset or a power cycle)"
+            ],
+            [],
+        )
     try:
         pending["boots"] += 1
         # Counted before anything else: a hang or a crash still uses up a boot. A read-only /var cannot count;
@@ -581,6 +609,42 @@ def labels_or_none(path: str) -> str | None:
         return labels(path)[1]
     except (OSError, ValueError):
         return None
+
+
+def commit_trial(pending: dict, result: dict) -> str | None:
+    """The trial boot passed: the managed entry becomes DEFAULT (atomic write, fsync, re-signed under Secure Boot).
+    The error, or None."""
+    path, label = pending["extlinux_path"], pending["trial"].get("label")
+    try:
+        if label not in labels(path)[0]:
+            return f"the managed entry {label!r} is no longer in {path}"
+        set_default(path, label)
+    except Exception as exc:
+        log(traceback.format_exc())
+        return f"commit of DEFAULT {label} in {path} failed: {type(exc).__name__}: {exc}"
+    if pending.get("sign_command"):
+        error = sign(pending["sign_command"], path)
+        if error:
+            result["notes"] = [*result["notes"], error]
+    result["trial"] = "passed"
+    return None
+
+
+def trial_failed(pending: dict, result: dict) -> bool:
+    """The device is back on the stock entry: nothing to rewrite and no reboot when DEFAULT already names an entry
+    other than the managed one; True when it does (then revert() puts DEFAULT back and reboots)."""
+    path = pending["extlinux_path"]
+    try:
+        names, default = labels(path)
+    except OSError as exc:
+        result["notes"] = [*result["notes"], f"{path}: {exc}"]
+        return True
+    if default in names and default != pending["trial"].get("label"):
+        result["status"] = "trial_failed"
+        result["reverted_to"] = default
+        result["trial"] = "failed"
+        return False
+    return True
 
 
 def revert(pending: dict, result: dict) -> bool:
@@ -635,7 +699,15 @@ def process(pending_dir: str = PENDING, results_dir: str = RESULTS) -> bool:
         result = {"layer": layer, "boots": pending.get("boots"), "checked": now(), "notes": notes,
                   "failures": failures, "boot_identity": boot_identity(pending.get("boot_id_command"))}  # fmt: skip
         keep = False
-        if failures:
+        state = trial_state(pending) if not pending.get("revert_required") else None
+        if not failures and state == "trial":
+            error = commit_trial(pending, result)
+            if error:
+                failures = [error]
+                result["failures"] = failures
+        if failures and state == "stock" and not trial_failed(pending, result):
+            pass  # trial_failed: DEFAULT is the stock entry the device runs; the record is done
+        elif failures:
             reverted = revert(pending, result)
             reboot = reverted or reboot
             keep = not reverted and result["status"] == "revert_failed"
