@@ -27,6 +27,7 @@ registers the result with failed_when: false and fails the host after publishing
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -38,6 +39,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.module_utils import capsule as c
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
@@ -452,7 +454,8 @@ class ActionModule(ActionBase):
         record = self._read_record()
         recipes = list(build.get("recipes") or [])
         if not todo(record, sha256, self._check):
-            drift = self._carveouts_info(recipes, tolerance_mb=float(a.get("drift_tolerance_mb") or 4))
+            tolerance = a.get("drift_tolerance_mb")
+            drift = self._carveouts_info(recipes, tolerance_mb=float(4 if tolerance in (None, "") else tolerance))
             part = drift_report(self._check, record, drift)
             report["drift"], report["details"]["capsule"] = part["drift"], part["details"]["capsule"]
             result["drift"] = drift.get("drift") or []
@@ -463,19 +466,21 @@ class ActionModule(ActionBase):
         result["changed"] = True
         try:
             report.update(self._stage_and_verify(build, sha256 or "", record, recipes))
-        except Refused as exc:
+        except (Refused, AnsibleError) as exc:
             msg = str(exc)
-            self._execute_module(
-                module_name="edgeslim.jetson.uefi_capsule",
-                module_args=self._capsule_args("cancelled", build["dest"]),
-                task_vars=self._vars,
-            )
+            # the cancel's own failure does not change the outcome (the record is put back all the same)
+            with contextlib.suppress(AnsibleError):
+                self._execute_module(
+                    module_name="edgeslim.jetson.uefi_capsule",
+                    module_args=self._capsule_args("cancelled", build["dest"]),
+                    task_vars=self._vars,
+                )
             try:
                 if record:
                     self._write_record(record)
                 else:
                     self._module("ansible.legacy.file", {"path": RECORD, "state": "absent"}, "forget the record")
-            except Refused as restore:
+            except (Refused, AnsibleError) as restore:
                 msg = f"{msg} (restoring the previous capsule record failed: {restore})"
             report["details"]["capsule"] = {"status": "failed", "error": str(exc)}
             raise Refused(
