@@ -276,3 +276,37 @@ def test_rejected_capsule_cancelled_and_previous_record_put_back(tmp_path: Path)
     # no previous record: the pending one is forgotten
     dev, result = deliver(tmp_path, {}, "A")
     assert result["failed"] and dev.record == {}
+
+
+def test_lost_connection_at_the_reboot_runs_the_rescue(tmp_path: Path):
+    from ansible.errors import AnsibleConnectionFailure
+
+    class Lost(FakeDevice):
+        def _action(self, name: str, args: dict[str, Any], what: str) -> dict[str, Any]:
+            if name.endswith("reboot"):
+                raise AnsibleConnectionFailure("timed out waiting for the device")
+            return super()._action(name, args, what)
+
+    src = tmp_path / "TEGRA_BL.Cap"
+    src.write_bytes(capsule_blob())
+    validated = {"chip": "t234", "src": str(src), "dest": "/esp/EFI/UpdateCapsule/TEGRA_BL.Cap", "slot_before": "A"}
+    dev = Lost({"validated": validated, "request": True, "reboot_ok": True}, {}, "B", tmp_path)
+    with pytest.raises(action.Refused, match=r"^capsule delivery failed: timed out waiting for the device -- request"):
+        dev._deliver({"report": {}})
+    assert ("edgeslim.jetson.uefi_capsule", "cancelled") in dev.calls and dev.record == {}
+
+
+def test_peer_specs_from_the_play_hosts_registered_jetson_info():
+    dev = FakeDevice({"bup_specs": SPECS}, {}, "B", Path("."))
+    dev._vars = {
+        "inventory_hostname": "nano",
+        "ansible_play_hosts": ["nano", "agx", "skipped", "own-map"],
+        "hostvars": {
+            "nano": {"__carveouts_info": {"soc": "t234", "module": {"module": "p3767-0005"}}},
+            "agx": {"__carveouts_info": {"soc": "t234", "module": {"module": "p3701-0000"}}},
+            "skipped": {"__carveouts_info": {"skipped": True}},
+            "own-map": {"__carveouts_info": {"soc": "t234", "module": {"module": "p3767-0003"}},
+                        "carveouts_capsule_bup_specs": {"p3767": "t23x_custom_bl_spec"}},
+        },
+    }  # fmt: skip
+    assert dev._peer_specs() == ["t23x_agx_bl_spec", "t23x_custom_bl_spec"]
