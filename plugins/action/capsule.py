@@ -419,8 +419,8 @@ class ActionModule(ActionBase):
         return doc if isinstance(doc, dict) else {}
 
     def _build(self, build: dict[str, Any]) -> dict[str, Any]:
-        cache = self._args.get("build_cache_dir") or os.path.join(tempfile.gettempdir(),
-                                                                   f"edgeslim-capsule-{os.getuid()}")  # fmt: skip
+        cache = self._args.get("build_cache_dir")
+        cache = cache or os.path.join(tempfile.gettempdir(), f"edgeslim-capsule-{os.getuid()}")
         # The run (the ansible-playbook process the forks share) and this task (one inclusion of the role): a later
         # run, or a later inclusion in the same run, builds again.
         out = build_once(os.path.expanduser(cache), f"{os.getppid()}:{self._task._uuid}", build)

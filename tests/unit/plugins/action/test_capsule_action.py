@@ -123,7 +123,7 @@ def test_build_once_across_parallel_hosts(tmp_path: Path):
     build = {"chdir": "/srv/L4T", "commands": [["a", "t23x_3767_bl_spec"]]}
     results: list[dict] = []
     forks = [threading.Thread(target=lambda: results.append(action.build_once(str(tmp_path), "run1", build, slow)))
-             for _ in range(4)]  # fmt: skip
+             for _fork in range(4)]  # fmt: skip
     for fork in forks:
         fork.start()
     for fork in forks:
@@ -256,13 +256,13 @@ def test_deliver_applies_verifies_and_records(tmp_path: Path):
     assert not result.get("failed") and result["report"]["details"]["capsule"]["status"] == "applied"
     assert dev.record["status"] == "applied" and dev.record["slot_after"] == "B"
     assert dev.record["sha256"] == hashlib.sha256(capsule_blob()).hexdigest()
-    names = [n for n, _ in dev.calls]
+    names = [n for n, _arg in dev.calls]
     assert names.index("ansible.legacy.reboot") < names.index("edgeslim.jetson.memory_snapshot", names.index(
         "ansible.legacy.reboot"))  # fmt: skip
     # the same capsule again: not delivered, the device is read for drift
     dev2, again = deliver(tmp_path, dev.record, "B")
     assert again["report"]["details"]["capsule"]["status"] == "unchanged" and again["drift"] == []
-    assert "ansible.legacy.reboot" not in [n for n, _ in dev2.calls]
+    assert "ansible.legacy.reboot" not in [n for n, _arg in dev2.calls]
 
 
 def test_rejected_capsule_cancelled_and_previous_record_put_back(tmp_path: Path):
