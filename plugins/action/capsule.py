@@ -383,13 +383,16 @@ class ActionModule(ActionBase):
         result["capsule"] = build
 
     # ---- hold / unhold
-    def _hold(self) -> dict[str, Any]:
+    def _hold(self, result: dict[str, Any]) -> dict[str, Any]:
         package = str(self._args.get("bootloader_package") or "nvidia-l4t-bootloader")
         query = self._low_level_execute_command(
             f"dpkg-query -W {shlex.quote('-f=${db:Status-Abbrev} ${Status}')} {shlex.quote(package)}")  # fmt: skip
         hold, ours = hold_wanted(query["rc"], query.get("stdout") or "")
         if hold:
-            self._module("ansible.legacy.dpkg_selections", {"name": package, "selection": "hold"}, "apt-mark hold")
+            sel = self._module(
+                "ansible.legacy.dpkg_selections", {"name": package, "selection": "hold"}, "apt-mark hold"
+            )
+            result["changed"] = result["changed"] or bool(sel.get("changed"))
             if ours:
                 self._action("ansible.legacy.copy", {"dest": HOLD_MARKER, "content": f"{package}\n", "mode": "0644"},
                              "remember the hold")  # fmt: skip
@@ -436,7 +439,7 @@ class ActionModule(ActionBase):
         report: dict[str, Any] = {"details": {}}
         result["report"] = report
         if a.get("hold"):
-            report["details"]["bootloader_package"] = self._hold()
+            report["details"]["bootloader_package"] = self._hold(result)
         sha256 = None
         if not self._check:
             result["build"] = self._build(build)
