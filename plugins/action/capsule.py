@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ansible.errors import AnsibleError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.module_utils import capsule as c
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
@@ -62,6 +63,11 @@ class Refused(Exception):
 
 
 # ---- pure parts ---------------------------------------------------------------------------------------------------
+def flag(value: Any, default: bool) -> bool:
+    """A boolean option as Ansible reads one (yes/no, "false", 0 ...); unset is ``default``."""
+    return default if value is None or value == "" else boolean(value, strict=False)
+
+
 def bup_spec_for(module: str, specs: dict[str, str]) -> str:
     """NVIDIA's BUP spec of a module: by module id (p3767-0005), else by board id (p3767); '' when unknown."""
     module = module or ""
@@ -311,7 +317,7 @@ class ActionModule(ActionBase):
             "efivars_path": a.get("efivars_path") or "/sys/firmware/efi/efivars",
         }
         if state != "cancelled":
-            out.update(rootfs_ab_synced=bool(a.get("rootfs_ab_synced")), nvbootctrl=list(a.get("nvbootctrl") or
+            out.update(rootfs_ab_synced=flag(a.get("rootfs_ab_synced"), False), nvbootctrl=list(a.get("nvbootctrl") or
                        ["nvbootctrl"]), esrt_path=a.get("esrt_path") or "/sys/firmware/efi/esrt")  # fmt: skip
         return {**out, **extra}
 
@@ -362,7 +368,7 @@ class ActionModule(ActionBase):
         if before.get("unsafe"):
             raise Refused(f"capsule update refused: {'; '.join(before['unsafe'])}")
         esp = self._args.get("esp_path") or "/opt/nvidia/esp"
-        if self._args.get("esp_must_be_mount", True):
+        if flag(self._args.get("esp_must_be_mount"), True):
             rc = self._low_level_execute_command(f"mountpoint -q {shlex.quote(esp)}")["rc"]
             if rc != 0:
                 raise Refused(
@@ -438,7 +444,7 @@ class ActionModule(ActionBase):
             raise Refused("validated must be the __carveouts_capsule fact of phase validate")
         report: dict[str, Any] = {"details": {}}
         result["report"] = report
-        if a.get("hold"):
+        if flag(a.get("hold"), False):
             report["details"]["bootloader_package"] = self._hold(result)
         sha256 = None
         if not self._check:
@@ -494,7 +500,7 @@ class ActionModule(ActionBase):
     def _stage_and_verify(self, build: dict[str, Any], sha256: str, record: dict[str, Any], recipes: list[str]
                           ) -> dict[str, Any]:  # fmt: skip
         a = self._args
-        request, reboot = bool(a.get("request", True)), bool(a.get("reboot_ok"))
+        request, reboot = flag(a.get("request"), True), flag(a.get("reboot_ok"), False)
         slot_before = build.get("slot_before")
         self._module("ansible.legacy.file", {"path": os.path.dirname(build["dest"]), "state": "directory",
                                              "mode": "0755"}, "ESP directory for capsules")  # fmt: skip

@@ -310,3 +310,9 @@ def test_peer_specs_from_the_play_hosts_registered_jetson_info():
         },
     }  # fmt: skip
     assert dev._peer_specs() == ["t23x_agx_bl_spec", "t23x_custom_bl_spec"]
+
+
+def test_boolean_options_read_as_ansible_does():
+    assert action.flag("false", True) is False and action.flag("no", True) is False and action.flag(0, True) is False
+    assert action.flag("yes", False) is True and action.flag(True, False) is True
+    assert action.flag(None, True) is True and action.flag("", False) is False
