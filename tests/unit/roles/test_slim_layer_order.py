@@ -30,7 +30,7 @@ module.exit_json(changed=False, held=module.params["state"] != "released")
 """
 
 
-RUN = " run: lock,metrics,preflight,report lock True"
+RUN = " run: deadline,lock,metrics,preflight,report lock True"
 JOURNAL = "/var/lib/edgeslim/journal.json"  # the roles' default journal_path
 
 
