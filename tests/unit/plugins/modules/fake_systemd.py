@@ -7,7 +7,7 @@ stop propagation to the units PartOf=/Requires=/Requisite=/BindsTo= a stopped un
 UNIT_ATOM_PROPAGATE_STOP), `list-units --state=active` and `list-jobs` in systemd's `--plain --no-legend` shape,
 and injected faults (a unit whose stop fails, a unit that ignores SIGTERM and ends `failed` when systemd kills it
 after TimeoutStopSec=, a stop job that never finishes, a unit that goes down with another although no dependency
-property says so).
+property says so, a unit whose start fails).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class FakeUnit:
     ignores_sigterm: bool = False  # the stop times out: systemd SIGKILLs it and the unit ends "failed"
     stop_hangs: bool = False  # the stop job never finishes (stays listed by list-jobs, unit "deactivating")
     takes_down: tuple[str, ...] = ()  # units that exit when this one stops, invisible to `systemctl show`
+    start_fails: bool = False  # its start job fails (ExecStart exits non-zero): the unit ends "failed"
 
     def __post_init__(self) -> None:
         # what `enable` brings back: an indirect unit (enabled through Also=) returns to indirect
@@ -189,6 +190,9 @@ class FakeSystemd:
                     err = 'Job failed. See "journalctl -xe" for details.\n'  # real systemd 252 behaviour
                 elif unit.masked:
                     err = f"Failed to start {unit.id}: Unit {unit.id} is masked.\n"
+                elif unit.start_fails:
+                    unit.active = "failed"
+                    err = f"Job for {unit.id} failed because the control process exited with error code.\n"
                 else:
                     unit.active = "active"
             else:
