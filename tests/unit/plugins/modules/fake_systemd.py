@@ -7,12 +7,13 @@ stop propagation to the units PartOf=/Requires=/Requisite=/BindsTo= a stopped un
 UNIT_ATOM_PROPAGATE_STOP), `list-units --state=active` and `list-jobs` in systemd's `--plain --no-legend` shape,
 and injected faults (a unit whose stop fails, a unit that ignores SIGTERM and ends `failed` when systemd kills it
 after TimeoutStopSec=, a stop job that never finishes, a unit that goes down with another although no dependency
-property says so, a unit whose start fails).
+property says so -- at once or a moment later --, a unit whose start fails).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 
@@ -35,6 +36,8 @@ class FakeUnit:
     stop_hangs: bool = False  # the stop job never finishes (stays listed by list-jobs, unit "deactivating")
     takes_down: tuple[str, ...] = ()  # units that exit when this one stops, invisible to `systemctl show`
     start_fails: bool = False  # its start job fails (ExecStart exits non-zero): the unit ends "failed"
+    lingers: float = 0.0  # taken down by a takes_down unit: exits (failed) this many seconds after that one stopped
+    exits_at: float | None = None
 
     def __post_init__(self) -> None:
         # what `enable` brings back: an indirect unit (enabled through Also=) returns to indirect
@@ -123,8 +126,19 @@ class FakeSystemd:
         for name in unit.takes_down:
             dep = self.units.get(name)
             if dep is not None and dep.active == "active":
-                dep.active = "inactive"
+                if dep.lingers:
+                    dep.exits_at = time.monotonic() + dep.lingers
+                else:
+                    dep.active = "inactive"
         return None
+
+    def _tick(self) -> None:
+        """Units whose lingering exit is due are down now (a client noticing a moment later that its server went)."""
+        for unit in self.units.values():
+            if unit.exits_at is not None and time.monotonic() >= unit.exits_at:
+                unit.exits_at = None
+                if unit.active == "active":
+                    unit.active = "failed"
 
     def _propagate_stop(self, unit: FakeUnit) -> None:
         for name in (*unit.consists_of, *unit.required_by, *unit.requisite_of, *unit.bound_by):
@@ -136,6 +150,7 @@ class FakeSystemd:
     # -- the runner interface: argv -> (rc, stdout, stderr)
     def __call__(self, argv: list[str]) -> tuple[int, str, str]:
         self.calls.append(list(argv))
+        self._tick()
         args = [a for a in argv[1:] if a not in ("--no-pager", "--")]
         verb = args[0]
         now = "--now" in args

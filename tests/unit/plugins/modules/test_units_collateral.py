@@ -81,6 +81,22 @@ def test_a_collateral_unit_that_ended_failed_counts(tmp_path):
     assert fake.state("es-client.service") == ("enabled", "active")
 
 
+def test_a_unit_that_exits_a_moment_after_the_stop_is_caught_once_the_batch_settled(tmp_path):
+    # the client exits 0.3 s after its server stopped: the comparison waits for the batch to settle (verify_delay),
+    # so the rollback knows to start it again
+    fake = host(
+        FakeUnit("es-server.service", takes_down=("es-client.service",)), FakeUnit("es-client.service", lingers=0.3)
+    )
+    applied = run(fake, {"disable": ["es-server.service"], "verify_delay": 0.8}, tmp_path)
+    assert not applied.get("failed"), applied
+    assert fake.state("es-client.service") == ("enabled", "failed")
+    restored = run(fake, {"state": "restore"}, tmp_path)
+    assert restored["restored"]
+    assert fake.state("es-client.service") == ("enabled", "active")
+    assert restored["collateral"] == ["es-client.service"]
+    assert applied["collateral"] == {"es-client.service": {"by": None, "via": "observed", "state": "failed"}}
+
+
 def test_rollback_starts_the_named_units_first_then_the_collateral(tmp_path):
     fake = server_and_clients()
     run(fake, {"disable": ["es-server.service", "bluetooth"]}, tmp_path)
