@@ -215,10 +215,10 @@ collateral:
     - With O(state=restore), the collateral units that were down and were started again, after the named units.
   returned: when something changed, and with O(state=restore)
   type: raw
-  sample: {gnome-session-desktop.service: {by: gdm.service, via: PartOf=, state: inactive}}
+  sample: {gnome-session-desktop.service: {by: gdm.service, via: "PartOf=", state: inactive}}
 collateral_failed:
   description:
-    - With O(state=restore), the collateral units that did not start again (C(unit), C(active_state), C(error)):
+    - With O(state=restore), the collateral units that did not start again (C(unit), C(active_state), C(error)),
       reported with a warning, not fatal - the named units are restored and the journal layer is cleared.
   returned: when state is restore
   type: list
