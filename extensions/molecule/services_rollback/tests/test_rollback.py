@@ -58,6 +58,10 @@ def test_metrics_file_for_node_exporter(host):
     assert host.run("ls -A /var/lib/node_exporter/textfile_collector").stdout.split() == ["edgeslim.prom"]
 
 
+# what the slim naming gdm takes down with it: a client that exits once gdm is gone, and gdm's PartOf= units
+COLLATERAL = ["es-display-client.service", "gnome-session-desktop.service", "gnome-software.service"]
+
+
 def collateral_outcome(host) -> dict:
     return json.loads(host.file("/root/es-collateral.json").content_string)
 
@@ -69,22 +73,20 @@ def test_collateral_went_down_with_the_apply_and_was_recorded(host):
     assert states == {
         "es-display-client.service": ("static", "failed"),
         "gnome-session-desktop.service": ("enabled", "inactive"),
+        "gnome-software.service": ("enabled", "inactive"),
     }, states
     collateral = out["record_collateral"]
-    assert sorted(collateral) == ["es-display-client.service", "gnome-session-desktop.service"], collateral
+    assert sorted(collateral) == COLLATERAL, collateral
     assert collateral["es-display-client.service"] == {"by": None, "via": "observed", "state": "failed"}
-    session = collateral["gnome-session-desktop.service"]
-    # by: the name the profile gave gdm (gdm.service or its alias gdm3.service)
-    assert (
-        session["via"] == "PartOf="
-        and session["state"] == "inactive"
-        and session["by"] in ("gdm.service", "gdm3.service")
-    )
+    for part in ("gnome-session-desktop.service", "gnome-software.service"):
+        # by: the name the profile gave gdm (gdm.service or its alias gdm3.service)
+        assert collateral[part]["via"] == "PartOf=" and collateral[part]["state"] == "inactive", collateral
+        assert collateral[part]["by"] in ("gdm.service", "gdm3.service"), collateral
 
 
 def test_collateral_running_again_after_the_rollback(host):
     out = collateral_outcome(host)
-    assert out["rollback_collateral"] == ["es-display-client.service", "gnome-session-desktop.service"]
-    assert out["rollback_collateral_failed"] == []
-    for unit in ("es-display-client.service", "gnome-session-desktop.service", "gdm.service"):
+    for unit in [*COLLATERAL, "gdm.service"]:
         assert host.service(unit).is_running, unit
+    assert out["rollback_collateral"] == COLLATERAL
+    assert out["rollback_collateral_failed"] == []
