@@ -633,8 +633,9 @@ services:
       C(default_target), C(commands), C(journald), C(changes), C(unit_memory) and C(systemctl_calls).
     - With V(apply) also C(collateral) - every unit active before the batch and not after it settled that the
       request did not name (PartOf=/Requires=/... parts, units seen going down with it), keyed by unit with C(by),
-      C(via) and C(state), journaled before the module returns and started again by the rollback after the named units (a
-      warning names them); a protected or core unit among them is started again at once and the apply fails.
+      C(via) and C(state), journaled before the module returns and started again by the rollback after the named
+      units (a warning names them); a protected or core unit among them is started again at once and the apply
+      fails.
     - With V(apply) also C(record), the layer's report record, and C(snapshots) (before, after).
   returned: when O(services) is given
   type: dict
