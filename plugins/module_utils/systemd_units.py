@@ -345,6 +345,8 @@ class Plan:
     default_target_before: str | None
     default_target_after: str | None
     errors: list[str]
+    # the caller's protected names/patterns plus the core set: a unit among them must never go down as collateral
+    protected: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
@@ -506,6 +508,7 @@ def compute_plan(
         default_target_before=default_target_before,
         default_target_after=after,
         errors=errors,
+        protected=protected,
     )
 
 
@@ -637,7 +640,12 @@ class RestorePlan:
         return any(u["actions"] for u in self.units) or self.default_target_after != self.default_target_before
 
     def commands(self, systemctl: str) -> list[list[str]]:
-        """unmask, mask, enable, disable, set-default, then start/stop (after the daemon-reloads those imply)."""
+        """Every argv of the restore, in order: ``named_commands`` then ``collateral_commands``."""
+        return self.named_commands(systemctl) + self.collateral_commands(systemctl)
+
+    def named_commands(self, systemctl: str) -> list[list[str]]:
+        """unmask, mask, enable, disable, set-default, then start/stop of the units the run named (after the
+        daemon-reloads those imply). Any failure here fails the restore."""
         argvs: list[list[str]] = []
         for verb in ("unmask", "mask", "enable", "disable"):
             units = [u["unit"] for u in self.units if verb in u["actions"]]
@@ -647,19 +655,30 @@ class RestorePlan:
             argvs.append([systemctl, "set-default", self.default_target_after])
         # Triggers first: systemd refuses to start a socket whose service is already running ("Job failed"),
         # so sockets/paths/timers start in their own call before the services they trigger.
-        # Units that went down only as dependencies (Requires=/BindsTo=/..., or observed) start last, once what
-        # they depend on runs again.
-        starts = [u["unit"] for u in self.units if "start" in u["actions"]]
+        starts = [u["unit"] for u in self.units if "start" in u["actions"] and not u.get("collateral")]
         triggers = [u for u in starts if u.rsplit(".", 1)[-1] in TRIGGER_SUFFIXES]
-        deps = [u["unit"] for u in self.units if "start" in u["actions"] and u.get("dependency")]
-        deps = [u for u in deps if u not in triggers]
-        for group in (triggers, [u for u in starts if u not in triggers and u not in deps], deps):
+        for group in (triggers, [u for u in starts if u not in triggers]):
             if group:
                 argvs.append([systemctl, "start", "--", *group])
         stops = [u["unit"] for u in self.units if "stop" in u["actions"]]
         if stops:
             argvs.append([systemctl, "stop", "--", *stops])
         return argvs
+
+    def collateral_commands(self, systemctl: str) -> list[list[str]]:
+        """The starts of the collateral units (those the run stopped only through a dependency: PartOf=,
+        Requires=, ..., or observed going down with the batch), after the named units run again; their triggers
+        first. The caller runs them without failing on their exit code and checks each unit afterwards: a
+        collateral unit that does not start is reported, not fatal to the rest."""
+        starts = self.collateral_starts
+        triggers = [u for u in starts if u.rsplit(".", 1)[-1] in TRIGGER_SUFFIXES]
+        groups = (triggers, [u for u in starts if u not in triggers])
+        return [[systemctl, "start", "--", *group] for group in groups if group]
+
+    @property
+    def collateral_starts(self) -> list[str]:
+        """Collateral units still not running: the only ones started again (one already back is left alone)."""
+        return [u["unit"] for u in self.units if "start" in u["actions"] and u.get("collateral")]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -709,6 +728,7 @@ def compute_restore(layer: dict[str, Any], states: dict[str, UnitState], default
                 "before": state.record(),
                 "after": {k: rec.get(k, "") for k in ("unit_file_state", "active_state", "load_state")},
                 "dependency": rec.get("via") not in (None, "PartOf="),
+                "collateral": is_collateral(name, rec, layer),
             }
         )
     target = layer.get("default_target")
@@ -719,14 +739,28 @@ def compute_restore(layer: dict[str, Any], states: dict[str, UnitState], default
     )
 
 
-def verify_restored(layer: dict[str, Any], states: dict[str, UnitState], default_target: str | None) -> list[str]:
+def is_collateral(name: str, rec: dict[str, Any], layer: dict[str, Any]) -> bool:
+    """Whether a journaled unit went down only as collateral of the run: through a dependency (its record's
+    ``via``: ``PartOf=``, ``Requires=``, ..., ``observed``) or listed in the layer's ``collateral``. A journal
+    written before either key existed has neither: every unit in it counts as named."""
+    return bool(rec.get("via")) or name in (layer.get("collateral") or [])
+
+
+def verify_restored(
+    layer: dict[str, Any],
+    states: dict[str, UnitState],
+    default_target: str | None,
+    not_running_ok: Any = (),
+) -> list[str]:
+    """Problems left after a restore (empty: restored). ``not_running_ok``: units whose not running again is
+    reported by the caller instead (collateral units that did not start)."""
     problems = []
     for name, rec in sorted((layer.get("units") or {}).items()):
         state = states[name]
         if not state.exists:
             continue
         want_running = rec.get("active_state") in RUNNING_STATES
-        if state.running != want_running:
+        if state.running != want_running and not (want_running and name in not_running_ok):
             problems.append(f"{name} is {state.active_state}, journal says {rec.get('active_state')}")
         want_masked = rec.get("unit_file_state") in MASKED_STATES
         want_enabled = rec.get("unit_file_state") in ENABLED_STATES

@@ -29,6 +29,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units impo
     OBSERVED_VIA,
     Plan,
     UnitsError,
+    UnitState,
     compute_plan,
     compute_restore,
     core_protected,
@@ -42,6 +43,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units impo
     parse_list_jobs,
     parse_list_units,
     parse_show,
+    protected_by,
     show_argv,
     verify_applied,
     verify_restored,
@@ -272,10 +274,15 @@ def run_plan(
     """Run the batched commands of a journaled plan, wait for their stop jobs (at most ``stop_timeout`` s), then
     verify (after ``delay`` s: catch units that something restarts behind our back).
 
-    Units active before the batch and inactive after it that no command named (systemd stopped them through a
-    dependency) are added to the journal layer, so that restore starts them again, and to ``stopped_with``
-    (``via: observed``). A unit that ends ``failed`` (its stop timed out and systemd killed it) is a warning,
-    kept in ``stop_warnings`` and in its entry of ``units`` (``stop_result``)."""
+    Collateral: the units active before the batch and not after it has settled (stop jobs done, then ``delay``)
+    that the request did not name -- the PartOf=/Requires=/... units the plan saw coming, and those only the
+    comparison sees (``via: observed``, added to ``units`` and ``stopped_with``). Their names are journaled in the
+    layer's ``collateral`` (observed ones with their previous state) before this returns, so that restore starts them
+    again after the named units; they are reported in ``collateral`` with a warning naming them. A protected or core
+    unit among them is started again at once and the apply fails (``record_collateral``).
+
+    A unit of the plan that ends ``failed`` (its stop timed out and systemd killed it) is a warning, kept in
+    ``stop_warnings`` and in its entry of ``units`` (``stop_result``)."""
     units = list(result["units"])
     try:
         active_before = runner.active_units()
@@ -298,9 +305,10 @@ def run_plan(
             units=result["units"],
             current=_safe_states(runner, units),
         )
-    record_observed(runner, plan, result, journal_path, layer, active_before)
+    # settled: what exits on its own once its server is gone (no stop job) has had ``delay`` seconds to do so
     time.sleep(max(0.0, delay))
-    states = runner.states(units)
+    states = record_collateral(runner, plan, result, journal_path, layer, active_before)
+    states = {u: states[u] for u in units}
     problems = verify_applied(plan, states, runner.default_target())
     if problems:
         raise runner.failure("verification failed after apply: " + "; ".join(problems), units=result["units"])
@@ -330,21 +338,46 @@ def wait_stop_jobs(runner: Runner, units: set[str], timeout: float) -> list[str]
         time.sleep(min(STOP_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
 
 
-def record_observed(
-    runner: Runner, plan: Plan, result: dict[str, Any], journal_path: str, layer: str, active_before: set[str]
-) -> None:
-    """Journal (and report) the units systemd stopped during the batch although the plan did not name them."""
-    named = set()
+def named_units(plan: Plan) -> set[str]:
+    """The units the request named: listed by the caller (any alias) or their trigger companions (disabled or
+    masked with them); every other unit of the plan stops only through a dependency (its ``via``)."""
+    named: set[str] = set()
     for unit in plan.units:
-        named.add(unit.unit)
-        named.update(unit.requested)
+        if unit.via is None:
+            named.add(unit.unit)
+            named.update(unit.requested)
+    return named
+
+
+def record_collateral(
+    runner: Runner, plan: Plan, result: dict[str, Any], journal_path: str, layer: str, active_before: set[str]
+) -> dict[str, UnitState]:
+    """Journal and report the collateral of the batch: units active before it, not active now, not named. Returns
+    the states read (the plan's units and the collateral: one ``systemctl show``) for the verification.
+
+    The plan's own dependency units (PartOf=/Requires=/...) are journaled already; the others (``via: observed``)
+    are added with their previous state. Every collateral name goes into the layer's ``collateral`` list (atomic,
+    fsynced journal write) before anything else happens. A protected or core unit among them (dbus, logind, ssh,
+    ...) is started again at once and the apply fails: it must never go down through a dependency."""
+    named = named_units(plan)
+    planned = {u.unit: u for u in plan.units if u.via is not None}
     gone = sorted(active_before - runner.active_units() - named)
-    if not gone:
-        return
-    states = {n: s for n, s in runner.states(gone).items() if s.exists and not s.running and s.id not in named}
-    if not states:
-        return
-    records = {s.id: observed_record(s) for s in states.values()}
+    units = list(result["units"])
+    read = runner.states(units + [g for g in gone if g not in units])
+    result["collateral"] = {}
+    states = {n: read[n] for n in gone}
+    states = {n: s for n, s in states.items() if s.exists and not s.running and s.id not in named}
+    collateral: dict[str, dict[str, Any]] = {}
+    for state in states.values():
+        unit = planned.get(state.id)
+        if unit is not None:
+            collateral[state.id] = {"by": unit.companion_of, "via": unit.via, "state": state.active_state}
+        else:
+            collateral[state.id] = {"by": None, "via": OBSERVED_VIA, "state": state.active_state}
+    result["collateral"] = dict(sorted(collateral.items()))
+    if not collateral:
+        return read
+    records = {s.id: observed_record(s) for s in states.values() if s.id not in planned}
 
     def add(old: dict[str, Any] | None) -> dict[str, Any]:
         new = dict(old or {})
@@ -352,6 +385,7 @@ def record_observed(
         for name, rec in records.items():
             journaled.setdefault(name, rec)
         new["units"] = journaled
+        new["collateral"] = sorted(set(new.get("collateral") or []) | set(collateral))
         new["updated"] = utc_now()
         return new
 
@@ -359,10 +393,13 @@ def record_observed(
         update_layer(journal_path, layer, add, replace=runner.module.atomic_move)
     except JournalError as exc:
         raise runner.failure(
-            f"{', '.join(records)} went down with the batch but could not be journaled: {exc}",
+            f"{', '.join(collateral)} went down with the batch but could not be journaled: {exc}",
             units=result["units"],
+            collateral=result["collateral"],
         ) from exc
     for name, state in sorted(states.items()):
+        if state.id in planned:
+            continue
         result["stopped_with"][state.id] = {"by": None, "via": OBSERVED_VIA}
         result["units"][state.id] = {
             "unit": state.id,
@@ -376,6 +413,46 @@ def record_observed(
             "block": None,
             "via": OBSERVED_VIA,
         }
+    described = ", ".join(
+        f"{name} ({c['via']}{' ' + c['by'] if c['by'] else ''}, now {c['state']})"
+        for name, c in result["collateral"].items()
+    )
+    msg = (
+        f"collateral: {described} went down with the batch although the run did not name them; journaled in "
+        f"{journal_path} (layer {layer}): rollback starts them again after the named units"
+    )
+    result["collateral_warning"] = msg
+    runner.module.warn(msg)
+    guarded = {s.id: protected_by(set(s.names) | {s.id}, plan.protected) for s in states.values() if s.id in collateral}
+    guarded = {unit: hit for unit, hit in guarded.items() if hit}
+    if guarded:
+        raise_protected_collateral(runner, result, guarded)
+    return read
+
+
+def raise_protected_collateral(runner: Runner, result: dict[str, Any], guarded: dict[str, list[str]]) -> None:
+    """Start the protected/core units that went down as collateral again at once, then fail (the caller restores
+    the rest from the journal)."""
+    units = sorted(guarded)
+    argv = [runner.systemctl, "start", "--", *units]
+    runner.ran.append(argv)
+    rc, _out, err = runner.run(argv, check=False)
+    back = runner.states(units)
+    down = sorted(n for n, s in back.items() if not s.running)
+    how = "; ".join(f"{u} (protected by {', '.join(guarded[u])})" for u in units)
+    if down:
+        outcome = f"starting them again failed for {', '.join(down)}: {(err or f'rc={rc}').strip()}"
+    else:
+        outcome = "started them again at once"
+    raise runner.failure(
+        f"protected unit went down as collateral of the batch: {how}; {outcome}. A protected or core unit must "
+        "never go down through a dependency: failing the host (the rest of the change is restored from the "
+        "journal by the engine, or by edgeslim.jetson.units state=restore)",
+        units=result["units"],
+        collateral=result["collateral"],
+        collateral_protected=units,
+        collateral_restarted=[u for u in units if u not in down],
+    )
 
 
 def _was_stopped(entry: dict[str, Any]) -> bool:
@@ -400,7 +477,15 @@ def restore_units(module: Any, runner: Runner, journal_path: str, layer_name: st
     layer = doc["layers"].get(layer_name)
     if warning:
         module.warn(warning)
-    base: dict[str, Any] = {"journal_path": journal_path, "absent": [], "kept": [], "stopped": [], "stopped_with": {}}
+    base: dict[str, Any] = {
+        "journal_path": journal_path,
+        "absent": [],
+        "kept": [],
+        "stopped": [],
+        "stopped_with": {},
+        "collateral": [],
+        "collateral_failed": [],
+    }
     if warning:
         base["journal_warning"] = warning
     if not layer:
@@ -423,19 +508,43 @@ def restore_units(module: Any, runner: Runner, journal_path: str, layer_name: st
         "diff": diff_dict(before_text, after_text),
         # started again after the units they depend on: they had gone down only as dependencies
         "restarted_dependencies": [e["unit"] for e in entries if e.get("dependency") and "start" in e["actions"]],
+        # every unit the run stopped without naming it (PartOf= parts too) that was down: started after the others
+        "collateral": rplan.collateral_starts,
+        "collateral_failed": [],
     }
     if check_mode:
         result["systemctl_calls"] = runner.calls
         return result
     try:
-        for argv in result["commands"]:
+        for argv in rplan.named_commands(runner.systemctl):
             runner.ran.append(argv)
             runner.run(argv)
     except RunError as exc:
         raise runner.failure(f"restore failed: {exc}; the journal layer is kept", units=result["units"]) from exc
-    problems = verify_restored(layer, runner.states(names), runner.default_target())
+    # The collateral after the named units, each checked on its own: one that does not start is reported, the
+    # others still start and the restore goes on.
+    errors: list[str] = []
+    for argv in rplan.collateral_commands(runner.systemctl):
+        runner.ran.append(argv)
+        rc, out, err = runner.run(argv, check=False)
+        if rc != 0:
+            errors.append((err or out).strip() or f"{' '.join(argv)}: rc={rc}")
+    after = runner.states(names)
+    failed = {u: after[u].active_state for u in rplan.collateral_starts if not after[u].running}
+    result["collateral_failed"] = [
+        {"unit": u, "active_state": state, "error": "; ".join(e for e in errors if u in e) or "; ".join(errors)}
+        for u, state in sorted(failed.items())
+    ]
+    problems = verify_restored(layer, after, runner.default_target(), not_running_ok=failed)
     if problems:
         raise runner.failure("restore incomplete, journal layer kept: " + "; ".join(problems), units=result["units"])
+    if failed:
+        msg = (
+            f"collateral not started again: {', '.join(f'{u} ({s})' for u, s in sorted(failed.items()))}; the "
+            "units the run named are restored; check `systemctl status` / `journalctl -u` for these"
+        )
+        result["collateral_warning"] = msg
+        module.warn(msg)
     try:
         notes: list[str] = []
         update_layer(
@@ -467,12 +576,20 @@ def rollback_services(module: Any, runner: Runner, journal_path: str, layer_name
         saved = (doc["layers"].get(layer_name) or {}).get("journald_dropin")
         if saved:
             dropin_restored = dropin.restore(saved["path"], saved.get("previous"), replace=module.atomic_move)
-        restore_units(module, runner, journal_path, layer_name, False)
+        restored = restore_units(module, runner, journal_path, layer_name, False)
     except UnitsFailure as exc:
         return {"restored": False, "restore_error": exc.msg}
     except (JournalError, RunError, UnitsError, dropin.DropinError, OSError) as exc:
         return {"restored": False, "restore_error": str(exc)}
-    out: dict[str, Any] = {"restored": True, "restore_error": "", "journald_restored": dropin_restored}
+    out: dict[str, Any] = {
+        "restored": True,
+        "restore_error": "",
+        "journald_restored": dropin_restored,
+        "collateral": restored.get("collateral", []),
+        "collateral_failed": restored.get("collateral_failed", []),
+    }
+    if restored.get("collateral_warning"):
+        out["collateral_warning"] = restored["collateral_warning"]
     if dropin_restored:
         rc, _out, err = runner.run([runner.systemctl, "restart", JOURNALD_UNIT], check=False)
         if rc != 0:

@@ -643,6 +643,11 @@ services:
   description:
     - The services plan (probe) or outcome (apply) - C(units), C(absent), C(kept), C(stopped), C(stopped_with),
       C(default_target), C(commands), C(journald), C(changes), C(unit_memory) and C(systemctl_calls).
+    - With V(apply) also C(collateral) - every unit active before the batch and not after it settled that the
+      request did not name (PartOf=/Requires=/... parts, units seen going down with it), keyed by unit with C(by),
+      C(via) and C(state), journaled before the module returns and started again by the rollback after the named
+      units (a warning names them); a protected or core unit among them is started again at once and the apply
+      fails.
     - With V(apply) also C(record), the layer's report record, and C(snapshots) (before, after).
   returned: when O(services) is given
   type: dict
@@ -1136,6 +1141,8 @@ def applied_record(
             # went down through Requires=/Requisite=/BindsTo= of a planned unit: measured apart, not attributed
             "stopped_with": result["stopped_with"],
             "stopped_with_mb": mb(sum(u["memory_kb"] for u in with_it.values())),
+            # every unit the batch took down without the request naming it (journaled; rollback starts them last)
+            "collateral": result.get("collateral", {}),
             "absent": result["absent"],
             "kept": result["kept"],
             "default_target": result["default_target"],

@@ -205,6 +205,28 @@ stop_warnings:
   returned: when something changed
   type: list
   elements: str
+collateral:
+  description:
+    - With O(state=present), every unit active before the batch and not active once it settled (stop jobs done,
+      then O(verify_delay)) that the request did not name - the C(PartOf=)/C(Requires=)/... units of the plan and
+      the units seen going down with it (C(via=observed)) - with C(by), C(via) and its C(state) now. Their names are
+      journaled in the layer's C(collateral) list before the module returns; a warning names them. A protected or
+      core unit among them is started again at once and the module fails.
+    - With O(state=restore), the collateral units that were down and were started again, after the named units.
+  returned: when something changed, and with O(state=restore)
+  type: raw
+  sample: {gnome-session-desktop.service: {by: gdm.service, via: "PartOf=", state: inactive}}
+collateral_failed:
+  description:
+    - With O(state=restore), the collateral units that did not start again (C(unit), C(active_state), C(error)),
+      reported with a warning, not fatal - the named units are restored and the journal layer is cleared.
+  returned: when state is restore
+  type: list
+  elements: dict
+collateral_warning:
+  description: The warning naming the collateral units (apply), or those that did not start again (restore).
+  returned: when there were any
+  type: str
 restarted_dependencies:
   description: With O(state=restore), units started again that had gone down only as dependencies (started last).
   returned: when state is restore and a layer existed

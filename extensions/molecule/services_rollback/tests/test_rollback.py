@@ -1,5 +1,7 @@
 """After slim + rollback (twice; the second time from the copy of a damaged journal): every unit, alias and the
-default target exactly as prepare left them; a block naming dbus.socket refused."""
+default target exactly as prepare left them; a block naming dbus.socket refused. Then a slim whose stop of gdm takes
+two units with it (gnome-session-desktop, PartOf= gdm.service; a client that exits once gdm is gone) and a rollback:
+both down after the apply, named in the record's collateral, running again after the rollback."""
 
 from __future__ import annotations
 
@@ -54,3 +56,37 @@ def test_metrics_file_for_node_exporter(host):
     assert any(line.startswith('edgeslim_info{version="') for line in lines)
     # nothing else (no temp file) in the collector's directory
     assert host.run("ls -A /var/lib/node_exporter/textfile_collector").stdout.split() == ["edgeslim.prom"]
+
+
+# what the slim naming gdm takes down with it: a client that exits once gdm is gone, and gdm's PartOf= units
+COLLATERAL = ["es-display-client.service", "gnome-session-desktop.service", "gnome-software.service"]
+
+
+def collateral_outcome(host) -> dict:
+    return json.loads(host.file("/root/es-collateral.json").content_string)
+
+
+def test_collateral_went_down_with_the_apply_and_was_recorded(host):
+    out = collateral_outcome(host)
+    assert out["status"] == "applied"
+    states = simcheck.unit_states(out["states_after_apply"])
+    assert states == {
+        "es-display-client.service": ("static", "failed"),
+        "gnome-session-desktop.service": ("enabled", "inactive"),
+        "gnome-software.service": ("enabled", "inactive"),
+    }, states
+    collateral = out["record_collateral"]
+    assert sorted(collateral) == COLLATERAL, collateral
+    assert collateral["es-display-client.service"] == {"by": None, "via": "observed", "state": "failed"}
+    for part in ("gnome-session-desktop.service", "gnome-software.service"):
+        # by: the name the profile gave gdm (gdm.service or its alias gdm3.service)
+        assert collateral[part]["via"] == "PartOf=" and collateral[part]["state"] == "inactive", collateral
+        assert collateral[part]["by"] in ("gdm.service", "gdm3.service"), collateral
+
+
+def test_collateral_running_again_after_the_rollback(host):
+    out = collateral_outcome(host)
+    for unit in [*COLLATERAL, "gdm.service"]:
+        assert host.service(unit).is_running, unit
+    assert out["rollback_collateral"] == COLLATERAL
+    assert out["rollback_collateral_failed"] == []

@@ -7,12 +7,13 @@ stop propagation to the units PartOf=/Requires=/Requisite=/BindsTo= a stopped un
 UNIT_ATOM_PROPAGATE_STOP), `list-units --state=active` and `list-jobs` in systemd's `--plain --no-legend` shape,
 and injected faults (a unit whose stop fails, a unit that ignores SIGTERM and ends `failed` when systemd kills it
 after TimeoutStopSec=, a stop job that never finishes, a unit that goes down with another although no dependency
-property says so).
+property says so -- at once or a moment later --, a unit whose start fails).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 
@@ -34,6 +35,9 @@ class FakeUnit:
     ignores_sigterm: bool = False  # the stop times out: systemd SIGKILLs it and the unit ends "failed"
     stop_hangs: bool = False  # the stop job never finishes (stays listed by list-jobs, unit "deactivating")
     takes_down: tuple[str, ...] = ()  # units that exit when this one stops, invisible to `systemctl show`
+    start_fails: bool = False  # its start job fails (ExecStart exits non-zero): the unit ends "failed"
+    lingers: float = 0.0  # taken down by a takes_down unit: exits (failed) this many seconds after that one stopped
+    exits_at: float | None = None
 
     def __post_init__(self) -> None:
         # what `enable` brings back: an indirect unit (enabled through Also=) returns to indirect
@@ -122,8 +126,19 @@ class FakeSystemd:
         for name in unit.takes_down:
             dep = self.units.get(name)
             if dep is not None and dep.active == "active":
-                dep.active = "inactive"
+                if dep.lingers:
+                    dep.exits_at = time.monotonic() + dep.lingers
+                else:
+                    dep.active = "inactive"
         return None
+
+    def _tick(self) -> None:
+        """Units whose lingering exit is due are down now (a client noticing a moment later that its server went)."""
+        for unit in self.units.values():
+            if unit.exits_at is not None and time.monotonic() >= unit.exits_at:
+                unit.exits_at = None
+                if unit.active == "active":
+                    unit.active = "failed"
 
     def _propagate_stop(self, unit: FakeUnit) -> None:
         for name in (*unit.consists_of, *unit.required_by, *unit.requisite_of, *unit.bound_by):
@@ -135,6 +150,7 @@ class FakeSystemd:
     # -- the runner interface: argv -> (rc, stdout, stderr)
     def __call__(self, argv: list[str]) -> tuple[int, str, str]:
         self.calls.append(list(argv))
+        self._tick()
         args = [a for a in argv[1:] if a not in ("--no-pager", "--")]
         verb = args[0]
         now = "--now" in args
@@ -189,6 +205,9 @@ class FakeSystemd:
                     err = 'Job failed. See "journalctl -xe" for details.\n'  # real systemd 252 behaviour
                 elif unit.masked:
                     err = f"Failed to start {unit.id}: Unit {unit.id} is masked.\n"
+                elif unit.start_fails:
+                    unit.active = "failed"
+                    err = f"Job for {unit.id} failed because the control process exited with error code.\n"
                 else:
                     unit.active = "active"
             else:

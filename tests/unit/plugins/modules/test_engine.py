@@ -216,7 +216,13 @@ def test_apply_journals_changes_measures_and_returns_the_record(tmp_path):
     assert d["settle"]["reason"] == "stable" and d["settle"]["readings"] == 3
     assert set(d) == {"check_mode", "blocks", "units", "stopped", "stopped_with", "stopped_with_mb", "absent",
                       "kept", "default_target", "attribution_mb", "unit_memory", "boot_id", "systemctl_calls",
-                      "settle"}  # fmt: skip
+                      "settle", "collateral"}  # fmt: skip
+    # the session went down with gdm (PartOf=): collateral, journaled by name, warned about
+    assert d["collateral"] == {
+        "gnome-session-desktop.service": {"by": "gdm3.service", "via": "PartOf=", "state": "inactive"}
+    }
+    assert layer["collateral"] == ["gnome-session-desktop.service"]
+    assert "gnome-session-desktop.service (PartOf= gdm3.service, now inactive)" in res["services"]["collateral_warning"]
 
 
 def test_apply_twice_second_run_unchanged_without_measuring(tmp_path):
@@ -274,6 +280,28 @@ def test_failed_verification_restores(tmp_path):
     assert res["failed"] is True and res["restored"] is True
     assert "ModemManager.service failed" in res["msg"]
     assert dev.fake.snapshot() == before
+
+
+def test_a_core_unit_going_down_as_collateral_is_restarted_at_once_and_fails_the_host(tmp_path):
+    # systemd-logind exits when es-server stops (nothing in its unit says so): the apply restarts it at once, fails,
+    # and the engine restores the rest from the journal
+    units = [
+        *jetson_units(),
+        FakeUnit("es-server.service", takes_down=("systemd-logind.service",)),
+        FakeUnit("systemd-logind.service", "static"),
+    ]
+    dev = device(tmp_path, units)
+    before = dev.fake.snapshot()
+    res = run(dev, "apply", {**WAREHOUSE, "disable": [*WAREHOUSE["disable"], "es-server"]}, tmp_path)
+    assert res["failed"] is True and res["stage"] == "apply" and res["restored"] is True, res
+    assert "protected unit went down as collateral of the batch: systemd-logind.service" in res["msg"]
+    assert res["collateral_restarted"] == ["systemd-logind.service"]
+    # restarted before the engine's restore ran (the named units come back only in the restore)
+    calls = dev.fake.calls
+    first_start = next(i for i, c in enumerate(calls) if c[1] == "start")
+    assert calls[first_start] == ["/bin/systemctl", "start", "--", "systemd-logind.service"]
+    assert dev.fake.snapshot() == before
+    assert journal(tmp_path)["layers"] == {}
 
 
 def test_failed_restore_keeps_the_journal_and_says_so(tmp_path):
