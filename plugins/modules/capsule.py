@@ -26,6 +26,8 @@ description:
     hold the operator set stays.
 version_added: 0.2.0
 author: edgeslim maintainers (@edgeslim)
+extends_documentation_fragment:
+  - edgeslim.jetson.uefi_capsule
 options:
   phase:
     description: What to do (see the description).
@@ -93,23 +95,6 @@ options:
     description: argv printing the boot identity for M(edgeslim.jetson.memory_snapshot) (empty - the kernel boot_id).
     type: list
     elements: str
-  rootfs_ab_synced:
-    description: On rootfs A/B devices, the operator states that the inactive rootfs slot is a current copy.
-    type: bool
-    default: false
-  nvbootctrl:
-    description: argv prefix of nvbootctrl.
-    type: list
-    elements: str
-    default: [nvbootctrl]
-  efivars_path:
-    description: efivarfs mount.
-    type: path
-    default: /sys/firmware/efi/efivars
-  esrt_path:
-    description: ESRT directory in sysfs.
-    type: path
-    default: /sys/firmware/efi/esrt
   devicetree_path:
     description: The live device tree M(edgeslim.jetson.carveouts_info) reads.
     type: path

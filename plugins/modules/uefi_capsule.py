@@ -19,6 +19,8 @@ description:
   - V(cancelled) clears that bit and removes the staged capsule.
 version_added: 0.1.0
 author: edgeslim maintainers (@edgeslim)
+extends_documentation_fragment:
+  - edgeslim.jetson.uefi_capsule
 options:
   state:
     description: What to do.
@@ -34,23 +36,6 @@ options:
   fw_class:
     description: Expected FMP image type GUID (overrides the ESRT and O(chip)).
     type: str
-  rootfs_ab_synced:
-    description: On rootfs A/B devices, the operator states that the inactive rootfs slot is a current copy.
-    type: bool
-    default: false
-  nvbootctrl:
-    description: argv prefix of nvbootctrl.
-    type: list
-    elements: str
-    default: [nvbootctrl]
-  efivars_path:
-    description: efivarfs mount.
-    type: path
-    default: /sys/firmware/efi/efivars
-  esrt_path:
-    description: ESRT directory in sysfs.
-    type: path
-    default: /sys/firmware/efi/esrt
 attributes:
   check_mode:
     description: Computes the change without writing the variable or removing the capsule.
