@@ -145,6 +145,22 @@ def module_boot(boot: dict[str, Any], layers: list[str], accepted: dict[str, Any
     return out
 
 
+def rollback_boot(boot: dict[str, Any], layers: list[str]) -> dict[str, Any]:
+    """The device module's ``boot`` option for a rollback: the paths, the signing hook and the checker's files; a
+    rollback applies nothing, so no layer carries values to apply (the carveouts recipes are not needed)."""
+    out = {k: boot[k] for k in PASSED_THROUGH if boot.get(k) is not None}
+    given = boot.get("carveouts") or {}
+    if "carveouts" in layers:
+        out["carveouts"] = {"recipes": [], **{k: given[k] for k in ("overlay_path", "merged_fdt_path") if given.get(k)}}
+    checker = dict(boot.get("checker") or {})
+    checker.setdefault("program", "")  # removed, not installed, by a rollback
+    checker.setdefault("unit", "")
+    if not checker.get("boot_id_command"):
+        checker.pop("boot_id_command", None)
+    out["checker"] = checker
+    return out
+
+
 def sign_command_refusal(command: Any) -> str | None:
     """boot.sign_command must be an argv list naming the file with {file} (a string would be split on commas by the
     module's argument spec): refused here, before the device is read."""
@@ -308,7 +324,8 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
         ("profile", "services", "journal_path", "management_interface", "measure", "layers", "boot", "before",
-         "lock", "preflight", "report", "metrics", "records", "wait", "deadline", "deadline_program_path")
+         "lock", "preflight", "report", "metrics", "records", "wait", "deadline", "deadline_program_path", "rollback",
+         "running_label")
     )  # fmt: skip
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -357,6 +374,8 @@ class ActionModule(ActionBase):
     def _run(self, tmp: Any, task_vars: dict[str, Any]) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
+        if args.get("rollback") is not None:
+            return self._rollback(result, args, task_vars)
         profile = args.pop("profile", None)
         before = args.pop("before", None)
         layers = args.pop("layers", None)
@@ -551,6 +570,46 @@ class ActionModule(ActionBase):
         bad = {layer: rec for layer, rec in records.items() if rec["status"] in ("reverted", "failed")}
         if bad:
             result.update(failed=True, msg="; ".join(verify_message(layer, rec) for layer, rec in bad.items()))
+        return result
+
+    def _rollback(self, result: dict[str, Any], args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+        """``rollback: [layers]``: one device run restores them from the journal (boot layers first, module phase
+        ``rollback``). ``reboot`` tells the caller to reboot now: a restored boot layer changed the boot entry, the
+        reboot policy of one of those layers allows it (the one it was applied with, layer_inputs.reboot_policy) and
+        the device does not already run what the restored file boots (``running_label``: the entry a device that
+        reverted by itself came back on). ``report`` holds each layer's record; a failed layer fails the task."""
+        layers = args["rollback"]
+        boot = args.get("boot") or {}
+        if not isinstance(layers, list) or [x for x in layers if x not in ("services", *BOOT_LAYERS)]:
+            return {**result, "failed": True, "msg": f"rollback must list layers of services, swiotlb, carveouts, "
+                                                     f"got {layers!r}; nothing was changed"}  # fmt: skip
+        if not isinstance(boot, dict):
+            return {**result, "failed": True, "msg": "boot must be a mapping; nothing was changed"}
+        boot_layers = [x for x in BOOT_LAYERS if x in layers]
+        module_args: dict[str, Any] = {"phase": "rollback", "layers": [x for x in ("services", *BOOT_LAYERS)
+                                                                     if x in layers]}  # fmt: skip
+        if args.get("journal_path"):
+            module_args["journal_path"] = args["journal_path"]
+        if boot_layers:
+            module_args["boot"] = rollback_boot(boot, boot_layers)
+        run = self._execute_module(MODULE, module_args=module_args, task_vars=task_vars)
+        result.update(rollback=run, changed=bool(run.get("changed")), reboot=False, report=run.get("records") or {},
+                      diff=run.get("diff") or [])  # fmt: skip
+        if run.get("failed"):
+            return {**result, "failed": True, "msg": run.get("msg", "rollback failed")}
+        report = result["report"]
+        changed_entry = [x for x in boot_layers if report[x]["details"].get("extlinux_changed")]
+        settings = boot.get("settings") or {}
+        allowed = any(reboot_policy(settings, x) is True for x in changed_entry)
+        running = args.get("running_label") or ""
+        managed = {boot.get("managed_label") or "edgeslim"}
+        already = bool(running) and running not in managed and run.get("boot_label") == running
+        result["reboot"] = bool(changed_entry) and allowed and not already and not self._task.check_mode
+        result["reboot_pending"] = bool(changed_entry) and not result["reboot"] and not already
+        failed = {x: rec["details"].get("error", "") for x, rec in report.items() if rec["status"] == "failed"}
+        if failed:
+            result.update(failed=True, reboot=False, msg="rollback failed: " + "; ".join(
+                f"{x}: {error}" for x, error in failed.items()))  # fmt: skip
         return result
 
     def _boot_refusal(self, profile: dict[str, Any], planned: dict[str, Any]) -> str | None:

@@ -38,9 +38,13 @@ options:
         each boot layer's record.
       - V(finish) only ends the run - the metrics file (O(metrics.result)) and the lock given back (a refusal on the
         controller after the probe).
+      - V(rollback) restores the layers in O(layers) from the journal (boot layers first - carveouts, then SWIOTLB,
+        each through the same restore as the deadline's, its signing strict - then the services layer) and gives
+        each one's record: C(rolled_back), C(unchanged) (nothing journaled) or C(failed) (the journal layer kept).
+        Check mode says what would change.
     type: str
     required: true
-    choices: [probe, apply, verify, finish]
+    choices: [probe, apply, verify, finish, rollback]
   lock:
     description:
       - The run's device lock (the lock file, holder record and transient unit of M(edgeslim.jetson.device_lock)).
@@ -694,17 +698,21 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
+from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_sign as sg
 from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
 from ansible_collections.edgeslim.jetson.plugins.module_utils import engine_run as er
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journald_dropin as dropin
 from ansible_collections.edgeslim.jetson.plugins.module_utils import metrics as mt
 from ansible_collections.edgeslim.jetson.plugins.module_utils import units_apply as ua
+from ansible_collections.edgeslim.jetson.plugins.module_utils.dt_overlay import OverlayError
+from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import ExtlinuxError
 from ansible_collections.edgeslim.jetson.plugins.module_utils.hostguards import (
     graphical_sessions,
     management_link,
     management_path,
 )
+from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import JournalError
 from ansible_collections.edgeslim.jetson.plugins.module_utils.memsnap import (
     SnapshotError,
     boot_identity,
@@ -754,7 +762,7 @@ METRICS_SPEC = {
     "result": {"type": "str", "default": "failed", "choices": list(mt.RESULTS)},
 }
 ARGUMENT_SPEC = {
-    "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify", "finish"]},
+    "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify", "finish", "rollback"]},
     "lock": {"type": "dict", "options": LOCK_SPEC},
     "take_lock": {"type": "bool", "default": False},
     "finish": {"type": "str", "default": "no", "choices": ["no", "yes", "if_unchanged"]},
@@ -808,7 +816,12 @@ def check_input(p: dict[str, Any]) -> None:
             dropin.render(s["journald"])
         except dropin.DropinError as exc:
             raise EngineFailure(f"services.journald: {exc}", "input") from exc
-    if p["boot"] is not None:
+    if p["phase"] == "rollback":
+        # Nothing is applied: only what the restore uses is checked.
+        refused = sg.check_command(p["boot"]["sign_command"]) if p["boot"] is not None else None
+        if refused or (p["boot"] is None and set(p["layers"]) & set(ba.LAYERS)):
+            raise EngineFailure(refused or "boot: the paths of the boot layers to roll back are required", "input")
+    elif p["boot"] is not None:
         try:
             ba.check_boot_input(p["boot"])
         except ba.BootFailure as exc:
@@ -1160,6 +1173,73 @@ def rollback(module: AnsibleModule, runner: Runner, journal_path: str) -> dict[s
     return ua.rollback_services(module, runner, journal_path, LAYER)
 
 
+RESTORE_ERRORS = (dl.DeadlineError, sg.SignError, JournalError, ExtlinuxError, OverlayError, OSError)
+
+
+def restored(layer: str, status: str, **details: Any) -> dict[str, Any]:
+    return layer_record(status, "MemAvailable" if layer == LAYER else "MemTotal", details)
+
+
+def restore_layers(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
+    """The ``rollback`` phase: the boot layers (carveouts, then SWIOTLB: the restore the deadline runs, signing
+    strict), then the services layer, each from its journal record. A layer that fails is recorded as failed with its
+    error (its journal layer kept); the others still run."""
+    p = module.params
+    check = module.check_mode
+    out: dict[str, Any] = {"phase": "rollback", "changed": False, "diff": [], "records": {}}
+    records = out["records"]
+    for layer in ("carveouts", "swiotlb"):
+        if layer not in p["layers"]:
+            continue
+        try:
+            res = dl.restore_boot_layer(module, p["boot"], p["journal_path"], layer, check_mode=check, strict_sign=True)
+        except RESTORE_ERRORS as exc:
+            msg = getattr(exc, "msg", None) or str(exc)
+            records[layer] = restored(layer, "failed", changed=False, error=f"{msg}; the journal layer is kept")
+            continue
+        status = ("planned" if check else "rolled_back") if res["journaled"] else "unchanged"
+        records[layer] = restored(layer, status, changed=res["journaled"], extlinux_changed=res["changed"],
+                                      removed=res["removed"], default_label=res["default_label"])  # fmt: skip
+        out["boot_label"] = res["default_label"]
+        out["changed"] = out["changed"] or res["journaled"]
+        if res.get("diff"):
+            out["diff"].append(res["diff"])
+    if "services" in p["layers"]:
+        records[LAYER] = restore_services(module, runner, p["journal_path"], out)
+    out["reboot_needed"] = any(
+        (records.get(layer) or {}).get("details", {}).get("extlinux_changed") for layer in ("carveouts", "swiotlb")
+    )
+    return out
+
+
+def restore_services(module: AnsibleModule, runner: Runner, journal_path: str, out: dict[str, Any]) -> dict[str, Any]:
+    """The services layer's part of ``rollback``: units, default target and the journald drop-in (check mode: the
+    plan of the unit restore)."""
+    if module.check_mode:
+        try:
+            res = ua.restore_units(module, runner, journal_path, LAYER, True)
+        except ua.UnitsFailure as exc:
+            return restored(LAYER, "failed", changed=False, error=exc.msg)
+        out["changed"] = out["changed"] or res["restored"]
+        if res.get("diff"):
+            out["diff"].append(res["diff"])
+        return restored(LAYER, "planned" if res["restored"] else "unchanged", changed=res["restored"],
+                            units=res["units"], default_target=res["default_target"])  # fmt: skip
+    res = ua.rollback_services(module, runner, journal_path, LAYER)
+    if not res["restored"]:
+        return restored(LAYER, "failed", changed=False, error=f"{res['restore_error']}; the journal layer is kept")
+    done = bool(res["layer_restored"] or res["journald_restored"])
+    out["changed"] = out["changed"] or done
+    if res.get("diff"):
+        out["diff"].append(res["diff"])
+    details = {k: res[k] for k in ("units", "default_target", "restarted_dependencies", "collateral",
+                                   "collateral_failed", "journald_restored") if k in res}  # fmt: skip
+    for key in ("journal_warning", "collateral_warning", "restore_warning"):
+        if res.get(key):
+            details[key] = res[key]
+    return restored(LAYER, "rolled_back" if done else "unchanged", changed=done, **details)
+
+
 # ---- the run around the layers: lock, report snapshots, metrics file ---------------------------------------------
 KEPT_STATUSES = ("applied", "unverified_container", "pending_reboot", "staged")
 FINE_AFTER_REBOOT = ("applied", "unverified_container")
@@ -1322,6 +1402,8 @@ def main() -> None:
             taken = take_lock(lock)["held"]
         if p["phase"] == "finish":
             result = {"phase": "finish", "changed": False}
+        elif p["phase"] == "rollback":
+            result = restore_layers(module, runner)
         elif p["phase"] == "verify":
             result = verify(module, lock)
             taken = lock is not None and p["take_lock"] and not result.get("revert_reboot")
