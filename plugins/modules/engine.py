@@ -198,6 +198,41 @@ options:
       - V(verify) only - C(memtotal_kb) and C(boot_id) from the V(apply) run (its C(boot.snapshot)).
     type: dict
     default: {}
+  rollback:
+    description:
+      - Controller side only. The layers to restore from the journal instead of applying anything (C(services),
+        C(swiotlb), C(carveouts)); the action plugin runs the V(rollback) phase once with them, O(boot) naming the
+        boot layers' paths, and returns C(report), C(reboot) and C(reboot_pending). O(profile) is not needed.
+    type: list
+    elements: str
+    choices: [services, swiotlb, carveouts]
+  reboot:
+    description:
+      - Controller side only. When given, the action plugin makes the reboot itself - in the same task, after V(apply)
+        staged a boot layer whose reboot policy allows it, or after a V(rollback) that restored a boot entry - with
+        C(ansible.builtin.reboot) (C(systemctl kexec) into a loaded trial kernel), then runs V(verify), which takes the
+        lock again and waits for the verdict; after a revert reboot it waits for the device (C(wait_for_connection))
+        and verifies again, every 20 s up to O(reboot.wait_timeout). After a rollback's reboot the run's O(lock) is
+        taken again. Omit it and the caller reboots (C(reboot) in the result) and calls V(verify) itself.
+    type: dict
+    suboptions:
+      timeout:
+        description: Seconds C(ansible.builtin.reboot) waits for the device to come back.
+        type: int
+        default: 900
+      boot_time_command:
+        description: C(ansible.builtin.reboot)'s C(boot_time_command); empty is its default.
+        type: str
+        default: ""
+      wait_timeout:
+        description: Seconds to wait for the device's verdict and, after a revert, for the device to answer again.
+        type: int
+        default: 600
+  running_label:
+    description:
+      - Controller side only, with O(rollback). The entry the device runs after reverting a change by itself; no
+        C(reboot) when the restored extlinux.conf boots that entry.
+    type: str
   profile:
     description:
       - Controller side only. The resolved C(edgeslim_profile); the action plugin selects its blocks from
@@ -633,6 +668,33 @@ phase:
   description: The phase that ran.
   returned: always
   type: str
+rebooted:
+  description: The action rebooted the device (O(reboot) given).
+  returned: when it rebooted
+  type: bool
+verify_failed:
+  description: With O(reboot), the change was not committed after the reboot (reverted, not in effect, the reboot or
+    the device lost) - the caller's rescue restores it.
+  returned: when it rebooted
+  type: bool
+reboot_pending:
+  description: With O(rollback) - a restored boot entry takes effect at the next boot (no reboot now).
+  returned: with O(rollback)
+  type: bool
+records:
+  description: V(rollback) - each restored layer's record (C(rolled_back), C(unchanged) with nothing journaled,
+    C(planned) in check mode, C(failed) with C(details.error) and its journal layer kept); the action plugin returns
+    them as C(report).
+  returned: V(rollback)
+  type: dict
+reboot_needed:
+  description: V(rollback) - a restored boot layer changed extlinux.conf (it takes effect at the next boot).
+  returned: V(rollback)
+  type: bool
+boot_label:
+  description: V(rollback) - the entry the restored extlinux.conf boots.
+  returned: V(rollback) with a boot layer
+  type: str
 management:
   description: The management link, C(null) when the play does not arrive over SSH.
   returned: always
@@ -761,6 +823,11 @@ METRICS_SPEC = {
     "records": {"type": "dict", "default": {}},
     "result": {"type": "str", "default": "failed", "choices": list(mt.RESULTS)},
 }
+REBOOT_SPEC = {
+    "timeout": {"type": "int", "default": 900},
+    "boot_time_command": {"type": "str", "default": ""},
+    "wait_timeout": {"type": "int", "default": 600},
+}
 ARGUMENT_SPEC = {
     "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify", "finish", "rollback"]},
     "lock": {"type": "dict", "options": LOCK_SPEC},
@@ -772,6 +839,9 @@ ARGUMENT_SPEC = {
     "wait": {"type": "dict", "options": er.WAIT_OPTIONS},
     "records": {"type": "dict"},
     "profile": {"type": "dict"},
+    "rollback": {"type": "list", "elements": "str", "choices": ["services", "swiotlb", "carveouts"]},
+    "running_label": {"type": "str"},
+    "reboot": {"type": "dict", "options": REBOOT_SPEC},
     "services": {"type": "dict", "options": SERVICES_SPEC},
     "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
     "management_interface": {"type": "str"},
@@ -797,9 +867,9 @@ class EngineFailure(Exception):
 
 def check_input(p: dict[str, Any]) -> None:
     """Bad input is refused before anything is read or changed."""
-    if p["profile"] is not None or p["records"] is not None:
-        raise EngineFailure("profile and records are resolved on the controller: run edgeslim.jetson.engine as a task",
-                            "input")  # fmt: skip
+    if any(p[k] is not None for k in ("profile", "records", "rollback", "running_label", "reboot")):
+        raise EngineFailure("profile, records, rollback, running_label and reboot are resolved on the controller: run "
+                            "edgeslim.jetson.engine as a task", "input")  # fmt: skip
     if p["deadline"] < 0:
         raise EngineFailure(f"deadline must be >= 0 seconds (0: none), got {p['deadline']}", "input")
     m = p["measure"]
