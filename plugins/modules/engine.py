@@ -40,7 +40,7 @@ options:
         controller after the probe).
       - V(rollback) restores the layers in O(layers) from the journal (boot layers first - carveouts, then SWIOTLB,
         each through the same restore as the deadline's, its signing strict - then the services layer) and gives
-        each one's record: C(rolled_back), C(unchanged) (nothing journaled) or C(failed) (the journal layer kept).
+        each one's record - C(rolled_back), C(unchanged) (nothing journaled) or C(failed) (the journal layer kept).
         Check mode says what would change.
     type: str
     required: true
