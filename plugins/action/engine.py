@@ -565,11 +565,11 @@ class ActionModule(ActionBase):
         opts = self._reboot_opts
         staged = [x for x, rec in result["report"].items() if x in BOOT_LAYERS and rec["status"] == "staged"]
         kexec = (result.get("trial") or {}).get("mode") == "kexec"
-        rebooted = self._reboot(opts, " and ".join(self._boot_layers), task_vars, kexec=kexec)
-        result["rebooted"] = True
-        if rebooted:
+        error = self._reboot(opts, " and ".join(self._boot_layers), task_vars, kexec=kexec)
+        result["rebooted"] = not error
+        if error:
             result["verify_failed"] = True
-            return {**result, "failed": True, "msg": f"the reboot into {', '.join(staged)} failed: {rebooted}"}
+            return {**result, "failed": True, "msg": f"the reboot into {', '.join(staged)} failed: {error}"}
         boot = {k: v for k, v in module_args["boot"].items() if k != "trial"}
         for layer in BOOT_LAYERS:
             if isinstance(boot.get(layer), dict):

@@ -112,7 +112,7 @@ def test_a_reverted_change_fails_the_task_for_the_rescue(device):
 def test_a_reboot_that_fails_fails_the_task_after_apply(device):
     res, phases, _ = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT}, reboot_fails=True)
     assert phases == ["probe", "apply"] and res["failed"] is True and res["verify_failed"] is True
-    assert "timed out waiting" in res["msg"] and res["lock_held"] is True
+    assert "timed out waiting" in res["msg"] and res["lock_held"] is True and res["rebooted"] is False
 
 
 @pytest.mark.parametrize("bad", [{"timeout": 0}, {"wait_timeout": "soon"}, {"when": "now"}, "yes"])
