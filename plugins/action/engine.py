@@ -669,8 +669,8 @@ class ActionModule(ActionBase):
         if not isinstance(boot, dict):
             return {**result, "failed": True, "msg": "boot must be a mapping; nothing was changed"}
         boot_layers = [x for x in BOOT_LAYERS if x in layers]
-        module_args: dict[str, Any] = {"phase": "rollback", "layers": [x for x in ("services", *BOOT_LAYERS)
-                                                                     if x in layers]}  # fmt: skip
+        ordered = [x for x in ("services", *BOOT_LAYERS) if x in layers]
+        module_args: dict[str, Any] = {"phase": "rollback", "layers": ordered}
         if args.get("journal_path"):
             module_args["journal_path"] = args["journal_path"]
         if boot_layers:

@@ -1269,7 +1269,7 @@ def restore_layers(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
             continue
         status = ("planned" if check else "rolled_back") if res["journaled"] else "unchanged"
         records[layer] = restored(layer, status, changed=res["journaled"], extlinux_changed=res["changed"],
-                                      removed=res["removed"], default_label=res["default_label"])  # fmt: skip
+                                  removed=res["removed"], default_label=res["default_label"])  # fmt: skip
         out["boot_label"] = res["default_label"]
         out["changed"] = out["changed"] or res["journaled"]
         if res.get("diff"):
@@ -1294,7 +1294,7 @@ def restore_services(module: AnsibleModule, runner: Runner, journal_path: str, o
         if res.get("diff"):
             out["diff"].append(res["diff"])
         return restored(LAYER, "planned" if res["restored"] else "unchanged", changed=res["restored"],
-                            units=res["units"], default_target=res["default_target"])  # fmt: skip
+                        units=res["units"], default_target=res["default_target"])  # fmt: skip
     res = ua.rollback_services(module, runner, journal_path, LAYER)
     if not res["restored"]:
         return restored(LAYER, "failed", changed=False, error=f"{res['restore_error']}; the journal layer is kept")

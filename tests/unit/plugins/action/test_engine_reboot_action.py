@@ -75,7 +75,7 @@ def test_one_reboot_and_one_verify_in_the_same_task(device):
     res, phases, actions = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT})
     assert not res.get("failed"), res.get("msg")
     assert phases == ["probe", "apply", "verify"] and res["rebooted"] is True and res["verify_failed"] is False
-    assert [name for name, _ in actions] == ["ansible.legacy.reboot"]
+    assert [name for name, _args in actions] == ["ansible.legacy.reboot"]
     assert actions[0][1] == {"msg": "edgeslim: rebooting for swiotlb and carveouts", "reboot_timeout": 600,
                              "post_reboot_delay": 3}  # fmt: skip
     assert {rec["status"] for rec in res["report"].values()} == {"applied"}, res["report"]
@@ -92,37 +92,41 @@ def test_no_reboot_without_a_policy_that_allows_it(device):
 def test_a_revert_reboot_is_waited_for_then_verified_again(device):
     res, phases, actions = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT}, drops=1)
     assert phases == ["probe", "apply", "verify", "verify"] and not res.get("failed"), res.get("msg")
-    assert [name for name, _ in actions] == ["ansible.legacy.reboot", "ansible.legacy.wait_for_connection"]
+    assert [name for name, _args in actions] == ["ansible.legacy.reboot", "ansible.legacy.wait_for_connection"]
     assert "revert_reboot" not in res
 
 
 def test_a_device_that_never_answers_again_fails_the_task(device):
-    res, phases, _ = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT}, drops=99)
+    res, phases, _actions = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT}, drops=99)
     assert res["failed"] is True and res["verify_failed"] is True and res["engine_failed"] is True
     assert "did not answer again within 60 s" in res["msg"]
     assert phases.count("verify") == 1 + 3  # the first, then one every 20 s within the 60 s
 
 
 def test_a_reverted_change_fails_the_task_for_the_rescue(device):
-    res, _, _ = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT}, committed=False)
+    res, _phases, _actions = run(
+        device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT}, committed=False
+    )
     assert res["failed"] is True and res["verify_failed"] is True and res["changed"] is True
     assert res["report"]["swiotlb"]["status"] == "reverted"
 
 
 def test_a_reboot_that_fails_fails_the_task_after_apply(device):
-    res, phases, _ = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT}, reboot_fails=True)
+    res, phases, _actions = run(
+        device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": REBOOT}, reboot_fails=True
+    )
     assert phases == ["probe", "apply"] and res["failed"] is True and res["verify_failed"] is True
     assert "timed out waiting" in res["msg"] and res["lock_held"] is True and res["rebooted"] is False
 
 
 @pytest.mark.parametrize("bad", [{"timeout": 0}, {"wait_timeout": "soon"}, {"when": "now"}, "yes"])
 def test_bad_reboot_options_are_refused_before_the_device_is_read(device, bad):
-    res, phases, _ = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": bad})
+    res, phases, _actions = run(device, {**task_args(device, edgeslim_reboot_ok=True), "reboot": bad})
     assert res["failed"] is True and "nothing was changed" in res["msg"] and phases == []
 
 
 def test_a_rollback_reboots_into_the_restored_entry_and_takes_the_lock_again(device):
-    applied, _, _ = run(device, task_args(device, edgeslim_reboot_ok=True))
+    applied, _phases, _actions = run(device, task_args(device, edgeslim_reboot_ok=True))
     lock = {"run_id": "run-2", "path": "/run/edgeslim/device.lock", "ttl": 60, "holder": {}}
     args = {"rollback": ["carveouts", "swiotlb"], "journal_path": device.journal, "lock": lock,
             "boot": task_boot(device, edgeslim_reboot_ok=True), "reboot": {"timeout": 300}}  # fmt: skip
@@ -130,10 +134,10 @@ def test_a_rollback_reboots_into_the_restored_entry_and_takes_the_lock_again(dev
         execute.side_effect = lambda _self, name, module_args=None, task_vars=None: (
             {"held": True} if name == "edgeslim.jetson.device_lock"
             else device.run("rollback", module_args.get("boot"), layers=module_args["layers"]))  # fmt: skip
-        res, _, actions = run_plain(args)
+        res, _phases, actions = run_plain(args)
     assert not res.get("failed"), res.get("msg")
     assert res["rebooted"] is True and res["reboot"] is True
-    assert [name for name, _ in actions] == ["ansible.legacy.reboot"] and actions[0][1]["reboot_timeout"] == 300
+    assert [name for name, _args in actions] == ["ansible.legacy.reboot"] and actions[0][1]["reboot_timeout"] == 300
     relock = [c for c in execute.call_args_list if c.args[1] == "edgeslim.jetson.device_lock"]
     assert relock[0].kwargs["module_args"] == {"state": "acquired", **lock}
     assert applied["report"]["swiotlb"]["status"] == "staged"  # no reboot option: the caller reboots

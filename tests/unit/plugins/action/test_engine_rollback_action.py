@@ -87,11 +87,11 @@ def test_no_reboot_in_check_mode_or_into_the_entry_the_device_already_runs(tmp_p
     device = with_pool(Device(tmp_path, tree))
     apply(device, ["swiotlb"])
     boot = task_boot(device, edgeslim_reboot_ok=True)
-    planned, _ = run_rollback(device, ["swiotlb"], check=True, boot=boot)
+    planned, _phases = run_rollback(device, ["swiotlb"], check=True, boot=boot)
     assert planned["changed"] is True and planned["reboot"] is False
     assert planned["report"]["swiotlb"]["status"] == "planned" and device.conf.read_bytes() != STOCK
     # the device reverted by itself and runs the stock entry ("primary"), which the restored file boots
-    res, _ = run_rollback(device, ["swiotlb"], boot=boot, running_label="primary")
+    res, _phases = run_rollback(device, ["swiotlb"], boot=boot, running_label="primary")
     assert res["report"]["swiotlb"]["status"] == "rolled_back" and res["reboot"] is False
     assert res["reboot_pending"] is False and device.conf.read_bytes() == STOCK
 
