@@ -77,14 +77,15 @@ def is_controller_side(action: str, delegated: dict | None) -> bool:
 
 
 # edgeslim.jetson.engine is an action plugin that runs its device module once per phase it needs in one task.
-ENGINE_PHASES = ("probe", "apply", "verify", "finish")
+ENGINE_PHASES = ("probe", "apply", "verify", "finish", "rollback")
 
 
 def device_runs(result: dict, action: str = "") -> int:
     """Device executions in one (non-skipped) result: one, or one per loop item that was not skipped; for the engine
-    the module runs its result names (probe, apply, verify, finish)."""
+    the module runs its result names (probe, apply, verify, finish, rollback) and the reboot it made (rebooted)."""
     if short_action(action) == "engine" and not result.get("skipped"):
-        return sum(1 for phase in ENGINE_PHASES if isinstance(result.get(phase), dict))
+        runs = sum(1 for phase in ENGINE_PHASES if isinstance(result.get(phase), dict))
+        return runs + (1 if result.get("rebooted") is True else 0)
     items = result.get("results")
     if isinstance(items, list) and items:
         return sum(1 for item in items if not (isinstance(item, dict) and item.get("skipped")))

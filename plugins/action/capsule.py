@@ -44,6 +44,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.module_utils import capsule as c
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
+from ansible_collections.edgeslim.jetson.plugins.plugin_utils.actions import run_action
 
 RECORD = "/var/lib/edgeslim/capsule.json"
 HOLD_MARKER = "/var/lib/edgeslim/bootloader-hold"
@@ -299,12 +300,7 @@ class ActionModule(ActionBase):
 
     def _action(self, name: str, args: dict[str, Any], what: str) -> dict[str, Any]:
         """An action plugin (copy, reboot) with this task's connection and become, in this task's check mode."""
-        task = self._task.copy()
-        task.args = args
-        plugin = self._shared_loader_obj.action_loader.get(
-            name, task=task, connection=self._connection, play_context=self._play_context, loader=self._loader,
-            templar=self._templar, shared_loader_obj=self._shared_loader_obj)  # fmt: skip
-        res = plugin.run(task_vars=self._vars)
+        res = run_action(self, name, args, self._vars)
         if res.get("failed") or res.get("unreachable"):
             raise Refused(res.get("msg") or f"{what} failed")
         return res

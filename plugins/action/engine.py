@@ -29,11 +29,14 @@ should reboot now) and the raw ``probe``/``apply``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import math
 import os
 import subprocess
 import tempfile
+import time
 from typing import Any
 
 import yaml
@@ -43,6 +46,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply 
 from ansible_collections.edgeslim.jetson.plugins.module_utils.boot_sign import SECURE_BOOT_REFUSAL, check_command
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals, reboot_policy
 from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
+from ansible_collections.edgeslim.jetson.plugins.plugin_utils.actions import run_action
 
 MODULE = "edgeslim.jetson.engine"
 REFUSED_DISPLAY = "Refuse to go headless while a graphical session is in use"
@@ -55,6 +59,10 @@ VERIFY_BOOT = "Verify the boot layers after the reboot (verdict, running kernel,
 PREFLIGHT = "Pre-flight checks (a Jetson, a supported L4T release, free space under /boot)"
 LOCK = "Take the device lock (refused, naming the holder, while another edgeslim run holds it)"
 BOOT_LAYERS = ("swiotlb", "carveouts")
+# The reboot the action makes itself (``reboot``): ansible.builtin.reboot's timeout and boot-time command, how long it
+# waits for the device's verdict and, after a revert, for the device to answer again (retried every 20 s).
+REBOOT_DEFAULTS = {"timeout": 900, "boot_time_command": "", "wait_timeout": 600}
+VERIFY_RETRY_DELAY = 20
 COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKER_FILES = os.path.join(COLLECTION, "roles", "boot_commit", "files")
 
@@ -142,6 +150,39 @@ def module_boot(boot: dict[str, Any], layers: list[str], accepted: dict[str, Any
     if not checker.get("boot_id_command"):
         checker.pop("boot_id_command", None)
     out["checker"] = checker
+    return out
+
+
+def rollback_boot(boot: dict[str, Any], layers: list[str]) -> dict[str, Any]:
+    """The device module's ``boot`` option for a rollback: the paths, the signing hook and the checker's files; a
+    rollback applies nothing, so no layer carries values to apply (the carveouts recipes are not needed)."""
+    out = {k: boot[k] for k in PASSED_THROUGH if boot.get(k) is not None}
+    given = boot.get("carveouts") or {}
+    if "carveouts" in layers:
+        out["carveouts"] = {"recipes": [], **{k: given[k] for k in ("overlay_path", "merged_fdt_path") if given.get(k)}}
+    checker = dict(boot.get("checker") or {})
+    checker.setdefault("program", "")  # removed, not installed, by a rollback
+    checker.setdefault("unit", "")
+    if not checker.get("boot_id_command"):
+        checker.pop("boot_id_command", None)
+    out["checker"] = checker
+    return out
+
+
+def reboot_options(given: Any) -> dict[str, Any] | str | None:
+    """The ``reboot`` option: None (the caller reboots), the options with their defaults, or why they are refused."""
+    if given is None:
+        return None
+    if not isinstance(given, dict) or set(given) - set(REBOOT_DEFAULTS):
+        return f"reboot takes {', '.join(REBOOT_DEFAULTS)}, got {given!r}; nothing was changed"
+    out = {**REBOOT_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    try:
+        out["timeout"], out["wait_timeout"] = int(out["timeout"]), int(out["wait_timeout"])
+    except (TypeError, ValueError):
+        return f"reboot.timeout and reboot.wait_timeout must be seconds, got {given!r}; nothing was changed"
+    if out["timeout"] < 1 or out["wait_timeout"] < 1:
+        return f"reboot.timeout and reboot.wait_timeout must be at least 1 s, got {given!r}; nothing was changed"
+    out["boot_time_command"] = str(out["boot_time_command"] or "")
     return out
 
 
@@ -308,7 +349,8 @@ class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(
         ("profile", "services", "journal_path", "management_interface", "measure", "layers", "boot", "before",
-         "lock", "preflight", "report", "metrics", "records", "wait", "deadline", "deadline_program_path")
+         "lock", "preflight", "report", "metrics", "records", "wait", "deadline", "deadline_program_path", "rollback",
+         "running_label", "reboot")
     )  # fmt: skip
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -357,6 +399,11 @@ class ActionModule(ActionBase):
     def _run(self, tmp: Any, task_vars: dict[str, Any]) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         args = dict(self._task.args)
+        self._reboot_opts = reboot_options(args.pop("reboot", None))
+        if isinstance(self._reboot_opts, str):
+            return {**result, "failed": True, "msg": self._reboot_opts}
+        if args.get("rollback") is not None:
+            return self._rollback(result, args, task_vars)
         profile = args.pop("profile", None)
         before = args.pop("before", None)
         layers = args.pop("layers", None)
@@ -505,7 +552,62 @@ class ActionModule(ActionBase):
             trial = applied["boot"].get("trial") or {"mode": "none", "reason": ""}
             result["trial"] = {"mode": trial["mode"], "reason": trial.get("reason", ""),
                                **((applied["boot"].get("done") or {}).get("trial") or {})}  # fmt: skip
+            if result["reboot"] and self._reboot_opts is not None:
+                return self._reboot_and_verify(result, module_args, applied, task_vars)
         return result
+
+    def _reboot_and_verify(self, result: dict[str, Any], module_args: dict[str, Any], applied: dict[str, Any],
+                           task_vars: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+        """With ``reboot``: one reboot into the staged boot layers (``systemctl kexec`` for a trial boot), then one
+        verify run, which takes the lock again and waits for the device's verdict. A device that reverted reboots once
+        more: the action waits until it answers again and verifies again until that reboot is through (a connection
+        can still reach the boot that reverted, in the seconds before the checker's reboot)."""
+        opts = self._reboot_opts
+        staged = [x for x, rec in result["report"].items() if x in BOOT_LAYERS and rec["status"] == "staged"]
+        kexec = (result.get("trial") or {}).get("mode") == "kexec"
+        error = self._reboot(opts, " and ".join(self._boot_layers), task_vars, kexec=kexec)
+        result["rebooted"] = not error
+        if error:
+            result["verify_failed"] = True
+            return {**result, "failed": True, "msg": f"the reboot into {', '.join(staged)} failed: {error}"}
+        boot = {k: v for k, v in module_args["boot"].items() if k != "trial"}
+        for layer in BOOT_LAYERS:
+            if isinstance(boot.get(layer), dict):
+                boot[layer] = {k: v for k, v in boot[layer].items() if not k.endswith("_b64")}  # apply's payload
+        verify_args = {**module_args, "boot": boot}
+        records = dict(result["report"])
+        wait = {"layer": (staged or self._boot_layers)[0], "timeout": opts["wait_timeout"]}
+        before = applied["boot"]["snapshot"]
+        self._verify(result, dict(verify_args), before, task_vars, records, wait)
+        if result.get("revert_reboot"):
+            self._wait_for_connection(opts["wait_timeout"], task_vars)
+            for _try in range(max(1, math.ceil(opts["wait_timeout"] / VERIFY_RETRY_DELAY))):
+                result.pop("revert_reboot", None)
+                self._verify(result, dict(verify_args), before, task_vars, records, wait)
+                if not result.get("revert_reboot"):
+                    break
+                time.sleep(VERIFY_RETRY_DELAY)
+            else:
+                result.update(failed=True, msg=f"the device reverted the change and did not answer again within "
+                                               f"{opts['wait_timeout']} s")  # fmt: skip
+        result["verify_failed"] = bool(result.get("failed"))
+        return result
+
+    def _reboot(self, opts: dict[str, Any], reason: str, task_vars: dict[str, Any], kexec: bool = False) -> str:
+        """One ansible.builtin.reboot (``systemctl kexec`` into a loaded trial kernel); the error, or empty."""
+        args: dict[str, Any] = {"msg": f"edgeslim: rebooting for {reason}", "reboot_timeout": opts["timeout"],
+                                "post_reboot_delay": 3}  # fmt: skip
+        if kexec:
+            args["reboot_command"] = "systemctl kexec"
+        if opts["boot_time_command"]:
+            args["boot_time_command"] = opts["boot_time_command"]
+        res = run_action(self, "ansible.legacy.reboot", args, task_vars)
+        return "" if not (res.get("failed") or res.get("unreachable")) else str(res.get("msg") or "reboot failed")
+
+    def _wait_for_connection(self, timeout: int, task_vars: dict[str, Any]) -> None:
+        with contextlib.suppress(AnsibleError):
+            self._connection.reset()
+        run_action(self, "ansible.legacy.wait_for_connection", {"delay": 5, "timeout": timeout}, task_vars)
 
     def _verify(self, result: dict[str, Any], module_args: dict[str, Any], before: dict, task_vars: dict,
                 records: dict[str, Any], wait: dict[str, Any] | None) -> dict:  # fmt: skip
@@ -551,6 +653,63 @@ class ActionModule(ActionBase):
         bad = {layer: rec for layer, rec in records.items() if rec["status"] in ("reverted", "failed")}
         if bad:
             result.update(failed=True, msg="; ".join(verify_message(layer, rec) for layer, rec in bad.items()))
+        return result
+
+    def _rollback(self, result: dict[str, Any], args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+        """``rollback: [layers]``: one device run restores them from the journal (boot layers first, module phase
+        ``rollback``). ``reboot`` tells the caller to reboot now: a restored boot layer changed the boot entry, the
+        reboot policy of one of those layers allows it (the one it was applied with, layer_inputs.reboot_policy) and
+        the device does not already run what the restored file boots (``running_label``: the entry a device that
+        reverted by itself came back on). ``report`` holds each layer's record; a failed layer fails the task."""
+        layers = args["rollback"]
+        boot = args.get("boot") or {}
+        if not isinstance(layers, list) or [x for x in layers if x not in ("services", *BOOT_LAYERS)]:
+            return {**result, "failed": True, "msg": f"rollback must list layers of services, swiotlb, carveouts, "
+                                                     f"got {layers!r}; nothing was changed"}  # fmt: skip
+        if not isinstance(boot, dict):
+            return {**result, "failed": True, "msg": "boot must be a mapping; nothing was changed"}
+        boot_layers = [x for x in BOOT_LAYERS if x in layers]
+        ordered = [x for x in ("services", *BOOT_LAYERS) if x in layers]
+        module_args: dict[str, Any] = {"phase": "rollback", "layers": ordered}
+        if args.get("journal_path"):
+            module_args["journal_path"] = args["journal_path"]
+        if boot_layers:
+            module_args["boot"] = rollback_boot(boot, boot_layers)
+        run = self._execute_module(MODULE, module_args=module_args, task_vars=task_vars)
+        result.update(rollback=run, changed=bool(run.get("changed")), reboot=False, report=run.get("records") or {},
+                      diff=run.get("diff") or [])  # fmt: skip
+        if run.get("failed"):
+            return {**result, "failed": True, "msg": run.get("msg", "rollback failed")}
+        report = result["report"]
+        changed_entry = [x for x in boot_layers if report[x]["details"].get("extlinux_changed")]
+        settings = boot.get("settings") or {}
+        allowed = any(reboot_policy(settings, x) is True for x in changed_entry)
+        running = args.get("running_label") or ""
+        managed = {boot.get("managed_label") or "edgeslim"}
+        already = bool(running) and running not in managed and run.get("boot_label") == running
+        result["reboot"] = bool(changed_entry) and allowed and not already and not self._task.check_mode
+        result["reboot_pending"] = bool(changed_entry) and not result["reboot"] and not already
+        failed = {x: rec["details"].get("error", "") for x, rec in report.items() if rec["status"] == "failed"}
+        if failed:
+            result.update(failed=True, reboot=False, msg="rollback failed: " + "; ".join(
+                f"{x}: {error}" for x, error in failed.items()))  # fmt: skip
+        elif result["reboot"] and self._reboot_opts is not None:
+            error = self._reboot(self._reboot_opts, "the restored boot entry", task_vars)
+            result["rebooted"] = not error
+            lock = args.get("lock")
+            if not error and isinstance(lock, dict):
+                # the reboot emptied /run: the run's device lock is taken again (edgeslim.jetson.device_lock)
+                relock = self._execute_module(
+                    "edgeslim.jetson.device_lock",
+                    task_vars=task_vars,
+                    module_args={
+                        "state": "acquired",
+                        **{k: lock[k] for k in ("run_id", "path", "ttl", "holder") if k in lock},
+                    },
+                )
+                error = relock.get("msg", "taking the device lock again failed") if relock.get("failed") else ""
+            if error:
+                result.update(failed=True, msg=f"the reboot into the restored boot entry: {error}")
         return result
 
     def _boot_refusal(self, profile: dict[str, Any], planned: dict[str, Any]) -> str | None:

@@ -207,15 +207,19 @@ def device_identity(b: dict[str, Any]) -> dict[str, Any]:
     if text is not None:
         with contextlib.suppress(l4t.L4TError):
             info["l4t"] = l4t.parse_nv_tegra_release(text)
+    info["secure_boot"] = secure_boot(b)
+    return info
+
+
+def secure_boot(b: dict[str, Any]) -> bool | None:
+    """UEFI Secure Boot from efivarfs (None: no variable, or unreadable)."""
     try:
-        with open(os.path.join(b["efivars_path"], l4t.SECURE_BOOT_VAR), "rb") as handle:
+        efivars = b.get("efivars_path") or l4t.IDENTITY_OPTIONS["efivars_path"]["default"]
+        with open(os.path.join(efivars, l4t.SECURE_BOOT_VAR), "rb") as handle:
             data: bytes | None = handle.read()
-    except FileNotFoundError:
-        data = None
     except OSError:
         data = None
-    info["secure_boot"] = l4t.secure_boot_state(data)[0]
-    return info
+    return l4t.secure_boot_state(data)[0]
 
 
 def boot_space(path: str) -> dict[str, Any]:
@@ -648,7 +652,7 @@ def pending_dir(checker: dict[str, Any]) -> str:
 
 
 def disarm_if_idle(checker: dict[str, Any], run: Callable[[list[str], bool], tuple[int, str, str]]) -> list[str]:
-    """With no pending record left, the checker and its unit leave the device (as roles/boot_commit disarm.yml)."""
+    """With no pending record left, the checker and its unit leave the device (apply's undo, the rollback)."""
     directory = pending_dir(checker)
     if os.path.isdir(directory) and any(f.endswith(".json") for f in os.listdir(directory)):
         return []

@@ -4,7 +4,7 @@
 Under Secure Boot L4TLauncher uses extlinux.conf, an FDT and each OVERLAYS file only with a detached ``<file>.sig``
 that verifies against the db keys [EDK2-L4TLAUNCHER; JETSON-UEFI-SB]. The operator's hook (``boot.sign_command``, an
 argv in which every ``{file}`` is replaced by the file's path) runs on the device once per file and must leave a
-non-empty ``<file>.sig``; semantics as roles/boot_commit/tasks/sign.yml:
+non-empty ``<file>.sig``:
 
 - the current ``<file>.sig`` is set aside as ``<file>.sig.edgeslim-prev`` first, so a hook that writes nothing
   cannot pass on a stale signature;

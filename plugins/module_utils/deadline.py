@@ -323,36 +323,60 @@ class Device:
         self.log(f"warning: {msg}")
 
 
-def restore_boot_layer(dev: Any, b: dict[str, Any], journal_path: str, layer: str) -> dict[str, Any]:
-    """One boot layer back as the roles' rollback does it: extlinux ``state: absent`` from the layer's journal
-    record, dt_overlay ``state: absent`` for carveouts, the pending record dropped and the checker disarmed when
-    nothing else is pending. A layer without a journal record was not changed by this run: left alone."""
-    out: dict[str, Any] = {"layer": layer, "changed": False}
+def restore_boot_layer(dev: Any, b: dict[str, Any], journal_path: str, layer: str, check_mode: bool = False,
+                       strict_sign: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One boot layer back from its journal record: extlinux ``state: absent`` (the managed entry, or this layer's
+    part of it while another layer still boots through it), the carveouts overlay files removed, the pending record
+    dropped and the checker disarmed when nothing else is pending. A layer without a journal record was not changed
+    by edgeslim: left alone. Used by the engine's ``rollback`` phase (``strict_sign``: a restored extlinux.conf that
+    cannot be signed again raises SignError, the journal layer kept) and by the deadline's restore (not strict: a
+    warning, the previous signature put back). ``check_mode``: what would change, nothing written. Returns
+    ``journaled``, ``changed`` (the file), ``diff``, ``default_label`` (what the file boots afterwards), ``removed``."""
+    out: dict[str, Any] = {"layer": layer, "journaled": False, "changed": False, "removed": []}
     p = ba.edit_params(b, journal_path, layer, state="absent", default_label=None)
     doc = j.load_journal(journal_path)  # strictly, as the extlinux module (docs/journal.md, Recovery)
     journaled = j.get_layer(doc, layer)
-    if journaled is None:
-        return {**out, "note": "no journal record: not changed by this run"}
     before = xe.read_conf(p["path"])
     conf = x.parse_extlinux(before, p["path"])
+    if journaled is None:
+        return {**out, "default_label": conf.default_label, "note": "no journal record: not changed by edgeslim"}
+    out["journaled"] = True
     xe.remove_managed(conf, p, journaled, xe.sharing_layers(doc, p), out)
     after = conf.render()
-    if after != before:
-        xe.write_conf(p, before, after, lambda: None, dev.atomic_move, dev.warn)
-        out["changed"] = True
-        if b.get("sign_command") and os.path.exists(p["path"] + sg.SIG_SUFFIX):
-            out["sign_warnings"] = sg.resign(b["sign_command"], [p["path"]], dev.warn)
-    # cleared after the file is written, as the extlinux module does (a cut in between leaves what a re-run needs)
-    j.update_layer(journal_path, layer, lambda _old: None, replace=dev.atomic_move)
+    out["default_label"] = conf.default_label
+    out["changed"] = after != before
+    if out["changed"]:
+        out["diff"] = {"before": before, "after": after, "before_header": p["path"], "after_header": p["path"]}
+    overlays: list[str] = []
     if layer == "carveouts":
         c = b.get("carveouts") or {}
         dest = ba.host_path(b, c.get("overlay_path") or ba.CARVEOUTS_OPTIONS["overlay_path"]["default"])
         merged = ba.host_path(b, c.get("merged_fdt_path") or ba.CARVEOUTS_OPTIONS["merged_fdt_path"]["default"])
         for path in (dest, merged):
             ov.confine(path, ba.host_path(b, b["boot_root"]), "boot file")
-        present = ov.present_files(dest, merged)
-        ov.remove_files(present)
-        out["removed"] = present
+        overlays = ov.present_files(dest, merged)
+        out["removed"] = overlays
+    if check_mode:
+        return out
+    if out["changed"]:
+        xe.write_conf(p, before, after, lambda: None, dev.atomic_move, dev.warn)
+        if b.get("sign_command") and (os.path.exists(p["path"] + sg.SIG_SUFFIX) or ba.secure_boot(b)):
+            if strict_sign:
+                signer = sg.Signer(b["sign_command"])
+                try:
+                    signer.sign(p["path"])
+                except sg.SignError:
+                    # The file and its signature as they were, the journal layer kept: a re-run tries again.
+                    signer.put_back()
+                    xe.write_conf({**p, "backup": False}, after, before, lambda: None, dev.atomic_move, dev.warn)
+                    raise
+                signer.drop()
+                out["signed"] = [p["path"]]
+            else:
+                out["sign_warnings"] = sg.resign(b["sign_command"], [p["path"]], dev.warn)
+    # cleared after the file is written, as the extlinux module does (a cut in between leaves what a re-run needs)
+    j.update_layer(journal_path, layer, lambda _old: None, replace=dev.atomic_move)
+    ov.remove_files(overlays)
     checker = b.get("checker") or {}
     if checker:
         with contextlib.suppress(FileNotFoundError):

@@ -584,12 +584,17 @@ def rollback_services(module: Any, runner: Runner, journal_path: str, layer_name
     out: dict[str, Any] = {
         "restored": True,
         "restore_error": "",
+        "layer_restored": restored["restored"],  # whether the journal had the layer
         "journald_restored": dropin_restored,
+        "units": restored.get("units", {}),
+        "default_target": restored.get("default_target", {}),
+        "restarted_dependencies": restored.get("restarted_dependencies", []),
         "collateral": restored.get("collateral", []),
         "collateral_failed": restored.get("collateral_failed", []),
     }
-    if restored.get("collateral_warning"):
-        out["collateral_warning"] = restored["collateral_warning"]
+    for key in ("collateral_warning", "journal_warning", "diff"):
+        if restored.get(key):
+            out[key] = restored[key]
     if dropin_restored:
         rc, _out, err = runner.run([runner.systemctl, "restart", JOURNALD_UNIT], check=False)
         if rc != 0:

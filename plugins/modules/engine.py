@@ -38,9 +38,13 @@ options:
         each boot layer's record.
       - V(finish) only ends the run - the metrics file (O(metrics.result)) and the lock given back (a refusal on the
         controller after the probe).
+      - V(rollback) restores the layers in O(layers) from the journal (boot layers first - carveouts, then SWIOTLB,
+        each through the same restore as the deadline's, its signing strict - then the services layer) and gives
+        each one's record - C(rolled_back), C(unchanged) (nothing journaled) or C(failed) (the journal layer kept).
+        Check mode says what would change.
     type: str
     required: true
-    choices: [probe, apply, verify, finish]
+    choices: [probe, apply, verify, finish, rollback]
   lock:
     description:
       - The run's device lock (the lock file, holder record and transient unit of M(edgeslim.jetson.device_lock)).
@@ -194,6 +198,41 @@ options:
       - V(verify) only - C(memtotal_kb) and C(boot_id) from the V(apply) run (its C(boot.snapshot)).
     type: dict
     default: {}
+  rollback:
+    description:
+      - Controller side only. The layers to restore from the journal instead of applying anything (C(services),
+        C(swiotlb), C(carveouts)); the action plugin runs the V(rollback) phase once with them, O(boot) naming the
+        boot layers' paths, and returns C(report), C(reboot) and C(reboot_pending). O(profile) is not needed.
+    type: list
+    elements: str
+    choices: [services, swiotlb, carveouts]
+  reboot:
+    description:
+      - Controller side only. When given, the action plugin makes the reboot itself - in the same task, after V(apply)
+        staged a boot layer whose reboot policy allows it, or after a V(rollback) that restored a boot entry - with
+        C(ansible.builtin.reboot) (C(systemctl kexec) into a loaded trial kernel), then runs V(verify), which takes the
+        lock again and waits for the verdict; after a revert reboot it waits for the device (C(wait_for_connection))
+        and verifies again, every 20 s up to O(reboot.wait_timeout). After a rollback's reboot the run's O(lock) is
+        taken again. Omit it and the caller reboots (C(reboot) in the result) and calls V(verify) itself.
+    type: dict
+    suboptions:
+      timeout:
+        description: Seconds C(ansible.builtin.reboot) waits for the device to come back.
+        type: int
+        default: 900
+      boot_time_command:
+        description: C(ansible.builtin.reboot)'s C(boot_time_command); empty is its default.
+        type: str
+        default: ""
+      wait_timeout:
+        description: Seconds to wait for the device's verdict and, after a revert, for the device to answer again.
+        type: int
+        default: 600
+  running_label:
+    description:
+      - Controller side only, with O(rollback). The entry the device runs after reverting a change by itself; no
+        C(reboot) when the restored extlinux.conf boots that entry.
+    type: str
   profile:
     description:
       - Controller side only. The resolved C(edgeslim_profile); the action plugin selects its blocks from
@@ -629,6 +668,33 @@ phase:
   description: The phase that ran.
   returned: always
   type: str
+rebooted:
+  description: The action rebooted the device (O(reboot) given).
+  returned: when it rebooted
+  type: bool
+verify_failed:
+  description: With O(reboot), the change was not committed after the reboot (reverted, not in effect, the reboot or
+    the device lost) - the caller's rescue restores it.
+  returned: when it rebooted
+  type: bool
+reboot_pending:
+  description: With O(rollback) - a restored boot entry takes effect at the next boot (no reboot now).
+  returned: with O(rollback)
+  type: bool
+records:
+  description: V(rollback) - each restored layer's record (C(rolled_back), C(unchanged) with nothing journaled,
+    C(planned) in check mode, C(failed) with C(details.error) and its journal layer kept); the action plugin returns
+    them as C(report).
+  returned: V(rollback)
+  type: dict
+reboot_needed:
+  description: V(rollback) - a restored boot layer changed extlinux.conf (it takes effect at the next boot).
+  returned: V(rollback)
+  type: bool
+boot_label:
+  description: V(rollback) - the entry the restored extlinux.conf boots.
+  returned: V(rollback) with a boot layer
+  type: str
 management:
   description: The management link, C(null) when the play does not arrive over SSH.
   returned: always
@@ -694,17 +760,21 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
+from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_sign as sg
 from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock
 from ansible_collections.edgeslim.jetson.plugins.module_utils import engine_run as er
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journald_dropin as dropin
 from ansible_collections.edgeslim.jetson.plugins.module_utils import metrics as mt
 from ansible_collections.edgeslim.jetson.plugins.module_utils import units_apply as ua
+from ansible_collections.edgeslim.jetson.plugins.module_utils.dt_overlay import OverlayError
+from ansible_collections.edgeslim.jetson.plugins.module_utils.extlinux import ExtlinuxError
 from ansible_collections.edgeslim.jetson.plugins.module_utils.hostguards import (
     graphical_sessions,
     management_link,
     management_path,
 )
+from ansible_collections.edgeslim.jetson.plugins.module_utils.journal import JournalError
 from ansible_collections.edgeslim.jetson.plugins.module_utils.memsnap import (
     SnapshotError,
     boot_identity,
@@ -753,8 +823,13 @@ METRICS_SPEC = {
     "records": {"type": "dict", "default": {}},
     "result": {"type": "str", "default": "failed", "choices": list(mt.RESULTS)},
 }
+REBOOT_SPEC = {
+    "timeout": {"type": "int", "default": 900},
+    "boot_time_command": {"type": "str", "default": ""},
+    "wait_timeout": {"type": "int", "default": 600},
+}
 ARGUMENT_SPEC = {
-    "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify", "finish"]},
+    "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify", "finish", "rollback"]},
     "lock": {"type": "dict", "options": LOCK_SPEC},
     "take_lock": {"type": "bool", "default": False},
     "finish": {"type": "str", "default": "no", "choices": ["no", "yes", "if_unchanged"]},
@@ -764,6 +839,9 @@ ARGUMENT_SPEC = {
     "wait": {"type": "dict", "options": er.WAIT_OPTIONS},
     "records": {"type": "dict"},
     "profile": {"type": "dict"},
+    "rollback": {"type": "list", "elements": "str", "choices": ["services", "swiotlb", "carveouts"]},
+    "running_label": {"type": "str"},
+    "reboot": {"type": "dict", "options": REBOOT_SPEC},
     "services": {"type": "dict", "options": SERVICES_SPEC},
     "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
     "management_interface": {"type": "str"},
@@ -789,9 +867,9 @@ class EngineFailure(Exception):
 
 def check_input(p: dict[str, Any]) -> None:
     """Bad input is refused before anything is read or changed."""
-    if p["profile"] is not None or p["records"] is not None:
-        raise EngineFailure("profile and records are resolved on the controller: run edgeslim.jetson.engine as a task",
-                            "input")  # fmt: skip
+    if any(p[k] is not None for k in ("profile", "records", "rollback", "running_label", "reboot")):
+        raise EngineFailure("profile, records, rollback, running_label and reboot are resolved on the controller: run "
+                            "edgeslim.jetson.engine as a task", "input")  # fmt: skip
     if p["deadline"] < 0:
         raise EngineFailure(f"deadline must be >= 0 seconds (0: none), got {p['deadline']}", "input")
     m = p["measure"]
@@ -808,7 +886,12 @@ def check_input(p: dict[str, Any]) -> None:
             dropin.render(s["journald"])
         except dropin.DropinError as exc:
             raise EngineFailure(f"services.journald: {exc}", "input") from exc
-    if p["boot"] is not None:
+    if p["phase"] == "rollback":
+        # Nothing is applied: only what the restore uses is checked.
+        refused = sg.check_command(p["boot"]["sign_command"]) if p["boot"] is not None else None
+        if refused or (p["boot"] is None and set(p["layers"]) & set(ba.LAYERS)):
+            raise EngineFailure(refused or "boot: the paths of the boot layers to roll back are required", "input")
+    elif p["boot"] is not None:
         try:
             ba.check_boot_input(p["boot"])
         except ba.BootFailure as exc:
@@ -1160,6 +1243,73 @@ def rollback(module: AnsibleModule, runner: Runner, journal_path: str) -> dict[s
     return ua.rollback_services(module, runner, journal_path, LAYER)
 
 
+RESTORE_ERRORS = (dl.DeadlineError, sg.SignError, JournalError, ExtlinuxError, OverlayError, OSError)
+
+
+def restored(layer: str, status: str, **details: Any) -> dict[str, Any]:
+    return layer_record(status, "MemAvailable" if layer == LAYER else "MemTotal", details)
+
+
+def restore_layers(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
+    """The ``rollback`` phase: the boot layers (carveouts, then SWIOTLB: the restore the deadline runs, signing
+    strict), then the services layer, each from its journal record. A layer that fails is recorded as failed with its
+    error (its journal layer kept); the others still run."""
+    p = module.params
+    check = module.check_mode
+    out: dict[str, Any] = {"phase": "rollback", "changed": False, "diff": [], "records": {}}
+    records = out["records"]
+    for layer in ("carveouts", "swiotlb"):
+        if layer not in p["layers"]:
+            continue
+        try:
+            res = dl.restore_boot_layer(module, p["boot"], p["journal_path"], layer, check_mode=check, strict_sign=True)
+        except RESTORE_ERRORS as exc:
+            msg = getattr(exc, "msg", None) or str(exc)
+            records[layer] = restored(layer, "failed", changed=False, error=f"{msg}; the journal layer is kept")
+            continue
+        status = ("planned" if check else "rolled_back") if res["journaled"] else "unchanged"
+        records[layer] = restored(layer, status, changed=res["journaled"], extlinux_changed=res["changed"],
+                                  removed=res["removed"], default_label=res["default_label"])  # fmt: skip
+        out["boot_label"] = res["default_label"]
+        out["changed"] = out["changed"] or res["journaled"]
+        if res.get("diff"):
+            out["diff"].append(res["diff"])
+    if "services" in p["layers"]:
+        records[LAYER] = restore_services(module, runner, p["journal_path"], out)
+    out["reboot_needed"] = any(
+        (records.get(layer) or {}).get("details", {}).get("extlinux_changed") for layer in ("carveouts", "swiotlb")
+    )
+    return out
+
+
+def restore_services(module: AnsibleModule, runner: Runner, journal_path: str, out: dict[str, Any]) -> dict[str, Any]:
+    """The services layer's part of ``rollback``: units, default target and the journald drop-in (check mode: the
+    plan of the unit restore)."""
+    if module.check_mode:
+        try:
+            res = ua.restore_units(module, runner, journal_path, LAYER, True)
+        except ua.UnitsFailure as exc:
+            return restored(LAYER, "failed", changed=False, error=exc.msg)
+        out["changed"] = out["changed"] or res["restored"]
+        if res.get("diff"):
+            out["diff"].append(res["diff"])
+        return restored(LAYER, "planned" if res["restored"] else "unchanged", changed=res["restored"],
+                        units=res["units"], default_target=res["default_target"])  # fmt: skip
+    res = ua.rollback_services(module, runner, journal_path, LAYER)
+    if not res["restored"]:
+        return restored(LAYER, "failed", changed=False, error=f"{res['restore_error']}; the journal layer is kept")
+    done = bool(res["layer_restored"] or res["journald_restored"])
+    out["changed"] = out["changed"] or done
+    if res.get("diff"):
+        out["diff"].append(res["diff"])
+    details = {k: res[k] for k in ("units", "default_target", "restarted_dependencies", "collateral",
+                                   "collateral_failed", "journald_restored") if k in res}  # fmt: skip
+    for key in ("journal_warning", "collateral_warning", "restore_warning"):
+        if res.get(key):
+            details[key] = res[key]
+    return restored(LAYER, "rolled_back" if done else "unchanged", changed=done, **details)
+
+
 # ---- the run around the layers: lock, report snapshots, metrics file ---------------------------------------------
 KEPT_STATUSES = ("applied", "unverified_container", "pending_reboot", "staged")
 FINE_AFTER_REBOOT = ("applied", "unverified_container")
@@ -1322,6 +1472,8 @@ def main() -> None:
             taken = take_lock(lock)["held"]
         if p["phase"] == "finish":
             result = {"phase": "finish", "changed": False}
+        elif p["phase"] == "rollback":
+            result = restore_layers(module, runner)
         elif p["phase"] == "verify":
             result = verify(module, lock)
             taken = lock is not None and p["take_lock"] and not result.get("revert_reboot")

@@ -63,6 +63,9 @@ def test_device_runs_counts_the_engine_phases_that_ran():
     assert cb.device_runs({"probe": {}, "apply": {}}, engine) == 2
     assert cb.device_runs({"probe": {}, "finish": {}, "apply": None}, engine) == 2
     assert cb.device_runs({"verify": {}}, engine) == 1
+    # the reboot the engine task makes itself is one device run: probe, apply, reboot, verify
+    assert cb.device_runs({"probe": {}, "apply": {}, "verify": {}, "rebooted": True}, engine) == 4
+    assert cb.device_runs({"rollback": {}, "rebooted": True}, engine) == 2
     # refused on the controller before any device run
     assert cb.device_runs({"probe": None, "apply": None, "engine_failed": True}, engine) == 0
     assert cb.is_controller_side("edgeslim.jetson.rollout_guard", None) is True

@@ -13,12 +13,11 @@ from typing import Any, ClassVar
 from faultlib import Op, file_changes, fs_restore, fs_snapshot
 from powercut import PowerCut
 
-from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba  # isort: skip
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux as x  # isort: skip
 from ansible_collections.edgeslim.jetson.plugins.module_utils import extlinux_edit as xe  # isort: skip
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j  # isort: skip
-from ansible_collections.edgeslim.jetson.plugins.modules import dt_overlay, extlinux, units  # isort: skip
-from bootdevice import OVERLAY, REPO, Device, compiled  # isort: skip
+from ansible_collections.edgeslim.jetson.plugins.modules import extlinux, units  # isort: skip
+from bootdevice import REPO, Device, compiled  # isort: skip
 from conftest import FIXTURES  # isort: skip
 from fake_systemd import FakeSystemd, jetson_units  # isort: skip
 from modhelper import run_module  # isort: skip
@@ -165,26 +164,16 @@ class EngineBoot(Op):
         return self.device(["/bin/systemctl", *args])
 
     def rollback_violations(self) -> list[str]:
-        """The roles' rollback path per layer (carveouts, then swiotlb): edgeslim.jetson.extlinux state=absent from
-        the journal record, dt_overlay state=absent for carveouts, disarm (boot_commit disarm.yml)."""
+        """The roles' rollback (roles/boot_commit/tasks/rollback.yml): the engine's rollback phase for the layers,
+        from the journal as the cut left it."""
         d = self.device
         found: list[str] = []
-        for layer in reversed(self.layers):
-            res = run_module(extlinux.main, {"path": str(d.conf), "root": str(d.root), "state": "absent",
-                                             "managed_label": MANAGED, "journal_path": d.journal,
-                                             "journal_layer": layer})  # fmt: skip
-            if res.get("failed"):
-                found.append(f"rollback of {layer}: extlinux state=absent failed: {res.get('msg')}")
-            if layer == "carveouts":
-                res = run_module(dt_overlay.main, {"dest": str(d.root / OVERLAY.lstrip("/")), "state": "absent",
-                                                   "boot_root": str(d.root / "boot")})  # fmt: skip
-                if res.get("failed"):
-                    found.append(f"rollback of carveouts: dt_overlay state=absent failed: {res.get('msg')}")
-            pending = d.state / "pending" / f"{layer}.json"
-            if pending.exists():
-                pending.unlink()
-            errors = ba.disarm_if_idle(self.request["checker"], self.checker_run)
-            found += [f"rollback of {layer}: {e}" for e in errors]
+        res = d.run("rollback", self.request, layers=list(self.layers))
+        if res.get("failed"):
+            found.append(f"rollback failed: {res.get('msg')}")
+        for layer, rec in (res.get("records") or {}).items():
+            if rec["status"] == "failed":
+                found.append(f"rollback of {layer} failed: {rec['details'].get('error')}")
         after = fs_snapshot(self.tmp)
         conf_rel = self.rel(str(d.conf))
         if after.get(conf_rel) != self.initial[conf_rel]:

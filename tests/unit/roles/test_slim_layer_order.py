@@ -46,8 +46,11 @@ def record(what: str) -> dict:
     }
 
 
-def result(layer: str, status: str) -> dict:
-    return {"name": "Publish the layer result", "ansible.builtin.set_fact": {f"{layer}_result": {"status": status}}}
+# the stand-in rollback's records: every layer it was given rolled back
+ROLLED_BACK = (
+    "{{ dict(boot_commit_rollback_layers | zip(boot_commit_rollback_layers | map('extract', {'services': {'status': "
+    "'rolled_back'}, 'swiotlb': {'status': 'rolled_back'}, 'carveouts': {'status': 'rolled_back'}}))) }}"
+)
 
 
 ENGINE_STUB = [
@@ -93,14 +96,16 @@ def stub_roles(roles: Path) -> None:
         "measure/tasks/after.yml": [record("after")],
         "metrics/tasks/main.yml": [record("metrics {{ metrics_playbook }} {{ metrics_result | default('ok') }}")],
         "services/tasks/inputs.yml": [{"name": "Options", "ansible.builtin.set_fact": {"services_engine": {}}}],
-        "services/tasks/rollback.yml": [record("rollback services"), result("services", "rolled_back")],
         "boot_commit/tasks/engine.yml": ENGINE_STUB,
+        "boot_commit/tasks/rollback.yml": [
+            record("rollback {{ boot_commit_rollback_layers | join(' ') }}"),
+            {"name": "The records", "ansible.builtin.set_fact": {"boot_commit_rollback": {"report": ROLLED_BACK}}},
+        ],
     }
     for layer in ("swiotlb", "carveouts"):
         files[f"{layer}/tasks/inputs.yml"] = [
             {"name": "Inputs", "ansible.builtin.set_fact": {f"{layer}_inputs": {}, f"{layer}_boot": {}}}
         ]
-        files[f"{layer}/tasks/rollback.yml"] = [record(f"rollback {layer}"), result(layer, "rolled_back")]
     for name, tasks in files.items():
         (roles / name).parent.mkdir(parents=True, exist_ok=True)
         (roles / name).write_text(yaml.safe_dump(tasks, sort_keys=False))
@@ -188,12 +193,12 @@ def test_one_engine_call_with_the_layers_in_order_on_every_host_of_a_mixed_batch
 
 
 def test_rollback_in_reverse_order_on_every_host_of_a_mixed_batch(tmp_path, collection):
-    """A boot change the device did not commit: every boot layer of that boot, then (scope host) services."""
+    """A boot change the device did not commit: every boot layer of that boot, then (scope host) services, in one
+    rollback (boot layers first)."""
     assert run_slim(tmp_path, collection, fail_carveouts=True) == {
-        "camera-01": ["engine [services carveouts]" + RUN, "rollback carveouts", "rollback services",
-                      "metrics slim failed"],
-        "robot-01": ["engine [services swiotlb carveouts]" + RUN, "rollback carveouts", "rollback swiotlb",
-                     "rollback services", "metrics slim failed"],
+        "camera-01": ["engine [services carveouts]" + RUN, "rollback carveouts services", "metrics slim failed"],
+        "robot-01": ["engine [services swiotlb carveouts]" + RUN, "rollback carveouts swiotlb services",
+                     "metrics slim failed"],
     }  # fmt: skip
 
 

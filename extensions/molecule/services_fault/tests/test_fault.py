@@ -52,7 +52,7 @@ def test_requires_client_stopped_as_dependency_and_restarted(host):
     assert with_it["es-dep-client.service"] == {"by": "es-dep-server.service", "via": "Requires="}
     assert "Id=es-dep-client.service\nActiveState=inactive\nUnitFileState=enabled" in record["after_slim"]
     rollback = record["rollback"]
-    assert rollback["restored"] is True
-    assert "es-dep-client.service" in rollback["restarted_dependencies"]
+    assert rollback["status"] == "rolled_back"
+    assert "es-dep-client.service" in rollback["details"]["restarted_dependencies"]
     assert host.service("es-dep-client.service").is_running
     assert host.service("es-stubborn.service").is_running

@@ -1,6 +1,6 @@
 """reboot_policy_errors: a reboot policy is a strict boolean, refused otherwise (roles/slim/tasks/reboot_policy.yml).
-reboot_policy: the effective policy of a boot layer, the one the rollback's single reboot
-(roles/slim/tasks/rollback.yml) and the metrics file decide by."""
+reboot_policy: the effective policy of a boot layer, the one the rollback's single reboot (the engine action's
+rollback, tests/unit/plugins/action/test_engine_rollback_action.py) and the metrics file decide by."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.edgeslim.jetson.plugins.filter.reboot_policy import reboot_policy
 from ansible_collections.edgeslim.jetson.plugins.filter.reboot_policy_errors import reboot_policy_errors
-from ansible_collections.edgeslim.jetson.plugins.module_utils.metrics import rebooted_after_restore
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -112,37 +111,3 @@ def run_play(tmp_path, play: list, extra: dict | None = None) -> subprocess.Comp
     if extra:
         argv += ["-e", json.dumps(extra)]
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-
-
-# Restored layers' results, the policies the play sees, and whether the rollback's single reboot is allowed.
-ROLLBACK_CASES = [
-    ({"swiotlb": "rolled_back"}, {"edgeslim_reboot_ok": True}, True),
-    ({"swiotlb": "rolled_back"}, {"edgeslim_reboot_ok": True, "swiotlb_reboot_ok": False}, False),
-    ({"swiotlb": "rolled_back"}, {"edgeslim_reboot_ok": False, "swiotlb_reboot_ok": ""}, False),
-    ({"carveouts": "rolled_back"}, {"edgeslim_reboot_ok": False, "carveouts_reboot_ok": "true"}, True),
-    ({"carveouts": "rolled_back", "swiotlb": "rolled_back"},
-     {"edgeslim_reboot_ok": False, "swiotlb_reboot_ok": True, "carveouts_reboot_ok": None}, True),
-    ({"carveouts": "unchanged"}, {"edgeslim_reboot_ok": True}, False),  # nothing restored: no reboot
-    ({"swiotlb": "rolled_back"}, {}, False),  # undecided: the restored entry waits for the next boot
-]  # fmt: skip
-
-
-def test_rollback_reboot_decision_is_the_filter_and_agrees_with_the_metrics_file(tmp_path):
-    tasks = yaml.safe_load((ROOT / "roles/slim/tasks/rollback.yml").read_text())
-    (decide,) = [t for t in tasks if str(t.get("name", "")).startswith("Whether a restored boot entry")]
-    assert "reboot_policy" in json.dumps(decide["vars"]["__policies"])
-    play = []
-    for index, (statuses, policies, _expect) in enumerate(ROLLBACK_CASES):
-        play.append({
-            "hosts": "localhost", "gather_facts": False, "connection": "local",
-            "vars": {"slim_rollback_layers": ["carveouts", "swiotlb", "services"], **policies,
-                     **{f"{layer}_result": {"status": status} for layer, status in statuses.items()}},
-            "tasks": [decide, {"ansible.builtin.debug": {
-                "msg": f"CASE {index} {{{{ slim_rollback_reboot_ok | bool }}}}"}}],
-        })  # fmt: skip
-    res = run_play(tmp_path, play)
-    assert res.returncode == 0, res.stdout + res.stderr
-    for index, (statuses, policies, expect) in enumerate(ROLLBACK_CASES):
-        assert f"CASE {index} {expect}" in res.stdout, (index, res.stdout)
-        results = {layer: {"status": status} for layer, status in statuses.items()}
-        assert rebooted_after_restore(results, policies) is expect, index

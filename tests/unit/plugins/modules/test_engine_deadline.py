@@ -15,8 +15,8 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply 
 from ansible_collections.edgeslim.jetson.plugins.module_utils import deadline as dl
 from ansible_collections.edgeslim.jetson.plugins.module_utils import devlock, hostguards
 from ansible_collections.edgeslim.jetson.plugins.module_utils import journal as j
-from ansible_collections.edgeslim.jetson.plugins.modules import device_lock, dt_overlay, engine, extlinux
-from bootdevice import OVERLAY, Device, FakeLock, compiled
+from ansible_collections.edgeslim.jetson.plugins.modules import device_lock, engine
+from bootdevice import Device, FakeLock, compiled
 from modhelper import run_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "faults"))
@@ -197,18 +197,10 @@ class RestoreDevice(_Module):
 
 
 def rollback(device: Device, boot: dict[str, Any]) -> None:
-    """The roles' rollback (roles/carveouts, roles/swiotlb rollback.yml, boot_commit disarm.yml) per layer."""
-    for layer in ("carveouts", "swiotlb"):
-        res = run_module(extlinux.main, {"path": str(device.conf), "root": str(device.root), "state": "absent",
-                                         "managed_label": "edgeslim", "journal_path": device.journal,
-                                         "journal_layer": layer})  # fmt: skip
-        assert not res.get("failed"), res.get("msg")
-        if layer == "carveouts":
-            res = run_module(dt_overlay.main, {"dest": str(device.root / OVERLAY.lstrip("/")), "state": "absent",
-                                               "boot_root": str(device.root / "boot")})  # fmt: skip
-            assert not res.get("failed"), res.get("msg")
-        (device.state / "pending" / f"{layer}.json").unlink(missing_ok=True)
-        assert ba.disarm_if_idle(boot["checker"], lambda args, _c: device(["/bin/systemctl", *args])) == []
+    """The roles' rollback (roles/boot_commit/tasks/rollback.yml): the engine's rollback phase."""
+    res = device.run("rollback", boot, layers=["swiotlb", "carveouts"])
+    assert not res.get("failed"), res.get("msg")
+    assert {rec["status"] for rec in res["records"].values()} == {"rolled_back"}, res["records"]
 
 
 def comparable(snap: dict[str, Any]) -> dict[str, Any]:
