@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""A controller that vanishes mid-run: run slim.yml against one simulated device, SIGKILL ansible-playbook (its whole
-process group: workers, connections) the moment the engine's apply has armed the device's deadline, then leave the
-device alone and wait until it has restored the run by itself.
+"""A controller that vanishes mid-run: run slim.yml against one simulated device, SIGKILL ansible-playbook and every
+process under it (its workers, which Ansible puts in sessions of their own, and their connections) the moment the
+engine's apply has armed the device's deadline, then leave the device alone and wait until it has restored the run by
+itself.
 
     python tests/sim/controller_lost.py --container es-controller_lost-1 --inventory HOSTS --deadline 40
 
@@ -16,6 +17,7 @@ playbook had already finished). The Molecule scenario controller_lost runs it an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -45,6 +47,38 @@ def rolled_back(container: str) -> bool:
     return False
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (from /proc): a killpg misses Ansible's workers, each of which calls setsid()."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_controller(pid: int) -> None:
+    """A crash of the controller machine: ansible-playbook stopped first (it forks no new worker), then it and every
+    process under it killed."""
+    os.kill(pid, signal.SIGSTOP)
+    for _round in range(3):  # a worker may have forked a connection between the listing and its kill
+        for child in descendants(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--container", required=True, help="the simulated device (podman container name)")
@@ -63,7 +97,7 @@ def main() -> int:
             "-e", json.dumps({"edgeslim_deadline": args.deadline, "edgeslim_reboot_ok": True})]  # fmt: skip
     start = time.monotonic()
     with open(args.log, "w", encoding="utf-8") as log:
-        # a session of its own: the kill takes the whole controller (workers, connection clients) as a crash would
+        # a session of its own; kill_controller also takes the workers, which Ansible moves to sessions of their own
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         while not records(args.container):
             if proc.poll() is not None:
@@ -77,10 +111,10 @@ def main() -> int:
         if proc.poll() is not None:
             print(f"FAIL slim.yml had ended (rc {proc.returncode}) when its deadline record was seen: too late to kill")
             return 1
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_controller(proc.pid)
         proc.wait()
     armed = time.monotonic()
-    print(f"deadline armed {armed - start:.1f} s into the run; controller killed (SIGKILL to its process group)")
+    print(f"deadline armed {armed - start:.1f} s into the run; controller killed (ansible-playbook and its workers)")
 
     limit = armed + args.deadline + args.grace
     while time.monotonic() < limit:
