@@ -8,7 +8,9 @@ description:
   - Takes C(hostvars) and the play's hosts and returns the fleet totals the C(edgeslim.jetson.slim_report) callback
     prints (same rules, docs/report.md) - hosts per status (C(ok), C(failed), C(rolled_back), C(unreachable),
     C(pending_reboot), C(not_run), C(not_reached)), reclaimed MB per layer and in total.
-  - A host's layers are read from the C(<layer>_result) facts its layer roles set (C(status), C(reclaimed_mb)).
+  - A host's layers are read from C(slim_report) (layer -> record, what the C(edgeslim.jetson.slim) role sets, also
+    after its rescue), else from the C(<layer>_result) facts the layer roles set on their own (C(status),
+    C(reclaimed_mb)).
   - A host that is not in O(active) (failed or unreachable in this play) is C(failed) unless its layers say
     C(rolled_back); a host without the O(reached_var) variable never started (C(not_reached)).
 author: edgeslim maintainers (@edgeslim)
@@ -70,7 +72,11 @@ def fleet_stats(hostvars, hosts, active, reached_var="edgeslim_rollout_guard"):
             outcomes[host] = "not_reached"
             continue
         outcomes[host] = "ok" if host in active else "failed"
-        layers = {name: hv[f"{name}_result"] for name in LAYERS if f"{name}_result" in hv}
+        report = hv.get("slim_report")
+        if isinstance(report, dict) and report:
+            layers = {name: report[name] for name in LAYERS if name in report}
+        else:
+            layers = {name: hv[f"{name}_result"] for name in LAYERS if f"{name}_result" in hv}
         custom[host] = {"layers": {n: dict(v) for n, v in layers.items() if isinstance(v, dict)}}
     return run_stats(build_rows(custom, outcomes))
 

@@ -27,6 +27,19 @@ def test_totals_per_status_and_layer():
     assert out["reclaimed_mb_total"] == 812.5
 
 
+def test_the_slim_flow_s_records_are_read_from_slim_report():
+    """The slim role publishes its layers as slim_report (layer -> record), not as <layer>_result facts."""
+    hostvars = {
+        "a": {**REACHED, "slim_report": {"services": {"status": "applied", "reclaimed_mb": 107.0},
+                                         "swiotlb": {"status": "pending_reboot", "reclaimed_mb": None}}},
+        "b": {**REACHED, "slim_report": {"services": {"status": "rolled_back", "reclaimed_mb": None}},
+              "services_result": {"status": "applied", "reclaimed_mb": 5}},
+    }  # fmt: skip
+    out = fleet_stats(hostvars, ["a", "b"], ["a"])
+    assert out["by_status"]["rolled_back"] == 1 and out["by_status"]["pending_reboot"] == 1
+    assert out["reclaimed_mb"] == {"services": 107.0, "swiotlb": 0.0, "carveouts": 0.0}
+
+
 def test_all_reached_is_complete():
     hostvars = {h: {**REACHED, "services_result": {"status": "applied", "reclaimed_mb": 10}} for h in ("x", "y")}
     out = fleet_stats(hostvars, ["x", "y"], ["x", "y"])
