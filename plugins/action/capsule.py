@@ -44,7 +44,7 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.module_utils import capsule as c
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals
-from ansible_collections.edgeslim.jetson.plugins.plugin_utils.actions import run_action
+from ansible_collections.edgeslim.jetson.plugins.plugin_utils.actions import reboot_args, run_action
 
 RECORD = "/var/lib/edgeslim/capsule.json"
 HOLD_MARKER = "/var/lib/edgeslim/bootloader-hold"
@@ -510,10 +510,9 @@ class ActionModule(ActionBase):
         mem_before = self._module("edgeslim.jetson.memory_snapshot", self._boot_id(), "MemTotal before")
         if not (request and reboot):
             return delivered_report(request, slot_before, sha256, mem_before, None, None)
-        reboot_args: dict[str, Any] = {"reboot_timeout": int(a.get("reboot_timeout") or 1800), "post_reboot_delay": 5}
-        if a.get("boot_time_command"):
-            reboot_args["boot_time_command"] = a["boot_time_command"]
-        self._action("ansible.legacy.reboot", reboot_args, "reboot for the capsule")
+        args = reboot_args("edgeslim: rebooting for the bootloader capsule", int(a.get("reboot_timeout") or 1800), 5,
+                           a.get("boot_time_command") or "")  # fmt: skip
+        self._action("ansible.legacy.reboot", args, "reboot for the capsule")
         lock = a.get("lock")
         if isinstance(lock, dict) and lock.get("run_id"):
             # the reboot emptied /run

@@ -44,9 +44,10 @@ from ansible.errors import AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible_collections.edgeslim.jetson.plugins.module_utils import boot_apply as ba
 from ansible_collections.edgeslim.jetson.plugins.module_utils.boot_sign import SECURE_BOOT_REFUSAL, check_command
+from ansible_collections.edgeslim.jetson.plugins.module_utils.engine_run import REBOOT_OPTIONS
 from ansible_collections.edgeslim.jetson.plugins.module_utils.layer_inputs import layer_refusals, reboot_policy
-from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
-from ansible_collections.edgeslim.jetson.plugins.plugin_utils.actions import run_action
+from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_status
+from ansible_collections.edgeslim.jetson.plugins.plugin_utils.actions import reboot_args, run_action
 
 MODULE = "edgeslim.jetson.engine"
 REFUSED_DISPLAY = "Refuse to go headless while a graphical session is in use"
@@ -59,9 +60,9 @@ VERIFY_BOOT = "Verify the boot layers after the reboot (verdict, running kernel,
 PREFLIGHT = "Pre-flight checks (a Jetson, a supported L4T release, free space under /boot)"
 LOCK = "Take the device lock (refused, naming the holder, while another edgeslim run holds it)"
 BOOT_LAYERS = ("swiotlb", "carveouts")
-# The reboot the action makes itself (``reboot``): ansible.builtin.reboot's timeout and boot-time command, how long it
-# waits for the device's verdict and, after a revert, for the device to answer again (retried every 20 s).
-REBOOT_DEFAULTS = {"timeout": 900, "boot_time_command": "", "wait_timeout": 600}
+# The reboot the action makes itself (``reboot``, the module's option spec); after a revert verify is retried every
+# VERIFY_RETRY_DELAY seconds.
+REBOOT_DEFAULTS = {k: v["default"] for k, v in REBOOT_OPTIONS.items()}
 VERIFY_RETRY_DELAY = 20
 COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKER_FILES = os.path.join(COLLECTION, "roles", "boot_commit", "files")
@@ -96,11 +97,8 @@ def select_services(profile: dict[str, Any], run_tags: list[str], skip_tags: lis
 
 
 def record(status: str, **details: Any) -> dict[str, Any]:
-    return layer_record(status, "MemAvailable", details)
-
-
-def boot_record(status: str, **details: Any) -> dict[str, Any]:
-    return layer_record(status, "MemTotal", details)
+    """The services layer's record without figures."""
+    return layer_status("services", status, **details)
 
 
 def truthy(value: Any) -> bool:
@@ -483,7 +481,7 @@ class ActionModule(ActionBase):
         if skipped and "boot" in module_args:
             # UEFI Secure Boot without a signing hook: the boot layers are skipped with pre-flight's reason.
             for layer in self._boot_layers:
-                report[layer] = boot_record("skipped", reason=skipped)
+                report[layer] = layer_status(layer, "skipped", reason=skipped)
             result.setdefault("warnings", []).append(f"boot layers refused: {skipped}")
             self._boot_layers = []
             module_args.pop("boot")
@@ -595,12 +593,8 @@ class ActionModule(ActionBase):
 
     def _reboot(self, opts: dict[str, Any], reason: str, task_vars: dict[str, Any], kexec: bool = False) -> str:
         """One ansible.builtin.reboot (``systemctl kexec`` into a loaded trial kernel); the error, or empty."""
-        args: dict[str, Any] = {"msg": f"edgeslim: rebooting for {reason}", "reboot_timeout": opts["timeout"],
-                                "post_reboot_delay": 3}  # fmt: skip
-        if kexec:
-            args["reboot_command"] = "systemctl kexec"
-        if opts["boot_time_command"]:
-            args["boot_time_command"] = opts["boot_time_command"]
+        args = reboot_args(f"edgeslim: rebooting for {reason}", opts["timeout"], 3, opts["boot_time_command"],
+                           "systemctl kexec" if kexec else "")  # fmt: skip
         res = run_action(self, "ansible.legacy.reboot", args, task_vars)
         return "" if not (res.get("failed") or res.get("unreachable")) else str(res.get("msg") or "reboot failed")
 
@@ -767,11 +761,11 @@ class ActionModule(ActionBase):
             if "restored" not in applied:  # refused before the boot layers' first change
                 status, failed = "failed", {"error": msg, "changed": False}
             for layer in self._boot_layers:
-                report[layer] = boot_record(status, failed_task=FAILED_BOOT, **failed)
+                report[layer] = layer_status(layer, status, failed_task=FAILED_BOOT, **failed)
         else:
             report["services"] = record(status, failed_task=FAILED_APPLY, **failed)
             for layer in self._boot_layers if "boot" in module_args else []:
-                report[layer] = boot_record("skipped", reason="not run: the services layer failed before it")
+                report[layer] = layer_status(layer, "skipped", reason="not run: the services layer failed before it")
         return result
 
     def _refused_all(self, result: dict[str, Any], module_args: dict[str, Any], stage: str, msg: str) -> dict:
@@ -780,5 +774,5 @@ class ActionModule(ActionBase):
         if "services" in module_args:
             result["report"]["services"] = record("failed", changed=False, failed_task=stage, error=msg)
         for layer in self._boot_layers:
-            result["report"][layer] = boot_record("failed", changed=False, failed_task=stage, error=msg)
+            result["report"][layer] = layer_status(layer, "failed", changed=False, failed_task=stage, error=msg)
         return result

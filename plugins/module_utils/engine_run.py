@@ -29,7 +29,16 @@ PREFLIGHT_OPTIONS = {
     "supported_l4t_majors": {"type": "list", "elements": "int", "default": [35, 36, 38, 39]},
     "boot_path": {"type": "path", "default": "/boot"},
     "boot_min_free_mb": {"type": "int", "default": 16},
+    "sign_command": {"type": "list", "elements": "str"},
     **l4t.IDENTITY_OPTIONS,
+}
+# The reboot the action plugin makes itself after apply staged a boot layer (the module's ``reboot`` option, the
+# action's defaults): ansible.builtin.reboot's timeout and boot-time command, and how long it waits for the device's
+# verdict and, after a revert, for the device to answer again.
+REBOOT_OPTIONS = {
+    "timeout": {"type": "int", "default": 900},
+    "boot_time_command": {"type": "str", "default": ""},
+    "wait_timeout": {"type": "int", "default": 600},
 }
 WAIT_OPTIONS = {
     "layer": {"type": "str", "required": True, "choices": ["swiotlb", "carveouts"]},
@@ -124,7 +133,7 @@ def wait_verdict(
     clock: Callable[[], float] = time.monotonic,
 ) -> tuple[dict[str, Any], bool]:
     """Wait (at most ``timeout`` s) for the checker's verdict of this boot, then -- when it reverted -- for its revert
-    reboot (roles/boot_commit/tasks/wait.yml's behaviour, in one process). Returns (verdict, revert_pending): a
+    reboot, in one process. Returns (verdict, revert_pending): a
     verdict of ``no_verdict`` when none came; revert_pending true when the device reverted and has not rebooted yet
     (the reboot usually ends this process first: the caller treats a lost connection the same way)."""
     deadline = clock() + timeout

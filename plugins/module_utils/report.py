@@ -43,6 +43,12 @@ def layer_record(
     }
 
 
+def layer_status(layer: str, status: str, **details: Any) -> dict[str, Any]:
+    """A layer's record without figures (a refusal, a skip, a restore): measured by MemAvailable for the services
+    layer, by MemTotal for the boot layers."""
+    return layer_record(status, "MemAvailable" if layer == "services" else "MemTotal", details)
+
+
 def _num(value: Any) -> float | None:
     """Stats may arrive as numbers or as templated strings; '', None and junk mean 'not measured'."""
     if value is None or isinstance(value, bool):

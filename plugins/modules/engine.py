@@ -113,6 +113,13 @@ options:
         description: MB that must be free there.
         type: int
         default: 16
+      sign_command:
+        description:
+          - Without O(boot) (pre-flight on its own, the C(edgeslim.jetson.preflight) role) - the signing hook the boot
+            layers would run; on a UEFI Secure Boot device without one, C(boot_layers_refused) says why they would be
+            skipped. With O(boot), O(boot.sign_command) counts.
+        type: list
+        elements: str
       devicetree_path: &devicetree_path
         description: The live device tree (kernel layout).
         type: path
@@ -787,7 +794,7 @@ from ansible_collections.edgeslim.jetson.plugins.module_utils.memsnap import (
     units_memory,
     utc_now,
 )
-from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record
+from ansible_collections.edgeslim.jetson.plugins.module_utils.report import layer_record, layer_status
 from ansible_collections.edgeslim.jetson.plugins.module_utils.systemd_units import UnitsError
 from ansible_collections.edgeslim.jetson.plugins.module_utils.units_apply import RunError, Runner, UnitsFailure
 
@@ -823,11 +830,6 @@ METRICS_SPEC = {
     "records": {"type": "dict", "default": {}},
     "result": {"type": "str", "default": "failed", "choices": list(mt.RESULTS)},
 }
-REBOOT_SPEC = {
-    "timeout": {"type": "int", "default": 900},
-    "boot_time_command": {"type": "str", "default": ""},
-    "wait_timeout": {"type": "int", "default": 600},
-}
 ARGUMENT_SPEC = {
     "phase": {"type": "str", "required": True, "choices": ["probe", "apply", "verify", "finish", "rollback"]},
     "lock": {"type": "dict", "options": LOCK_SPEC},
@@ -841,7 +843,7 @@ ARGUMENT_SPEC = {
     "profile": {"type": "dict"},
     "rollback": {"type": "list", "elements": "str", "choices": ["services", "swiotlb", "carveouts"]},
     "running_label": {"type": "str"},
-    "reboot": {"type": "dict", "options": REBOOT_SPEC},
+    "reboot": {"type": "dict", "options": er.REBOOT_OPTIONS},
     "services": {"type": "dict", "options": SERVICES_SPEC},
     "journal_path": {"type": "path", "default": "/var/lib/edgeslim/journal.json"},
     "management_interface": {"type": "str"},
@@ -950,8 +952,9 @@ def probe(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
         except er.PreflightRefused as exc:
             raise EngineFailure(exc.msg, "preflight", preflight=exc.info) from exc
         out["preflight"]["boot_layers_refused"] = ""
-        if p["boot"] is not None and out["preflight"]["secure_boot"] is True and not p["boot"]["sign_command"]:
-            # The boot layers are skipped with this reason; the other layers run (roles/preflight's rule).
+        sign = p["boot"]["sign_command"] if p["boot"] is not None else p["preflight"]["sign_command"]
+        if sign is not None and not sign and out["preflight"]["secure_boot"] is True:
+            # The boot layers are skipped with this reason; the other layers run.
             out["preflight"]["boot_layers_refused"] = er.PREFLIGHT_SECURE_BOOT
             p["boot"] = None
     if p["report"]:
@@ -1246,10 +1249,6 @@ def rollback(module: AnsibleModule, runner: Runner, journal_path: str) -> dict[s
 RESTORE_ERRORS = (dl.DeadlineError, sg.SignError, JournalError, ExtlinuxError, OverlayError, OSError)
 
 
-def restored(layer: str, status: str, **details: Any) -> dict[str, Any]:
-    return layer_record(status, "MemAvailable" if layer == LAYER else "MemTotal", details)
-
-
 def restore_layers(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
     """The ``rollback`` phase: the boot layers (carveouts, then SWIOTLB: the restore the deadline runs, signing
     strict), then the services layer, each from its journal record. A layer that fails is recorded as failed with its
@@ -1265,11 +1264,13 @@ def restore_layers(module: AnsibleModule, runner: Runner) -> dict[str, Any]:
             res = dl.restore_boot_layer(module, p["boot"], p["journal_path"], layer, check_mode=check, strict_sign=True)
         except RESTORE_ERRORS as exc:
             msg = getattr(exc, "msg", None) or str(exc)
-            records[layer] = restored(layer, "failed", changed=False, error=f"{msg}; the journal layer is kept")
+            records[layer] = layer_status(layer, "failed", changed=False, error=f"{msg}; the journal layer is kept")
             continue
         status = ("planned" if check else "rolled_back") if res["journaled"] else "unchanged"
-        records[layer] = restored(layer, status, changed=res["journaled"], extlinux_changed=res["changed"],
-                                  removed=res["removed"], default_label=res["default_label"])  # fmt: skip
+        # check mode: the files a restore would remove, under their own key
+        removed = {"would_remove" if check else "removed": res["removed"]}
+        records[layer] = layer_status(layer, status, changed=res["journaled"], extlinux_changed=res["changed"],
+                                      default_label=res["default_label"], **removed)  # fmt: skip
         out["boot_label"] = res["default_label"]
         out["changed"] = out["changed"] or res["journaled"]
         if res.get("diff"):
@@ -1289,15 +1290,15 @@ def restore_services(module: AnsibleModule, runner: Runner, journal_path: str, o
         try:
             res = ua.restore_units(module, runner, journal_path, LAYER, True)
         except ua.UnitsFailure as exc:
-            return restored(LAYER, "failed", changed=False, error=exc.msg)
+            return layer_status(LAYER, "failed", changed=False, error=exc.msg)
         out["changed"] = out["changed"] or res["restored"]
         if res.get("diff"):
             out["diff"].append(res["diff"])
-        return restored(LAYER, "planned" if res["restored"] else "unchanged", changed=res["restored"],
-                        units=res["units"], default_target=res["default_target"])  # fmt: skip
-    res = ua.rollback_services(module, runner, journal_path, LAYER)
+        return layer_status(LAYER, "planned" if res["restored"] else "unchanged", changed=res["restored"],
+                            units=res["units"], default_target=res["default_target"])  # fmt: skip
+    res = rollback(module, runner, journal_path)
     if not res["restored"]:
-        return restored(LAYER, "failed", changed=False, error=f"{res['restore_error']}; the journal layer is kept")
+        return layer_status(LAYER, "failed", changed=False, error=f"{res['restore_error']}; the journal layer is kept")
     done = bool(res["layer_restored"] or res["journald_restored"])
     out["changed"] = out["changed"] or done
     if res.get("diff"):
@@ -1307,7 +1308,7 @@ def restore_services(module: AnsibleModule, runner: Runner, journal_path: str, o
     for key in ("journal_warning", "collateral_warning", "restore_warning"):
         if res.get(key):
             details[key] = res[key]
-    return restored(LAYER, "rolled_back" if done else "unchanged", changed=done, **details)
+    return layer_status(LAYER, "rolled_back" if done else "unchanged", changed=done, **details)
 
 
 # ---- the run around the layers: lock, report snapshots, metrics file ---------------------------------------------

@@ -15,3 +15,15 @@ def run_action(plugin: Any, name: str, args: dict[str, Any], task_vars: dict[str
         name, task=task, connection=plugin._connection, play_context=plugin._play_context, loader=plugin._loader,
         templar=plugin._templar, shared_loader_obj=plugin._shared_loader_obj)  # fmt: skip
     return other.run(task_vars=task_vars)
+
+
+def reboot_args(msg: str, timeout: int, post_reboot_delay: int, boot_time_command: str = "",
+                reboot_command: str = "") -> dict[str, Any]:  # fmt: skip
+    """ansible.builtin.reboot's arguments for the collection's own reboots (the engine's, the capsule's): an empty
+    boot_time_command or reboot_command leaves the module's default."""
+    args: dict[str, Any] = {"msg": msg, "reboot_timeout": timeout, "post_reboot_delay": post_reboot_delay}
+    if boot_time_command:
+        args["boot_time_command"] = boot_time_command
+    if reboot_command:
+        args["reboot_command"] = reboot_command
+    return args

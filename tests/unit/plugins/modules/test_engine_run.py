@@ -5,6 +5,7 @@ back; verify waits for the checker's verdict itself."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,25 @@ def test_secure_boot_without_a_hook_skips_the_boot_layers_in_preflight(device):
     assert not res.get("failed"), res.get("msg")
     assert res["preflight"]["boot_layers_refused"] == er.PREFLIGHT_SECURE_BOOT and "boot" not in res
     assert res["unchanged"] and res["finished"]  # nothing else to do: the run ended in its probe
+
+
+@pytest.mark.parametrize(("secure_boot", "sign_command", "refused"), [
+    (True, [], er.PREFLIGHT_SECURE_BOOT),
+    (True, ["sign", "{file}"], ""),
+    (True, None, ""),  # not asked: no boot layer in the run
+    (False, [], ""),
+])  # fmt: skip
+def test_preflight_on_its_own_says_whether_the_boot_layers_would_be_skipped(device, secure_boot, sign_command, refused):
+    """No layer (the preflight role): the checks, the identity, and the Secure Boot verdict on its own hook."""
+    from bootdevice import set_secure_boot
+
+    set_secure_boot(device, secure_boot)
+    pf = {k: v for k, v in run_options(device, sign_command=sign_command)["preflight"].items() if v is not None}
+    res = device.run("probe", None, finish="if_unchanged", preflight=pf)
+    assert not res.get("failed"), res.get("msg")
+    assert res["preflight"]["is_jetson"] and res["preflight"]["l4t"]["major"] == 36 and res["preflight"]["boot_free_mb"]
+    assert res["preflight"]["secure_boot"] is secure_boot and res["preflight"]["boot_layers_refused"] == refused
+    assert res["changed"] is False and device.moves == [] and not os.path.exists(device.journal)
 
 
 def test_apply_ends_the_run_then_a_rerun_is_one_probe(device):
