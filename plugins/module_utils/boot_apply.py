@@ -561,8 +561,8 @@ def management_check(given: dict[str, Any], path: dict[str, Any]) -> dict[str, A
 
 
 def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any], management: dict[str, Any]) -> dict[str, Any]:
-    """What the checker reads at boot (roles/boot_commit arm.yml writes the same record, without ``management``).
-    ``management``: hostguards.management_path at arm time."""
+    """What the checker reads at boot. ``management``: hostguards.management_path at arm time. The managed label is
+    recorded so that a revert whose previous label is gone never picks the managed entry."""
     settings = b[layer]
     given = dict(b["checks"].get(layer) or {})
     checks: dict[str, Any] = {"units_active": [], "command": "",
@@ -576,6 +576,7 @@ def pending_record(b: dict[str, Any], layer: str, plan: dict[str, Any], manageme
         "layer": layer,
         "extlinux_path": b["extlinux_path"],
         "previous_default": plan["extlinux"]["stock_default"],
+        "managed_label": b["managed_label"],
         "boots": 0,
         "max_boots": settings["max_boots"],
         "checks": checks,

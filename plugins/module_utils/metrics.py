@@ -307,6 +307,24 @@ def layer_figures(
 
 
 # ---- the file's one write, as edgeslim.jetson.metrics_textfile (and the engine's last device run) makes it ---------
+def drift_by_layer(details: dict[str, Any], carveouts_findings: list[str] | None = None) -> dict[str, Any]:
+    """The audit's drift findings per layer, as the fleet report lists them (layer -> {drift: [finding, ...]}):
+    services ``unit: reason``, each boot layer its boot entry's reasons; carveouts also ``carveouts_findings`` (the
+    live BCT carve-outs against the capsule record) in the same list, since set_stats replaces a list."""
+    out: dict[str, Any] = {}
+    services = details.get("services") or []
+    if services:
+        out["services"] = {"drift": [f"{f['unit']}: {f['reason']}" for f in services]}
+    boot = details.get("boot_entry") or []
+    for layer in ("swiotlb", "carveouts"):
+        found = [f["reason"] for f in boot if f.get("layer") == layer]
+        if layer == "carveouts":
+            found += list(carveouts_findings or [])
+        if found:
+            out[layer] = {"drift": found}
+    return out
+
+
 def _read(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8") as handle:

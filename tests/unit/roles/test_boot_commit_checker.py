@@ -360,35 +360,3 @@ def test_set_default_removes_its_temporary_file_when_the_write_fails(checker, tm
     with pytest.raises(OSError):
         checker.set_default(str(conf), "primary")
     assert [p.name for p in tmp_path.iterdir()] == ["extlinux.conf"] and conf.read_text() == THREE_ENTRIES
-
-
-def _arm_spec_errors(params: dict) -> list[str]:
-    """The arm side's argument spec, checked as Ansible checks it before the role runs (validate_argument_spec)."""
-    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-
-    yaml = pytest.importorskip("yaml")
-    spec = yaml.safe_load((CHECKER.parents[1] / "meta/argument_specs.yml").read_text())["argument_specs"]["arm"]
-    return list(ArgumentSpecValidator(spec["options"]).validate(params).error_messages)
-
-
-CHECKS = {"units_active": [], "cmdline_contains": ["swiotlb=2048"], "kernel_log_absent": ["swiotlb buffer is full"],
-          "command": "", "timeout": 60}  # fmt: skip
-ARMED = {"boot_commit_layer": "swiotlb", "boot_commit_extlinux_path": "/boot/extlinux/extlinux.conf",
-         "boot_commit_previous_default": "primary", "boot_commit_max_boots": 3,
-         "boot_commit_checks": CHECKS}  # fmt: skip
-
-
-@pytest.mark.parametrize(("change", "message"), [
-    ({}, None),
-    ({"boot_commit_checks": {"unit_active": ["app.service"]}}, "boot_commit_checks.unit_active"),  # misspelt
-    ({"boot_commit_checks": "true"}, "boot_commit_checks"),
-    ({"boot_commit_checks": {"units_active": {"a": 1}}}, "units_active"),
-    ({"boot_commit_max_boots": "three"}, "boot_commit_max_boots"),
-    ({"boot_commit_previous_default": "__omit__"}, "boot_commit_previous_default"),
-])  # fmt: skip
-def test_the_pending_record_is_validated_when_armed(change, message):
-    errors = _arm_spec_errors({k: v for k, v in {**ARMED, **change}.items() if v != "__omit__"})
-    if message is None:
-        assert errors == []
-    else:
-        assert errors and any(message in e for e in errors), errors

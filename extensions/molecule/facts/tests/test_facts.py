@@ -35,6 +35,22 @@ def test_identity(host):
     assert info["boot"]["extlinux"]["boot_entry"]["fdt"] == fdt
 
 
+def test_preflight_on_its_own(host):
+    """The preflight role (the engine's pre-flight, no layer) reads the same device, and refuses a release outside
+    the supported majors with the release in the message."""
+    got = facts(host)
+    info, pf = got["info"], got["preflight"]
+    assert pf["is_jetson"] is True and pf["model"] == info["model"] and pf["soc"] == info["soc"]
+    assert pf["l4t"]["major"] == info["l4t"]["major"] and pf["boot_layers_refused"] == ""
+    free_mb = int(host.check_output("df --output=avail -k /boot | tail -1")) // 1024
+    assert abs(pf["boot_free_mb"] - free_mb) <= 1, (pf["boot_free_mb"], free_mb)
+    if info["l4t"]["major"] == 36:
+        assert got["refusal"] == "", got["refusal"]
+    else:
+        name = host.backend.get_hostname()
+        assert f"L4T {info['l4t']['version']} on {name} is not supported (supported majors: 36)" in got["refusal"]
+
+
 def test_release_python(host):
     """Modules ran on the release's own interpreter (3.8 / 3.10 / 3.12), which is also /usr/bin/python3."""
     v = simcheck.variant(variant_of(host))

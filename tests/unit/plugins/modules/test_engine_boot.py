@@ -99,6 +99,21 @@ def test_apply_journals_installs_arms_then_writes_extlinux_once(device):
     assert res["boot"]["records"]["swiotlb"]["measured_by"] == "MemTotal"
 
 
+def test_a_revert_whose_previous_label_is_gone_never_picks_the_managed_entry(device):
+    """DEFAULT moved by hand after arming, the previous label gone: the checker reverts to the first entry that is not
+    the managed one, which the record names (the DEFAULT this boot was made with may be another)."""
+    assert device.run("apply", device.boot(swiotlb=SWIOTLB))["changed"] is True
+    record = json.loads((device.state / "pending/swiotlb.json").read_text())
+    assert record["managed_label"] == "edgeslim"
+    checker = load_checker()
+    conf = device.tmp / "moved.conf"
+    conf.write_text("DEFAULT backup\n\nLABEL edgeslim\n  LINUX /boot/Image\n\nLABEL backup\n  LINUX /boot/Image\n")
+    gone = {**record, "previous_default": "gone", "extlinux_path": str(conf)}
+    assert checker.revert_target(str(conf), gone) == "backup"
+    del gone["managed_label"]
+    assert checker.revert_target(str(conf), gone) == "edgeslim"  # what recording the label prevents
+
+
 def test_second_apply_changes_nothing_writes_nothing_arms_nothing(device):
     boot = both(device)
     assert device.run("apply", boot)["changed"] is True
@@ -286,9 +301,14 @@ def test_pull_mode_records_the_default_route_and_no_path_records_why(device):
         ({"management_wait": 0}, "boot.checks.swiotlb.management_wait must be more than 0 and at most 180 s"),
         ({"management_wait": 900}, "boot.checks.swiotlb.management_wait must be more than 0 and at most 180 s"),
         ({"management_wait": True}, "boot.checks.swiotlb.management_wait refused: True"),
+        # a misspelt check would never run; a check the checker cannot time
+        ({"unit_active": ["app.service"]}, "boot.checks.swiotlb.unit_active refused"),
+        ({"units_active": {"a": 1}}, "boot.checks.swiotlb.units_active refused"),
+        ({"units_active": [""]}, "boot.checks.swiotlb.units_active must name units"),
+        ({"timeout": 0}, "boot.checks.swiotlb.timeout must be a positive number of seconds"),
     ],
 )
-def test_bad_management_options_are_refused_before_any_change(device, checks, message):
+def test_bad_health_checks_are_refused_before_any_change(device, checks, message):
     res = device.run("apply", device.boot(swiotlb=SWIOTLB, checks={"swiotlb": checks}))
     assert res["failed"] and res["stage"] == "input" and message in res["msg"], res["msg"]
     assert device.moves == [] and device.pending() == []
