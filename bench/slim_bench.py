@@ -159,6 +159,20 @@ def median_result(reps: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def merge_runs(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The repetitions of several invocations' --json files, grouped by cell (in first-seen order) into medians:
+    e.g. the second repetition of a cell measured by another invocation on the same engine."""
+    cells: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+    every: list[dict[str, Any]] = []
+    for doc in documents:
+        for rep in doc.get("repetitions") or []:
+            cells.setdefault((rep["hosts"], rep["batching"], rep["playbook"]), []).append(rep)
+            every.append(rep)
+    if not cells:
+        raise SystemExit("--merge: no repetitions in the given files")
+    return {"results": [median_result(reps) for reps in cells.values()], "repetitions": every}
+
+
 # ---- running ----------------------------------------------------------------------------------------------------
 def run(argv: list[str], env: dict[str, str], ok=(0,)) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, cwd=ROOT, env=env, text=True, capture_output=True, check=False)
@@ -413,7 +427,19 @@ def main() -> int:
     )
     ap.add_argument("--scale", type=float, default=0.1, help="EDGESLIM_SIM_SCALE of the simulated services")
     ap.add_argument("--json", type=Path, help="write every figure (per repetition too) to this file")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="run nothing: print the table of the repetitions in these --json files (medians per cell)",
+    )
     args = ap.parse_args()
+    if args.merge:
+        merged = merge_runs([json.loads(path.read_text()) for path in args.merge])
+        if args.json:
+            args.json.write_text(json.dumps(merged, indent=1))
+        print(render_table(merged["results"]))
+        return 0
     if min(args.sizes) < 1 or args.reps < 1:
         ap.error("--sizes and --reps must be at least 1")
     if args.mitogen:

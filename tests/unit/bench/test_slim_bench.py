@@ -229,3 +229,15 @@ def test_anon_script_reads_the_unit_group_under_v2_hybrid_and_v1(tmp_path, layou
                PROCROOT=str(tmp_path / "proc"))  # fmt: skip
     out = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=True).stdout
     assert sb.parse_unit_kb(out) == {"avahi-daemon.service": 1000, "cups.service": 0}
+
+
+def test_merge_takes_the_median_of_every_invocations_repetitions():
+    """--merge: the second repetition of a cell measured by another invocation counts in its median."""
+    a = {"repetitions": [_row("slim", 100.0, 50.0, None), _row("naive", 400.0, None, None)]}
+    b = {"repetitions": [_row("slim", 120.0, 70.0, None)]}
+    merged = sb.merge_runs([a, b])
+    slim, naive = merged["results"]
+    assert (slim["playbook"], slim["first_s"], slim["rerun_s"], slim["reps"]) == ("slim", 110.0, 60.0, 2)
+    assert (naive["first_s"], naive["reps"]) == (400.0, 1) and len(merged["repetitions"]) == 3
+    with pytest.raises(SystemExit):
+        sb.merge_runs([{"results": []}])
