@@ -32,7 +32,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: Layer -> C(drift) (list of findings, C(unit: reason) for services); layers without a finding left out.
+  description: "Layer -> C(drift) (list of findings, C(unit: reason) for services); layers without a finding left out."
   type: dict
 """
 
