@@ -42,8 +42,9 @@ def test_preflight_on_its_own(host):
     info, pf = got["info"], got["preflight"]
     assert pf["is_jetson"] is True and pf["model"] == info["model"] and pf["soc"] == info["soc"]
     assert pf["l4t"]["major"] == info["l4t"]["major"] and pf["boot_layers_refused"] == ""
+    # /boot of a simulated device is on the host's filesystem, whose free space moves between converge and verify
     free_mb = int(host.check_output("df --output=avail -k /boot | tail -1")) // 1024
-    assert abs(pf["boot_free_mb"] - free_mb) <= 1, (pf["boot_free_mb"], free_mb)
+    assert abs(pf["boot_free_mb"] - free_mb) <= max(64, free_mb // 100), (pf["boot_free_mb"], free_mb)
     if info["l4t"]["major"] == 36:
         assert got["refusal"] == "", got["refusal"]
     else:
