@@ -133,9 +133,9 @@ def wait_verdict(
     clock: Callable[[], float] = time.monotonic,
 ) -> tuple[dict[str, Any], bool]:
     """Wait (at most ``timeout`` s) for the checker's verdict of this boot, then -- when it reverted -- for its revert
-    reboot, in one process. Returns (verdict, revert_pending): a
-    verdict of ``no_verdict`` when none came; revert_pending true when the device reverted and has not rebooted yet
-    (the reboot usually ends this process first: the caller treats a lost connection the same way)."""
+    reboot, in one process. Returns (verdict, revert_pending): a verdict of ``no_verdict`` when none came;
+    revert_pending true when the device reverted and has not rebooted yet (the reboot usually ends this process
+    first: the caller treats a lost connection the same way)."""
     deadline = clock() + timeout
     verdict = read()
     while verdict.get("status") == "no_verdict" and clock() < deadline:

@@ -1013,7 +1013,7 @@ def unchanged_record(s: dict[str, Any], result: dict[str, Any]) -> dict[str, Any
         "kept": result["kept"],
         "default_target": result["default_target"],
     }
-    return layer_record("unchanged", "MemAvailable", details)
+    return layer_status(LAYER, "unchanged", **details)
 
 
 def snapshot(module: AnsibleModule, m: dict[str, Any], readings: list, units: list[str], settled: float) -> dict:
